@@ -1,0 +1,1 @@
+"""The ``comms`` command line: thin shells over the core modules."""

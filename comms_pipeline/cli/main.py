@@ -1,0 +1,88 @@
+"""``comms``: the command line of comms-pipeline.
+
+Every subcommand reads the configuration (``--config``, ``$COMMS_CONFIG`` or
+``config/comms.toml``, then ``COMMS_*`` variables) and talks to the database it names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from comms_pipeline import __version__
+from comms_pipeline.cli.common import AppContext
+from comms_pipeline.errors import CommsError
+from comms_pipeline.logs import configure_logging
+
+#: Subcommands, imported when used: name -> "module:attribute".
+COMMANDS = {
+    "db": "comms_pipeline.cli.admin:db",
+    "media": "comms_pipeline.cli.admin:media",
+    "contacts": "comms_pipeline.cli.admin:contacts",
+    "trigger": "comms_pipeline.cli.requests:trigger",
+    "queue": "comms_pipeline.cli.requests:queue",
+    "job": "comms_pipeline.cli.ops:job",
+    "daemon": "comms_pipeline.cli.ops:daemon",
+    "scheduler": "comms_pipeline.cli.ops:scheduler",
+    "status": "comms_pipeline.cli.ops:status",
+    "demo": "comms_pipeline.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                              "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="COMMS_CONFIG",
+              help="Configuration file (TOML). Default: config/comms.toml when present.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Least important log events shown.")
+@click.option("--json-logs/--text-logs", default=None,
+              help="Log as JSON lines (default when stderr is not a terminal).")
+@click.version_option(__version__, prog_name="comms")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str,
+        json_logs: bool | None) -> None:
+    """comms-pipeline: business events in, personalised customer communications out.
+
+    \b
+    Triggers write request headers; `comms job run monitor` expands them into queue entries;
+    `comms job run email-monitor` / `letter-monitor` merge documents; daemons
+    (`comms daemon run|start sms|email|letter|storage|push-handset|push-external`) ship them.
+    `comms status` shows every stage's backlog; `comms demo` runs it all on local folders.
+    """
+    configure_logging(log_level, json_logs)
+    ctx.obj = AppContext(config_path)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False, prog_name="comms")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except CommsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

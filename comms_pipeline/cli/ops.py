@@ -1,0 +1,150 @@
+"""Operations: jobs, daemons, the scheduler and the pipeline's status."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from comms_pipeline import supervise
+from comms_pipeline.cli.common import AppContext, pass_app
+from comms_pipeline.daemons import DAEMONS, build_daemon
+from comms_pipeline.jobs import JOBS, run_job
+
+
+@click.group()
+def job() -> None:
+    """Batch jobs (for cron or `comms scheduler run`): each drains its backlog and exits."""
+
+
+@job.command("run")
+@click.argument("name", type=click.Choice(sorted(JOBS)))
+@click.option("--batch-size", type=click.IntRange(1), help="Rows claimed per transaction.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when stderr is a terminal).")
+@pass_app
+def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool | None) -> None:
+    """Run job NAME until its backlog is done. Exit code 0 means it finished."""
+    show = sys.stderr.isatty() if progress is None else progress
+    handled = run_job(name, app.settings, app.engine, batch_size=batch_size, progress=show)
+    click.echo(f"{name}: {handled} handled")
+
+
+@job.command("list")
+def job_list() -> None:
+    """List the jobs."""
+    for name in sorted(JOBS):
+        click.echo(name)
+
+
+@click.group()
+def daemon() -> None:
+    """Delivery daemons: run in the foreground, or start/stop/inspect background copies."""
+
+
+@daemon.command("run")
+@click.argument("name", type=click.Choice(sorted(DAEMONS)))
+@click.option("--once", is_flag=True, help="Drain the backlog and exit (cron mode).")
+@click.option("--batch-size", type=click.IntRange(1), help="Rows claimed per transaction.")
+@pass_app
+def daemon_run(app: AppContext, name: str, once: bool, batch_size: int | None) -> None:
+    """Run daemon NAME in the foreground until SIGTERM (or, with --once, until idle)."""
+    from comms_pipeline.worker import Runner
+
+    handler = build_daemon(name, app.settings, app.engine)
+    runner = Runner(app.settings, app.engine, handler, batch_size=batch_size, once=once)
+    runner.install_signal_handlers()
+    handled = runner.run()
+    if once:
+        click.echo(f"{name}: {handled} handled")
+
+
+@daemon.command("start")
+@click.argument("name", type=click.Choice(sorted(DAEMONS)))
+@click.option("--copies", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="How many copies to run (they claim work, never share it).")
+@pass_app
+def daemon_start(app: AppContext, name: str, copies: int) -> None:
+    """Start daemon NAME in the background (pidfile and log under var/)."""
+    env = dict(os.environ)
+    if app.config_path:
+        env["COMMS_CONFIG"] = os.path.abspath(app.config_path)
+    env.setdefault("COMMS_PATHS_VAR", str(app.settings.var_dir))
+    started = supervise.start(app.settings.var_dir, name, copies, supervise.self_command(), env)
+    for inst in started:
+        click.echo(f"started {name}-{inst.copy} (pid {inst.pid}); "
+                   f"log: {app.settings.var_dir / 'log' / f'{name}-{inst.copy}.log'}")
+    if not started:
+        click.echo(f"{name}: already running")
+
+
+@daemon.command("stop")
+@click.argument("name", required=False, type=click.Choice(sorted(DAEMONS)))
+@pass_app
+def daemon_stop(app: AppContext, name: str | None) -> None:
+    """Stop daemon NAME (every daemon when omitted): SIGTERM, then wait for it to exit."""
+    results = supervise.stop(app.settings.var_dir, name, app.settings.daemons.stop_timeout_seconds)
+    for inst, what in results:
+        click.echo(f"{inst.name}-{inst.copy} (pid {inst.pid}): {what}")
+    if not results:
+        click.echo("nothing to stop")
+
+
+@daemon.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def daemon_status(app: AppContext, as_json: bool) -> None:
+    """Show daemons; exit 1 if a started daemon is dead or its heartbeat is stale."""
+    from comms_pipeline.daemon_health import daemon_health
+
+    rows, healthy = daemon_health(app.settings, app.engine)
+    if as_json:
+        click.echo(json.dumps({"healthy": healthy, "daemons": rows}, default=str, indent=2))
+    elif not rows:
+        click.echo("no daemons started")
+    else:
+        click.echo(f"{'DAEMON':<18}{'PID':>8}  {'HOST':<16}{'STATE':<10}{'LAST BEAT':>10}"
+                   f"{'HANDLED':>10}")
+        for r in rows:
+            age = "-" if r["beat_age"] is None else f"{r['beat_age']:.0f}s ago"
+            click.echo(f"{r['name']:<18}{r['pid'] or '-':>8}  {r['host']:<16}{r['state']:<10}"
+                       f"{age:>10}{r['processed']:>10}")
+    sys.exit(0 if healthy else 1)
+
+
+@click.group()
+def scheduler() -> None:
+    """The built-in scheduler (APScheduler) for the batch jobs."""
+
+
+@scheduler.command("run")
+@pass_app
+def scheduler_run(app: AppContext) -> None:
+    """Run the jobs on the cron expressions of [scheduler.jobs] until stopped."""
+    from comms_pipeline.scheduler import run_scheduler
+
+    run_scheduler(app.settings, app.engine)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable counts.")
+@pass_app
+def status(app: AppContext, as_json: bool) -> None:
+    """Backlog of every stage and the queue's entries by life-cycle state."""
+    from comms_pipeline.status import pipeline_status
+
+    data = pipeline_status(app.engine)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"Request headers ({data['headers_total']}):")
+    for name, count in data["headers"].items():
+        click.echo(f"  {name:<28}{count:>10}")
+    click.echo(f"Queue entries ({data['details_total']}):")
+    for name, count in data["details"].items():
+        click.echo(f"  {name:<28}{count:>10}")
+    click.echo("Backlog by stage:")
+    for name, count in data["backlog"].items():
+        click.echo(f"  {name:<28}{count:>10}")

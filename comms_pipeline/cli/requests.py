@@ -1,0 +1,185 @@
+"""Requests and the queue: trigger a communication, list, show, retry or cancel entries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import click
+from sqlalchemy import and_, select, update
+
+from comms_pipeline.api import SEND_TO
+from comms_pipeline.api import trigger as trigger_request
+from comms_pipeline.claims import record_transitions, transition_rows
+from comms_pipeline.cli.common import AppContext, parse_pairs, pass_app
+from comms_pipeline.db import utcnow
+from comms_pipeline.models import Contact, details_t, transitions_t
+from comms_pipeline.queues import detail_queue
+from comms_pipeline.states import (
+    PENDING_STATES,
+    DetailState,
+    ErrorCode,
+    PublicState,
+    public_state,
+)
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _when(value: str | None) -> datetime | None:
+    """An ISO time (UTC) or a delay from now such as ``30m``, ``2h``, ``7d``."""
+    if value is None:
+        return None
+    if value[-1:] in _DURATION and value[:-1].isdigit():
+        return utcnow() + timedelta(seconds=int(value[:-1]) * _DURATION[value[-1]])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither an ISO time nor a delay like 2h") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+@click.command()
+@click.option("--contact", "contact_ref", required=True, help="The contact's reference.")
+@click.option("--template", "template_code", help="Template (communication) code.")
+@click.option("--event", help="Event name (for event rules).")
+@click.option("--entity", "entities", multiple=True, metavar="NAME=JSON",
+              help='Entity data, e.g. subscription=\'{"number": "S-1"}\'. Repeatable.')
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Unrestricted parameter value. Repeatable.")
+@click.option("--media", type=click.Choice(["email", "sms", "push", "letter", "external"]),
+              help="Override the template's delivery method.")
+@click.option("--send-to", type=click.Choice(SEND_TO), default="primary", show_default=True)
+@click.option("--address-type", help="With --send-to type: home, work, mobile, ...")
+@click.option("--language", help="Override the contact's preferred language.")
+@click.option("--send-after", help="Do not process before: ISO time (UTC) or delay (30m, 2h).")
+@click.option("--expires", help="Expiry: ISO time (UTC) or delay from now (e.g. 7d).")
+@click.option("--priority", type=click.IntRange(1, 3), default=2, show_default=True,
+              help="1 high, 2 medium, 3 low.")
+@click.option("--idempotency-key", help="Repeating a trigger with the same key creates nothing.")
+@pass_app
+def trigger(app: AppContext, contact_ref: str, template_code: str | None, event: str | None,
+            entities: tuple[str, ...], params: tuple[str, ...], media: str | None,
+            send_to: str, address_type: str | None, language: str | None,
+            send_after: str | None, expires: str | None, priority: int,
+            idempotency_key: str | None) -> None:
+    """Record a communication request (a request header) for the monitor job."""
+    try:
+        header_id = trigger_request(
+            app.engine, contact_ref=contact_ref, template_code=template_code, event=event,
+            entities=parse_pairs(entities, "--entity", as_json=True),
+            params=parse_pairs(params, "--param"), media=media, send_to=send_to,
+            address_type=address_type, language=language, send_after=_when(send_after),
+            expires_at=_when(expires), priority=priority, idempotency_key=idempotency_key)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"request header {header_id}")
+
+
+@click.group()
+def queue() -> None:
+    """The communication queue: list, show, retry, cancel entries."""
+
+
+@queue.command("list")
+@click.option("--state", type=click.Choice([p.value for p in PublicState]),
+              help="Life-cycle state.")
+@click.option("--media", help="email, sms, push, letter, external")
+@click.option("--contact", "contact_ref", help="Contact reference.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def queue_list(app: AppContext, state: str | None, media: str | None, contact_ref: str | None,
+               limit: int, as_json: bool) -> None:
+    """List queue entries, newest first."""
+    contacts = Contact.__table__
+    q = (select(details_t, contacts.c.ref.label("contact_ref"))
+         .join(contacts, contacts.c.id == details_t.c.contact_id, isouter=True)
+         .order_by(details_t.c.id.desc()).limit(limit))
+    if state:
+        q = q.where(details_t.c.state.in_(
+            [s.value for s in DetailState if public_state(s) == state]))
+    if media:
+        q = q.where(details_t.c.media == media)
+    if contact_ref:
+        q = q.where(contacts.c.ref == contact_ref)
+    with app.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    if as_json:
+        for r in rows:
+            r["public_state"] = public_state(r["state"]).value
+        click.echo(json.dumps(rows, default=str, indent=2))
+        return
+    for r in rows:
+        err = f"  {r['error_code']}: {r['error_description']}" if r["error_code"] else ""
+        click.echo(f"{r['id']:>8}  {r['media']:<8} {public_state(r['state']).value:<22}"
+                   f"{r['contact_ref'] or '-':<10} {r['address'] or '-'}{err}")
+
+
+@queue.command("show")
+@click.argument("entry_id", type=int)
+@pass_app
+def queue_show(app: AppContext, entry_id: int) -> None:
+    """Show one entry, its request and its state history."""
+    with app.engine.connect() as conn:
+        row = conn.execute(select(details_t).where(details_t.c.id == entry_id)).mappings().first()
+        if row is None:
+            raise click.ClickException(f"no queue entry {entry_id}")
+        history = conn.execute(select(transitions_t).where(
+            transitions_t.c.kind == "detail", transitions_t.c.row_id == entry_id)
+            .order_by(transitions_t.c.id)).mappings().all()
+    for key, value in row.items():
+        if key in ("body",):
+            value = f"<{len(value or '')} characters>"
+        click.echo(f"{key:>20}: {value}")
+    click.echo(f"{'public state':>20}: {public_state(row['state']).value}")
+    click.echo("history:")
+    for h in history:
+        click.echo(f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from_state'] or '(new)'} -> "
+                   f"{h['to_state']}  by {h['actor']}{'  ' + h['code'] if h['code'] else ''}")
+
+
+@queue.command("retry")
+@click.argument("entry_ids", type=int, nargs=-1, required=True)
+@pass_app
+def queue_retry(app: AppContext, entry_ids: tuple[int, ...]) -> None:
+    """Send Rejected or Expired entries again (they go back to the sending stage)."""
+    with app.engine.begin() as conn:
+        rows = conn.execute(select(details_t.c.id, details_t.c.state).where(
+            details_t.c.id.in_(entry_ids),
+            details_t.c.state.in_([DetailState.REJECTED, DetailState.EXPIRED]))).all()
+        ids = [r.id for r in rows]
+        if ids:
+            conn.execute(update(details_t).where(details_t.c.id.in_(ids)).values(
+                state=DetailState.AWAITING_SEND, attempts=0, next_attempt_at=None,
+                error_code=None, error_description=None, expires_at=None,
+                completed_at=None, updated_at=utcnow()))
+            record_transitions(conn, "detail", [(r.id, r.state, DetailState.AWAITING_SEND)
+                                                for r in rows], actor="cli:retry")
+    click.echo(f"{len(ids)} entr{'y' if len(ids) == 1 else 'ies'} queued again")
+    skipped = set(entry_ids) - set(ids)
+    if skipped:
+        click.echo(f"not Rejected or Expired (left alone): {', '.join(map(str, sorted(skipped)))}")
+
+
+@queue.command("cancel")
+@click.argument("entry_ids", type=int, nargs=-1, required=True)
+@pass_app
+def queue_cancel(app: AppContext, entry_ids: tuple[int, ...]) -> None:
+    """Cancel Pending entries (they become Rejected with code CANCELLED)."""
+    q = detail_queue("any")
+    where = and_(details_t.c.id.in_(entry_ids),
+                 details_t.c.state.in_([s.value for s in PENDING_STATES]))
+    with app.engine.begin() as conn:
+        ids = transition_rows(conn, q, where, DetailState.REJECTED, "cli:cancel",
+                              ErrorCode.CANCELLED,
+                              {"error_code": ErrorCode.CANCELLED,
+                               "error_description": "cancelled by an operator",
+                               "completed_at": utcnow()})
+    click.echo(f"{len(ids)} cancelled")
+    skipped = set(entry_ids) - set(ids)
+    if skipped:
+        click.echo(f"not Pending or claimed right now: {', '.join(map(str, sorted(skipped)))}")
+

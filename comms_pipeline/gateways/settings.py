@@ -1,0 +1,124 @@
+"""Configuration of each gateway: which backend, and that backend's options.
+
+Local-folder backends are the embedded default; each writes under ``var/out/<media>``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Gateway(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmailGateway(_Gateway):
+    backend: Literal["local", "smtp"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "ssl"] = "none"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = Field(30.0, gt=0)
+    connections: int = Field(1, ge=1, le=64)
+    rate_per_second: float = Field(0.0, ge=0, description="0 means unlimited")
+    tls_ca_file: str | None = Field(None, description="CA bundle to verify the server with")
+    tls_verify: bool = True
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_file: str | None = None
+
+
+class SmsGateway(_Gateway):
+    backend: Literal["local", "smpp", "http"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(2775, ge=1, le=65535)
+    system_id: str = ""
+    password: str = ""
+    system_type: str = ""
+    source_addr: str = "Comms"
+    source_addr_ton: int = Field(5, ge=0, le=6, description="5 = alphanumeric sender")
+    source_addr_npi: int = Field(0, ge=0, le=18)
+    dest_addr_ton: int = Field(1, ge=0, le=6, description="1 = international number")
+    dest_addr_npi: int = Field(1, ge=0, le=18, description="1 = E.164")
+    window: int = Field(10, ge=1, le=1000)
+    enquire_link_seconds: float = Field(30.0, gt=0)
+    timeout: float = Field(10.0, gt=0)
+    receipts: bool = Field(True, description="ask the SMSC for delivery receipts")
+    receipt_id_format: Literal["auto", "same", "hex", "decimal"] = Field(
+        "auto", description="how receipts write message ids: as in submit_sm_resp ('same'), "
+        "as the hex or decimal form of them, or 'auto' to try all three")
+    receipt_hold_seconds: float = Field(
+        300.0, gt=0, description="keep a receipt whose message is not yet recorded this long")
+    throttle_delay_seconds: float = Field(0.05, gt=0)
+    throttle_give_up_seconds: float = Field(
+        60.0, gt=0, description="after this long throttled, the rest of a batch is retried later")
+    reconnect_attempts: int = Field(3, ge=1)
+    url: str = ""
+    api_key: str | None = None
+    http_batch_size: int = Field(100, ge=1, le=1000)
+    max_parts: int = Field(8, ge=1, le=255)
+
+
+class PushGateway(_Gateway):
+    backend: Literal["local", "fcm"] = "local"
+    url: str = ""
+    access_token: str | None = None
+    timeout: float = Field(10.0, gt=0)
+    concurrency: int = Field(8, ge=1, le=256, description="requests in flight at once")
+
+
+class WebhookGateway(_Gateway):
+    backend: Literal["local", "http"] = "local"
+    timeout: float = Field(10.0, gt=0)
+    allow_private_targets: bool = False
+    allow_loopback_targets: bool = False
+    disable_after_failures: int = Field(20, ge=1)
+    concurrency: int = Field(8, ge=1, le=256, description="requests in flight at once")
+    retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [60.0, 300.0, 1800.0, 7200.0, 18000.0],
+        description="delay before each retry (the last one repeats); attempts are capped by "
+        "claims.max_attempts")
+
+
+class LetterGateway(_Gateway):
+    backend: Literal["local", "sftp"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(22, ge=1, le=65535)
+    username: str = ""
+    password: str | None = None
+    key_file: str | None = None
+    known_hosts_file: str | None = None
+    remote_dir: str = "/incoming"
+    timeout: float = Field(15.0, gt=0)
+
+
+class StorageGateway(_Gateway):
+    backend: Literal["local", "s3", "sftp"] = "local"
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
+    access_key_id: str | None = Field(None, description="None: boto3's own credential chain")
+    secret_access_key: str | None = None
+    timeout: float = Field(15.0, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(22, ge=1, le=65535)
+    username: str = ""
+    password: str | None = None
+    key_file: str | None = None
+    known_hosts_file: str | None = None
+    remote_dir: str = "/archive"
+
+
+class GatewaysSettings(_Gateway):
+    email: EmailGateway = Field(default_factory=EmailGateway)
+    sms: SmsGateway = Field(default_factory=SmsGateway)
+    push: PushGateway = Field(default_factory=PushGateway)
+    webhook: WebhookGateway = Field(default_factory=WebhookGateway)
+    letter: LetterGateway = Field(default_factory=LetterGateway)
+    storage: StorageGateway = Field(default_factory=StorageGateway)

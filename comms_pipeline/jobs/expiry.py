@@ -1,0 +1,50 @@
+"""Expiry sweep: pending queue entries whose expiry date has passed become Expired.
+
+Expired entries are no longer offered to external systems nor sent (SPEC). Daemons also
+check expiry at send time; the sweep makes the state visible without waiting for a daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_
+
+from comms_pipeline.claims import Outcome, WorkQueue
+from comms_pipeline.db import utcnow
+from comms_pipeline.models import details_t
+from comms_pipeline.states import PENDING_STATES, DetailState, ErrorCode
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine, Row
+
+    from comms_pipeline.config import Settings
+    from comms_pipeline.worker import BatchContext
+
+
+def expired_queue() -> WorkQueue:
+    return WorkQueue(
+        kind="detail",
+        table=details_t,
+        pending=lambda: and_(details_t.c.state.in_([s.value for s in PENDING_STATES]),
+                             details_t.c.expires_at <= utcnow()),
+        state_column="state",
+        failed_state=DetailState.EXPIRED,
+    )
+
+
+class ExpirySweepJob:
+    name = "expiry-sweep"
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.queue = expired_queue()
+
+    def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        now = utcnow()
+        return [Outcome.done(r.id, DetailState.EXPIRED, ErrorCode.EXPIRED,
+                             f"expired at {r.expires_at:%Y-%m-%d %H:%M} UTC before it was "
+                             "processed", completed_at=now) for r in rows]
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,201 @@
+"""The Comms Monitor job: expands each new request header into request details.
+
+For every claimed header it resolves the template and the contact, picks the target
+addresses by the send-to rule, chooses the language variant, applies consent and SPEC's
+processing rules, merges SMS and push texts, checks character limits, and writes one detail
+per target (email and letter details wait for their merge jobs). Whatever cannot be sent ends
+visibly: a header in Error / Not Sent / Opted Out, or a Rejected detail, each with an error
+code and a readable reason. Details are written in the same transaction that marks their
+header Processed, and only while this worker still holds the header's claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import insert
+
+from comms_pipeline.addressing import InvalidAddress, normalise, select_targets
+from comms_pipeline.claims import Outcome, record_transitions
+from comms_pipeline.db import utcnow
+from comms_pipeline.jobs.monitor_data import (
+    ContactInfo,
+    TemplateInfo,
+    load_contacts,
+    load_templates,
+)
+from comms_pipeline.media import effective_limit, load_external_limits, load_media_rules
+from comms_pipeline.models import details_t
+from comms_pipeline.queues import header_queue
+from comms_pipeline.rendering import TemplateError, build_context, compile_template
+from comms_pipeline.rules import processing_refusal
+from comms_pipeline.sms_text import split_parts
+from comms_pipeline.states import (
+    ADDRESS_KIND,
+    Classification,
+    DetailState,
+    ErrorCode,
+    HeaderStatus,
+    Media,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, Row
+
+    from comms_pipeline.config import Settings
+    from comms_pipeline.worker import BatchContext
+
+log = structlog.get_logger(__name__)
+
+#: Media whose text is merged by this job (email and letters are merged by their own jobs).
+MERGED_HERE = {Media.SMS, Media.PUSH, Media.EXTERNAL}
+
+
+class Rejection(Exception):
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+class MonitorJob:
+    name = "monitor"
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.queue = header_queue()
+        self.region = settings.monitor.default_country
+        self._templates: dict[str, TemplateInfo | None] = {}
+
+    # -- the Handler protocol -----------------------------------------------------------------
+    def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        with self.engine.connect() as conn:
+            contacts = load_contacts(conn, (h.contact_ref for h in rows))
+            wanted = {h.template_code for h in rows if h.template_code} - set(self._templates)
+            loaded = load_templates(conn, wanted)
+            self._templates.update({code: loaded.get(code) for code in wanted})
+            self.media_rules = load_media_rules(conn)
+            self.external_limits = load_external_limits(conn)
+        now = utcnow()
+        return [self.expand(h, contacts.get(h.contact_ref), now) for h in rows]
+
+    def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
+        details = [d for o in outcomes for d in (o.payload or ())]
+        if not details:
+            return
+        created = conn.execute(
+            insert(details_t).returning(details_t.c.id, details_t.c.state,
+                                        sort_by_parameter_order=True),
+            details,
+        ).all()
+        record_transitions(conn, "detail", [(r.id, None, r.state) for r in created],
+                           actor=self.name)
+
+    def close(self) -> None:
+        self._templates.clear()
+
+    # -- expansion ------------------------------------------------------------------------------
+    def expand(self, h: Row, contact: ContactInfo | None, now) -> Outcome:  # type: ignore[no-untyped-def]
+        def stop(status: str, code: str, reason: str) -> Outcome:
+            log.info("monitor.not_sent", header_id=h.id, status=status, code=code)
+            return Outcome.done(h.id, status, code, reason)
+
+        if h.expires_at is not None and h.expires_at <= now:
+            return stop(HeaderStatus.NOT_SENT, ErrorCode.EXPIRED,
+                        f"expired at {h.expires_at:%Y-%m-%d %H:%M} UTC before processing")
+        if not h.template_code:
+            return stop(HeaderStatus.ERROR, ErrorCode.INVALID_REQUEST,
+                        "the request names no template")
+        template = self._templates.get(h.template_code)
+        if template is None:
+            return stop(HeaderStatus.ERROR, ErrorCode.UNKNOWN_TEMPLATE,
+                        f"no active template with code {h.template_code!r}")
+        if contact is None:
+            return stop(HeaderStatus.ERROR, ErrorCode.UNKNOWN_CONTACT,
+                        f"no contact with reference {h.contact_ref!r}")
+        media = h.media or template.media
+        if media not in Media.__members__.values():
+            return stop(HeaderStatus.ERROR, ErrorCode.UNKNOWN_MEDIA, f"unknown media {media!r}")
+        if template.classification == Classification.MARKETING and not contact.direct_marketing:
+            return stop(HeaderStatus.OPTED_OUT, ErrorCode.OPTED_OUT,
+                        "the contact has not opted in to direct marketing")
+        if media == Media.EXTERNAL:
+            if template.external_system_id is None:
+                return stop(HeaderStatus.ERROR, ErrorCode.INVALID_REQUEST,
+                            f"template {template.code!r} has media external but no external system")
+            targets = [(contact.ref, None)]
+        else:
+            kind = ADDRESS_KIND[Media(media)]
+            chosen, why = select_targets(contact.addresses, kind, h.send_to, h.address_type)
+            if not chosen:
+                return stop(HeaderStatus.NOT_SENT, ErrorCode.NO_ADDRESS,
+                            f"{why} (media {media}, send to {h.send_to})")
+            targets = [(a.value, a.address_type) for a in chosen]
+        merged: dict[str, Any] = {}
+        details = [self.detail(h, contact, template, media, address, address_type, now, merged)
+                   for address, address_type in targets]
+        return Outcome.done(h.id, HeaderStatus.PROCESSED, details_created=len(details),
+                            payload=details)
+
+    def detail(self, h: Row, contact: ContactInfo, template: TemplateInfo, media: str,
+               address: str, address_type: str | None, now, merged: dict) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        variant = template.variant_for(h.language, contact.language)
+        row: dict[str, Any] = {
+            "header_id": h.id, "contact_id": contact.id, "template_id": template.id,
+            "media": media, "direction": template.direction,
+            "classification": template.classification, "address": address,
+            "address_type": address_type, "language": variant.language if variant else None,
+            "external_system_id": template.external_system_id, "priority": h.priority,
+            "expires_at": h.expires_at, "created_at": now, "updated_at": now,
+            "subject": None, "body": None, "parts": None, "error_code": None,
+            "error_description": None, "completed_at": None,
+        }
+        try:
+            rule = self.media_rules[media]
+            refusal = processing_refusal(media, template.direction, rule.enabled)
+            if refusal:
+                raise Rejection(*refusal)
+            if media != Media.EXTERNAL:
+                try:
+                    row["address"] = normalise(ADDRESS_KIND[Media(media)], address, self.region)
+                except InvalidAddress as exc:
+                    raise Rejection(ErrorCode.INVALID_ADDRESS, str(exc)) from None
+            if variant is None:
+                raise Rejection(ErrorCode.NO_VARIANT, f"template {template.code!r} has no "
+                                f"variant in {h.language or contact.language or 'any language'}"
+                                f" nor in its default language {template.default_language!r}")
+            if media in MERGED_HERE:
+                if "body" not in merged:
+                    merged.update(self.merge(h, contact, template, variant, media))
+                row.update(merged)
+                row["state"] = (DetailState.AWAITING_EXTERNAL if template.external_system_id
+                                else DetailState.AWAITING_SEND)
+            else:
+                row["state"] = DetailState.AWAITING_MERGE
+        except Rejection as rej:
+            row.update(state=DetailState.REJECTED, error_code=rej.code,
+                       error_description=rej.description, completed_at=now)
+            log.info("monitor.rejected", header_id=h.id, code=rej.code)
+        return row
+
+    def merge(self, h: Row, contact: ContactInfo, template: TemplateInfo, variant,  # type: ignore[no-untyped-def]
+              media: str) -> dict[str, Any]:
+        """Render the SMS / push / external text once per header; enforce the limits."""
+        context = build_context(contact=contact.as_tag_data(), entities=h.entities,
+                                params=h.params, referring_entities=template.referring_entities)
+        try:
+            body = compile_template(variant.body_text or "").render(context)
+            subject = (compile_template(variant.subject).render(context)
+                       if variant.subject else None)
+        except TemplateError as exc:
+            raise Rejection(ErrorCode.TEMPLATE_ERROR, str(exc)) from None
+        limit = effective_limit(self.media_rules[media],
+                                self.external_limits.get(template.external_system_id))
+        if len(body) > limit:
+            raise Rejection(ErrorCode.TOO_LONG, f"the merged {media} text is {len(body)} "
+                            f"characters; the limit is {limit}")
+        parts = len(split_parts(body)[1]) if media == Media.SMS else None
+        return {"body": body, "subject": subject, "parts": parts}

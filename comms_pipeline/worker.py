@@ -1,0 +1,137 @@
+"""The loop shared by every daemon and batch job: claim a batch, handle it, finish it.
+
+A :class:`Handler` says which queue it works and what happened to each claimed row; the
+:class:`Runner` does the rest: claiming with a lease, extending the lease on long batches,
+heartbeats, graceful SIGTERM (rows not yet handled are released, the rest finished) and
+``once`` mode (drain the backlog, then exit) for cron-style runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from comms_pipeline.claims import Claimer, Outcome, WorkQueue
+from comms_pipeline.heartbeat import Heartbeat
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, Row
+
+    from comms_pipeline.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Handler(Protocol):
+    """Processes claimed rows of one queue."""
+
+    name: str
+    queue: WorkQueue
+
+    def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        """Return one outcome per handled row; rows left out are released."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PersistingHandler(Handler, Protocol):
+    """A handler whose outcomes carry products (``Outcome.payload``) to write atomically."""
+
+    def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
+        """Write the products of ``outcomes`` (rows still held) in the finishing transaction."""
+        ...
+
+
+class BatchContext:
+    """What a handler may ask of the runner while it works through a batch."""
+
+    def __init__(self, runner: Runner, ids: Sequence[int]) -> None:
+        self._runner = runner
+        self._ids = list(ids)
+        self._started = time.monotonic()
+
+    @property
+    def stopping(self) -> bool:
+        return self._runner.stop_event.is_set()
+
+    def keep_alive(self) -> None:
+        """Extend the batch's lease when a third of it has passed (long batches)."""
+        lease = self._runner.settings.claims.lease_seconds
+        if time.monotonic() - self._started > lease / 3:
+            self._runner.claimer.extend(self._runner.handler.queue, self._ids)
+            self._started = time.monotonic()
+        self._runner.heartbeat.beat()
+
+
+class Runner:
+    def __init__(self, settings: Settings, engine: Engine, handler: Handler, *,
+                 batch_size: int | None = None, once: bool = False,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.handler = handler
+        self.batch_size = batch_size or settings.daemons.batch_size
+        self.once = once
+        self.on_progress = on_progress
+        self.heartbeat = Heartbeat(engine, handler.name, settings.daemons.heartbeat_seconds)
+        self.claimer = Claimer(engine, self.heartbeat.instance, settings.claims)
+        self.stop_event = threading.Event()
+        self.processed = 0
+        self.refused = 0
+
+    def install_signal_handlers(self) -> None:
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("worker.stopping", worker=self.heartbeat.instance, signal=signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    def run(self) -> int:
+        """Work until stopped (or, with ``once``, until nothing is left); return rows handled."""
+        log.info("worker.started", worker=self.heartbeat.instance, once=self.once)
+        self.heartbeat.beat(force=True)
+        try:
+            while not self.stop_event.is_set():
+                if not self.run_batch():
+                    if self.once:
+                        break
+                    self.stop_event.wait(self.settings.daemons.poll_interval)
+                self.heartbeat.beat()
+        finally:
+            self.handler.close()
+            self.heartbeat.processed = self.processed
+            self.heartbeat.stopped()
+            log.info("worker.stopped", worker=self.heartbeat.instance,
+                     processed=self.processed, refused=self.refused)
+        return self.processed
+
+    def run_batch(self) -> int:
+        """Claim and handle one batch; return how many rows were claimed."""
+        queue = self.handler.queue
+        rows = self.claimer.claim(queue, self.batch_size)
+        if not rows:
+            return 0
+        ctx = BatchContext(self, [r.id for r in rows])
+        try:
+            outcomes = self.handler.handle(rows, ctx)
+        except BaseException:
+            # Give the batch back at once rather than waiting for the lease to pass.
+            self.claimer.finish(queue, [Outcome.release(r.id) for r in rows])
+            raise
+        handled = {o.id for o in outcomes}
+        outcomes = list(outcomes) + [Outcome.release(r.id) for r in rows if r.id not in handled]
+        persist = getattr(self.handler, "persist", None)
+        self.refused += len(self.claimer.finish(queue, outcomes, persist=persist))
+        done = sum(1 for o in outcomes if o.action != "release")
+        self.processed += done
+        self.heartbeat.processed = self.processed
+        if self.on_progress:
+            self.on_progress(done)
+        return len(rows)

@@ -1,0 +1,131 @@
+"""Shared fixtures: settings and a migrated database on SQLite and on PostgreSQL.
+
+PostgreSQL comes from ``COMMS_TEST_PG_URL`` (default: postgres on 127.0.0.1:5432). A migrated
+template database is built once per session and every test gets its own copy with
+``CREATE DATABASE ... TEMPLATE``. When ``CI`` is set an unreachable server fails the run;
+on a developer's machine the PostgreSQL half of the suite is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from comms_pipeline import db as dbmod
+from comms_pipeline.config import load_settings
+
+PG_URL = os.environ.get("COMMS_TEST_PG_URL",
+                        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+IN_CI = bool(os.environ.get("CI"))
+TEMPLATE_DB = f"comms_tpl_{os.getpid()}"
+
+
+def _pg_admin():
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+def require_service(ok: bool, what: str) -> None:
+    """Fail in CI, skip elsewhere, when a real server the test needs is missing."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but is not available")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tpl") / "template.db"
+    dbmod.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template():
+    try:
+        admin = _pg_admin()
+        with admin.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:
+        require_service(False, f"PostgreSQL at {PG_URL} ({exc.__class__.__name__})")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"'))
+        conn.execute(text(f'CREATE DATABASE "{TEMPLATE_DB}"'))
+    url = make_url(PG_URL).set(database=TEMPLATE_DB).render_as_string(hide_password=False)
+    dbmod.upgrade(url)
+    yield TEMPLATE_DB
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _fresh_pg(template: str) -> tuple[str, str]:
+    name = f"comms_t_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    admin.dispose()
+    return name, make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg(name: str) -> None:
+    dbmod._cached_engine.cache_clear()
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path, sqlite_template):
+    """A freshly migrated database URL, on each backend in turn."""
+    if request.param == "sqlite":
+        path = tmp_path / "comms.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    name, url = _fresh_pg(template)
+    yield url
+    _drop_pg(name)
+
+
+@pytest.fixture
+def pg_url(tmp_path, request):
+    """A freshly migrated PostgreSQL database URL (for tests that need PostgreSQL only)."""
+    template = request.getfixturevalue("pg_template")
+    name, url = _fresh_pg(template)
+    yield url
+    _drop_pg(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path, sqlite_template):
+    path = tmp_path / "comms.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def make_settings(url: str, var: Path, **env: str):
+    environ = {"COMMS_DATABASE_URL": url, "COMMS_PATHS_VAR": str(var)}
+    environ.update(env)
+    settings = load_settings(path=None, environ=environ)
+    return settings
+
+
+@pytest.fixture
+def settings(db_url, tmp_path):
+    return make_settings(db_url, tmp_path / "var")
+
+
+@pytest.fixture
+def engine(settings):
+    engine = dbmod.make_engine(settings.database_url)
+    yield engine
+    engine.dispose()

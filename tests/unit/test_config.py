@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from comms_pipeline.config import load_settings
+from comms_pipeline.errors import ConfigError
+
+
+def test_defaults_work_without_any_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(environ={})
+    assert s.database_url == f"sqlite:///{tmp_path / 'var'}/comms.db"
+    assert s.gateways.sms.backend == "local"
+
+
+def test_file_then_environment(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[database]\nurl = "sqlite:///x.db"\n[gateways.sms]\nbackend = "smpp"\n'
+                   'port = 2776\n')
+    s = load_settings(cfg, environ={"COMMS_GATEWAYS_SMS_PORT": "2777",
+                                    "COMMS_DATABASE_URL": "postgresql://h/db"})
+    assert s.database_url == "postgresql://h/db"
+    assert (s.gateways.sms.backend, s.gateways.sms.port) == ("smpp", 2777)
+
+
+def test_invalid_value_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"gateways\.sms\.port"):
+        load_settings(environ={"COMMS_GATEWAYS_SMS_PORT": "many"})
+
+
+def test_unknown_key_is_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[daemons]\npoll_intervall = 3\n")
+    with pytest.raises(ConfigError, match=r"daemons\.poll_intervall: Extra inputs"):
+        load_settings(cfg, environ={})
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[database\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(cfg, environ={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_bad_cron_expression(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[scheduler.jobs]\nmonitor = "* * *"\n')
+    with pytest.raises(ConfigError, match="5 fields"):
+        load_settings(cfg, environ={})
