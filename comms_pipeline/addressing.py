@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -28,8 +29,12 @@ class Address:
     invalid_reason: str | None = None
 
 
+@lru_cache(maxsize=65536)
 def normalise(kind: str, value: str, default_region: str = "GB") -> str:
-    """The address in canonical form, or :class:`InvalidAddress` saying why it is unusable."""
+    """The address in canonical form, or :class:`InvalidAddress` saying why it is unusable.
+
+    Cached: parsing a phone number costs about 100 µs and the same customers recur.
+    """
     value = (value or "").strip()
     if not value:
         raise InvalidAddress("the address is empty")

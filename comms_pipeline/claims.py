@@ -18,7 +18,18 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    String,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from comms_pipeline.db import is_postgres, utcnow
 from comms_pipeline.models import transitions_t
@@ -96,6 +107,25 @@ def record_transitions(conn: Connection, kind: str, changes: Iterable[tuple[int,
              "code": code, "at": at} for rid, old, new in changes]
     if rows:
         conn.execute(insert(transitions_t), rows)
+
+
+def record_transitions_from(conn: Connection, kind: str, table: Table,
+                            where: ColumnElement[bool], from_state: str | None,
+                            to_state: Any, actor: str | None, code: Any = None,
+                            at=None) -> None:
+    """Record the transitions of every row of ``table`` matching ``where`` in one statement.
+
+    ``to_state`` and ``code`` may be columns of ``table`` (e.g. the state a row was created
+    in), so a whole batch is recorded server-side without shipping rows back and forth.
+    """
+    def value(v: Any) -> Any:
+        return v if hasattr(v, "table") else literal(v, String)
+
+    source = select(literal(kind, String), table.c.id, literal(from_state, String),
+                    value(to_state), literal(actor, String), value(code),
+                    literal(at or utcnow(), DateTime)).where(where)
+    conn.execute(insert(transitions_t).from_select(
+        ["kind", "row_id", "from_state", "to_state", "actor", "code", "at"], source))
 
 
 class Claimer:
@@ -201,23 +231,32 @@ class Claimer:
     def _apply(self, conn: Connection, queue: WorkQueue, outcomes: Sequence[Outcome],
                held: dict[int, Row]) -> None:
         now = utcnow()
-        groups: dict[tuple, list[dict]] = {}
-        changes: dict[tuple[str, str | None], list[tuple[int, str | None, str]]] = {}
+        same: dict[tuple, list[int]] = {}  # identical new values: one UPDATE ... WHERE id IN
+        varied: dict[tuple, list[dict]] = {}  # per-row values: one executemany per key set
+        changes: dict[tuple, list[int]] = {}
         for o in outcomes:
             values, new_state = self._values_for(queue, o, held[o.id], now)
             if new_state is not None and queue.state_column:
                 old = held[o.id]._mapping.get(queue.state_column)
                 if old != new_state:
-                    changes.setdefault((new_state, o.code), []).append((o.id, old, new_state))
-            key = tuple(sorted(values))
-            groups.setdefault(key, []).append({"_id": o.id, **values})
+                    changes.setdefault((old, new_state, o.code), []).append(o.id)
+            try:
+                same.setdefault(tuple(sorted(values.items())), []).append(o.id)
+            except TypeError:  # unhashable values (JSON): row by row
+                varied.setdefault(tuple(sorted(values)), []).append({"_id": o.id, **values})
         t = queue.table
-        for keys, params in groups.items():
+        for items, ids in same.items():
+            if len(ids) == 1:
+                varied.setdefault(tuple(k for k, _ in items), []).append(
+                    {"_id": ids[0], **dict(items)})
+            else:
+                conn.execute(update(t).where(t.c.id.in_(ids)).values(dict(items)))
+        for keys, params in varied.items():
             stmt = update(t).where(t.c.id == bindparam("_id"))
-            stmt = stmt.values({k: bindparam(k) for k in keys})
-            conn.execute(stmt, params)
-        for (_, code), rows in changes.items():
-            record_transitions(conn, queue.kind, rows, self.worker_id, code, now)
+            conn.execute(stmt.values({k: bindparam(k) for k in keys}), params)
+        for (old, new, code), ids in changes.items():
+            record_transitions_from(conn, queue.kind, t, t.c.id.in_(ids), old, new,
+                                    self.worker_id, code, now)
 
     def _values_for(self, queue: WorkQueue, o: Outcome, row: Row, now) -> tuple[dict, str | None]:
         values: dict[str, Any] = {"claimed_by": None, "lease_until": None}

@@ -65,7 +65,8 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str,
     `comms status` shows every stage's backlog; `comms demo` runs it all on local folders.
     """
     configure_logging(log_level, json_logs)
-    ctx.obj = AppContext(config_path)
+    if ctx.obj is None:  # tests and embedding programs may pass their own AppContext
+        ctx.obj = AppContext(config_path)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import insert
 
 from comms_pipeline.addressing import InvalidAddress, normalise, select_targets
-from comms_pipeline.claims import Outcome, record_transitions
+from comms_pipeline.claims import Outcome, record_transitions_from
 from comms_pipeline.db import utcnow
 from comms_pipeline.jobs.monitor_data import (
     ContactInfo,
@@ -86,13 +86,11 @@ class MonitorJob:
         details = [d for o in outcomes for d in (o.payload or ())]
         if not details:
             return
-        created = conn.execute(
-            insert(details_t).returning(details_t.c.id, details_t.c.state,
-                                        sort_by_parameter_order=True),
-            details,
-        ).all()
-        record_transitions(conn, "detail", [(r.id, None, r.state) for r in created],
-                           actor=self.name)
+        conn.execute(insert(details_t), details)
+        header_ids = sorted({d["header_id"] for d in details})
+        record_transitions_from(conn, "detail", details_t,
+                                details_t.c.header_id.in_(header_ids), None, details_t.c.state,
+                                self.name, details_t.c.error_code)
 
     def close(self) -> None:
         self._templates.clear()

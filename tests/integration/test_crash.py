@@ -65,18 +65,27 @@ def test_sigkill_mid_batch_loses_nothing(pg_url, tmp_path, capsys):
                               stderr=subprocess.DEVNULL) for _ in range(3)]
     try:
         _wait(lambda: _counts(engine).get("completed", 0) >= N // 10, 120, "a first tenth")
-        victim = None
+        victim, held_when_killed = None, 0
 
-        def victim_holds_a_claim():
-            nonlocal victim
+        def freeze_one_holding_a_claim():
+            """SIGSTOP a daemon; keep it frozen only if it holds claims (mid-batch)."""
+            nonlocal victim, held_when_killed
             held = _holder_pids(engine)
-            victim = next((p for p in procs if held.get(p.pid)), None)
-            return victim is not None
+            candidate = next((p for p in procs if held.get(p.pid)), None)
+            if candidate is None:
+                return False
+            candidate.send_signal(signal.SIGSTOP)
+            frozen_claims = _holder_pids(engine).get(candidate.pid, 0)
+            if frozen_claims:
+                victim, held_when_killed = candidate, frozen_claims
+                return True
+            candidate.send_signal(signal.SIGCONT)
+            return False
 
-        _wait(victim_holds_a_claim, 60, "a daemon holding a claim")
+        _wait(freeze_one_holding_a_claim, 60, "a daemon caught holding a claim")
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-        held_when_killed = _holder_pids(engine).get(victim.pid, 0)
+        assert held_when_killed > 0
         _wait(lambda: _counts(engine).get("awaiting_send", 0) == 0, 240, "the backlog to drain")
     finally:
         for p in procs:
