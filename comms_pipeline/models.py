@@ -88,8 +88,6 @@ class ExternalSystem(Base):
     max_chars: Mapped[int | None] = mapped_column(Integer)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_secret: Mapped[str | None] = mapped_column(Text)
-    api_key_prefix: Mapped[str | None] = mapped_column(String(32), unique=True)
-    api_key_hash: Mapped[str | None] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     disabled_reason: Mapped[str | None] = mapped_column(Text)
@@ -157,6 +155,10 @@ class RequestHeader(ClaimColumns, Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     priority: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     copy_of_id: Mapped[int | None] = mapped_column(ForeignKey("request_headers.id"))
+    override_consent: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=text("false"))
+    notification_id: Mapped[int | None] = mapped_column(ForeignKey("notifications.id"),
+                                                        index=True)
     status: Mapped[str] = mapped_column(String(32), default="awaiting_processing",
                                         server_default="awaiting_processing")
     status_code: Mapped[str | None] = mapped_column(String(64))
@@ -241,6 +243,198 @@ class DaemonHeartbeat(Base):
     beat_at: Mapped[datetime] = mapped_column(DateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
     processed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ApiKey(Base):
+    """A Web API credential: shown once, stored hashed, found by its prefix, rotatable.
+
+    Role ``external`` belongs to one external system and sees only its entries; ``agent``
+    reads contacts' communications and documents; ``admin`` may do everything.
+    """
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    external_system_id: Mapped[int | None] = mapped_column(ForeignKey("external_systems.id"),
+                                                           index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class IdempotencyRecord(Base):
+    """The stored answer to a Web API call made with an ``Idempotency-Key``."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("api_key_id", "key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+
+
+class TrackingLink(Base):
+    """A link recorded when a message was merged; clicks redirect only to these URLs."""
+
+    __tablename__ = "tracking_links"
+    id: Mapped[str] = mapped_column(String(43), primary_key=True)
+    detail_id: Mapped[int] = mapped_column(ForeignKey("request_details.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+
+
+class TrackingEvent(Base):
+    __tablename__ = "tracking_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    detail_id: Mapped[int] = mapped_column(ForeignKey("request_details.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    link_id: Mapped[str | None] = mapped_column(ForeignKey("tracking_links.id"))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LinkAction(Base):
+    """A dynamic link followed: the action it performed, once per token."""
+
+    __tablename__ = "link_actions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    detail_id: Mapped[int | None] = mapped_column(ForeignKey("request_details.id"))
+    data: Mapped[dict | None] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Segment(Base):
+    """A population: a SQL query against the business database, or a stored list."""
+
+    __tablename__ = "segments"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    query: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+
+
+class SegmentMember(Base):
+    __tablename__ = "segment_members"
+    __table_args__ = (UniqueConstraint("segment_id", "member_ref"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    member_ref: Mapped[str] = mapped_column(String(64))
+
+
+class EventRule(Base):
+    __tablename__ = "event_rules"
+    __table_args__ = (Index("ix_event_rules_match", "entity", "event", "active"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    entity: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64))
+    email_template: Mapped[str | None] = mapped_column(String(64))
+    sms_template: Mapped[str | None] = mapped_column(String(64))
+    send_to: Mapped[str] = mapped_column(String(16), default="primary")
+    address_type: Mapped[str | None] = mapped_column(String(32))
+    consider_presentment_preferences: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false"))
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id"))
+    conditions: Mapped[list | None] = mapped_column(JSON)
+    respect_consent: Mapped[str | None] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+
+
+class NotificationType(Base):
+    __tablename__ = "notification_types"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    classification: Mapped[str] = mapped_column(String(32))
+    entity: Mapped[str] = mapped_column(String(64))
+    template_code: Mapped[str] = mapped_column(String(64))
+    population_query: Mapped[str | None] = mapped_column(Text)
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id"))
+    conditions: Mapped[list | None] = mapped_column(JSON)
+    apply_data_protection: Mapped[bool] = mapped_column(Boolean, default=True,
+                                                        server_default=text("true"))
+    respect_consent: Mapped[str | None] = mapped_column(String(16))
+    expiry_hours: Mapped[int | None] = mapped_column(Integer)
+    cron: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+
+
+class NotificationRun(Base):
+    __tablename__ = "notification_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type_id: Mapped[int] = mapped_column(ForeignKey("notification_types.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    resume_after: Mapped[str | None] = mapped_column(String(200))
+    created: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped_consent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped_condition: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    errors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    summary: Mapped[dict | None] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Notification(Base):
+    """One recipient of a notification run; unique per run so a restart makes no duplicate."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("run_id", "recipient_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("notification_runs.id"), index=True)
+    type_id: Mapped[int] = mapped_column(ForeignKey("notification_types.id"))
+    number: Mapped[str] = mapped_column(String(64), unique=True)
+    recipient_key: Mapped[str] = mapped_column(String(200))
+    contact_ref: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SkippedRecipient(Base):
+    """A recipient a run or rule did not communicate with, and why (SPEC's not-sent reasons)."""
+
+    __tablename__ = "skipped_recipients"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("notification_runs.id"), index=True)
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("event_rules.id"))
+    contact_ref: Mapped[str] = mapped_column(String(64))
+    recipient_key: Mapped[str | None] = mapped_column(String(200))
+    reason_code: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Communication(Base):
+    """The communications log: interactions of any media and direction, logged or sent."""
+
+    __tablename__ = "communications"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    media: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    follow_up_of_id: Mapped[int | None] = mapped_column(ForeignKey("communications.id"))
+    detail_id: Mapped[int | None] = mapped_column(ForeignKey("request_details.id"), unique=True)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 headers_t = RequestHeader.__table__
