@@ -7,6 +7,7 @@ processing rules are applied here, once, for every media.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,7 @@ def outcome_for(row_id: int, result: SendResult | GatewayError, media: str) -> O
                         completed_at=utcnow())
 
 
-class DeliveryHandler:
+class DeliveryHandler(ABC):
     """Base of the daemons that send details of one media through a gateway."""
 
     media: str = ""
@@ -79,9 +80,9 @@ class DeliveryHandler:
             outcomes.extend(self.deliver(sendable, ctx))
         return outcomes
 
+    @abstractmethod
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         """Send ``rows`` through the gateway; return one outcome per row sent."""
-        raise NotImplementedError  # abstract: every daemon defines it
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most daemons close their sender
         """Release gateway connections."""

@@ -106,3 +106,24 @@ def test_queue_cancel_and_retry(engine, settings):
     assert "2 entries queued again" in _invoke(settings, "queue", "retry", "1", "2").output
     assert _states(engine) == ["awaiting_send", "awaiting_send"]
     assert "not Rejected or Expired" in _invoke(settings, "queue", "retry", "1").output
+
+
+def test_gateway_refusal_rejects_and_transient_failure_retries(engine, settings):
+    from comms_pipeline.testing import FakeSender
+
+    _seed(engine, 3)
+    settings.claims.backoff_base_seconds = 0
+    settings.claims.max_attempts = 2
+    daemon = build_daemon("sms", settings, engine)
+    daemon.sender = FakeSender()
+    daemon.sender.fail("+35799000001", "0x0000000B", "ESME_RINVDSTADR")
+    daemon.sender.fail("+35799000002", "0x00000058", "ESME_RTHROTTLED", transient=True)
+    Runner(settings, engine, daemon, once=True).run()
+    with engine.connect() as conn:
+        rows = conn.execute(select(details_t.c.state, details_t.c.error_code,
+                                   details_t.c.error_description, details_t.c.attempts)
+                            .order_by(details_t.c.id)).all()
+    assert rows[0][:2] == ("completed", None)
+    assert rows[1][:3] == ("rejected", "0x0000000B", "ESME_RINVDSTADR")
+    assert rows[2][:2] == ("rejected", "0x00000058")
+    assert "gave up after 2 attempts" in rows[2][2] and rows[2][3] == 2
