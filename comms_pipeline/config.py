@@ -17,8 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from comms_pipeline.entity_sources import EntitySource
 from comms_pipeline.errors import ConfigError
 from comms_pipeline.gateways.settings import GatewaysSettings
+from comms_pipeline.links import LinkSettings
 
 ENV_PREFIX = "COMMS_"
 DEFAULT_CONFIG_PATHS = (Path("config/comms.toml"),)
@@ -97,6 +99,8 @@ class Settings(_Section):
     email: EmailSettings = Field(default_factory=EmailSettings)
     gateways: GatewaysSettings = Field(default_factory=GatewaysSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    links: LinkSettings = Field(default_factory=LinkSettings)
+    entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 
     @property

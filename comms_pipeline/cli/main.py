@@ -28,6 +28,7 @@ COMMANDS = {
     "scheduler": "comms_pipeline.cli.ops:scheduler",
     "status": "comms_pipeline.cli.ops:status",
     "demo": "comms_pipeline.cli.demo:demo",
+    "templates": "comms_pipeline.cli.templates:templates",
 }
 
 

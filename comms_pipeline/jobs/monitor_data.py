@@ -34,7 +34,10 @@ class ContactInfo:
     def as_tag_data(self) -> dict[str, Any]:
         """What ``#contact_information.*`` shows: the contact's fields and primary addresses."""
         data: dict[str, Any] = dict(self.data or {})
-        data.update(ref=self.ref, name=self.name, language=self.language)
+        data.update(ref=self.ref, name=self.name, language=self.language,
+                    preferred_language=self.language,
+                    opt_in_direct_marketing=self.direct_marketing,
+                    opt_in_affiliate_marketing=self.affiliate_marketing)
         for a in self.addresses:
             if a.is_primary or a.kind not in data:
                 data.setdefault(a.kind, a.value)

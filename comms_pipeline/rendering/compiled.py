@@ -1,0 +1,79 @@
+"""Compiled templates: parsed once, rendered many times in the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from comms_pipeline.errors import CommsError
+from comms_pipeline.rendering import velocity
+from comms_pipeline.rendering.sandbox import DEFAULT_LIMITS, Budget, Limits, SandboxError
+from comms_pipeline.rendering.tags import Translation, line_column, translate
+
+
+class TemplateError(CommsError):
+    """The template could not be rendered."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+        where = f" (line {line}, column {column})" if line is not None else ""
+        super().__init__(f"{message}{where}")
+        self.reason = message
+        self.line = line
+        self.column = column
+
+
+class CompiledTemplate:
+    """A parsed template, reusable across renders and threads."""
+
+    def __init__(self, source: str, html: bool = False) -> None:
+        self.source = source
+        self.html = html
+        self.translation: Translation = translate(source)
+        try:
+            self.tree = velocity.parse(self.translation.source)
+        except RecursionError:
+            raise TemplateError("template is nested too deeply") from None
+        except Exception as exc:  # airspeed raises several kinds while parsing
+            raise self._error(_parse_message(exc), velocity.syntax_offset(exc)) from None
+
+    @property
+    def velocity_source(self) -> str:
+        return self.translation.source
+
+    def _error(self, message: str, offset: int | None) -> TemplateError:
+        if offset is None:
+            return TemplateError(message)
+        line, column = line_column(self.source, self.translation.original_offset(offset))
+        return TemplateError(message, line, column)
+
+    def render(self, context: Mapping[str, Any], *, html: bool | None = None,
+               limits: Limits = DEFAULT_LIMITS) -> str:
+        """Merge ``context`` (see :func:`build_context`) into the template."""
+        budget = Budget(limits, self.html if html is None else html)
+        try:
+            return velocity.merge(self.tree, dict(context), budget)
+        except Exception as exc:  # every failure becomes a TemplateError
+            cause, offset = velocity.execution_failure(exc)
+            if isinstance(cause, SandboxError):
+                message = str(cause)
+            elif isinstance(cause, RecursionError):
+                message = "template recursion is too deep"
+            else:
+                message = f"{type(cause).__name__}: {cause}"
+            raise self._error(message, offset) from None
+
+
+def _parse_message(exc: Exception) -> str:
+    if isinstance(exc, velocity.ForbiddenDirective):
+        return str(exc)
+    text = str(exc)
+    if text.startswith("line ") and ": " in text:
+        text = text.split(": ", 1)[1]  # airspeed's own line/column are of the translation
+    return f"syntax error: {text}" if text else f"syntax error ({type(exc).__name__})"
+
+
+@lru_cache(maxsize=4096)
+def compile_template(source: str, html: bool = False) -> CompiledTemplate:
+    """Parse ``source`` once; later calls with the same text return the same object."""
+    return CompiledTemplate(source, html)

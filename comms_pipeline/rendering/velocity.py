@@ -1,0 +1,376 @@
+"""A private, sandboxed copy of airspeed's Velocity grammar.
+
+airspeed keeps its grammar as module-level classes that refer to each other by global name.
+We load a second copy of the module under our own name and patch that copy where it looks
+things up, calls, indexes, computes and writes, routing each through
+:mod:`comms_pipeline.rendering.sandbox`. The public ``airspeed`` module stays untouched (the
+benchmark merges through it as the bare baseline). Directives that would run text as template
+code or read files (``#evaluate``, ``#include``, ``#parse``) are refused when parsing.
+
+This depends on airspeed's internals (checked against airspeed 0.7): ``NameOrCall``,
+``SubExpression``, ``FormalReference``, ``SetDirective``, ``ForeachDirective``, ``Range``,
+``BinaryOperator``, ``StringLiteral``, ``_FunctionDefinition`` and ``StoppableStream``. A
+change there shows up in ``tests/unit/test_sandbox*.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import airspeed
+
+from comms_pipeline.rendering import sandbox
+from comms_pipeline.rendering.sandbox import SafeHtml, SandboxError
+
+MAX_SOURCE_CHARS = 500_000
+
+
+def _load_private_copy() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "comms_pipeline.rendering._airspeed_grammar", airspeed.__file__)
+    if spec is None or spec.loader is None:  # pragma: no cover - airspeed is a plain module
+        raise ImportError("cannot load airspeed's grammar")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+V = _load_private_copy()
+
+
+class ForbiddenDirective(Exception):
+    """A directive that templates may not use; carries the offset it starts at."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+class _Refused(V._Element):
+    START = re.compile(r"#(evaluate|include|parse)\b", re.I)
+
+    def parse(self) -> None:
+        name, = self.identity_match(self.START)
+        raise ForbiddenDirective(
+            f"#{name.lower()} is not allowed in templates (values are data, never template "
+            "code, and templates cannot read files)", self.start)
+
+
+V.EvaluateDirective = V.IncludeDirective = V.ParseDirective = _Refused
+
+#: A lone ``$`` before a non-reference character is text without eating that character, so
+#: ``$#payment.amount`` (a currency sign before a tag) keeps its tag.
+V.Text.PLAIN = re.compile(
+    r"((?:[^\\\$#]+|\\[\$#])+|\$(?![!\{a-z0-9_])|#$|#[^\{\}a-zA-Z0-9#\*]+|\\.)", re.S | re.I)
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+class _BudgetStream:
+    """airspeed's StoppableStream, charging every write to the render's budget."""
+
+    __slots__ = ("budget", "parts", "stop")
+
+    def __init__(self, buf: str = "") -> None:
+        self.parts = [buf] if buf else []
+        self.stop = False
+        self.budget = sandbox.current()
+
+    def write(self, s: str) -> int:
+        if self.stop:
+            return 0
+        self.budget.spend(len(s))
+        self.parts.append(s)
+        return len(s)
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+V.StoppableStream = _BudgetStream
+
+
+def _run_function(function: Any, params: list[Any], namespace: Any, loader: Any) -> str:
+    stream = _BudgetStream()
+    function.execute_function(stream, namespace, params, loader)
+    return stream.getvalue()
+
+
+def _name_or_call(self: Any, current_object: Any, loader: Any, top_namespace: Any) -> Any:
+    name = self.name
+    if self.parameters is None and self.index is None and type(current_object) in _DICTS \
+            and name[0] != "_":  # fast path for the common ``$entity.field``
+        try:
+            value = current_object[name]
+        except KeyError:
+            return None
+        if type(value) in _FUNCTIONS:
+            return _run_function(value, [], top_namespace, loader)
+        return value
+    if self.parameters is not None:
+        args = self.parameters.calculate(top_namespace, loader)
+        if isinstance(current_object, V.LocalNamespace):
+            function = sandbox.lookup(current_object, name)
+            if type(function) in _FUNCTIONS:
+                return _run_function(function, args, top_namespace, loader)
+            raise SandboxError(f"${name}(...) is not a function")
+        return sandbox.call(current_object, name, args)
+    value = sandbox.lookup(current_object, name)
+    if type(value) in _FUNCTIONS:
+        return _run_function(value, [], top_namespace, loader)
+    if self.index is not None:
+        value = sandbox.index(value, self.index.calculate(top_namespace, loader))
+    return value
+
+
+def _sub_expression(self: Any, current_object: Any, loader: Any, global_namespace: Any) -> Any:
+    if type(self.expression) is not V.ArrayIndex:
+        return self.expression.calculate(current_object, loader, global_namespace)
+    result = sandbox.index(current_object, self.expression.calculate(current_object, loader))
+    if self.subexpression:
+        result = self.subexpression.calculate(result, loader, global_namespace)
+    return result
+
+
+def _formal_reference(self: Any, stream: Any, namespace: Any, loader: Any) -> None:
+    value = None
+    if self.expression is not None:
+        value = self.expression.calculate(namespace, loader)
+    if value is None:
+        if self.alternate is not None:
+            value = self.alternate.calculate(namespace, loader)
+        elif self.silent and self.expression is not None:
+            return
+        else:
+            value = SafeHtml(self.my_text())  # the author's own text, shown as written
+    stream.write(sandbox.output(value, stream.budget.html))
+
+
+def _set_directive(self: Any, stream: Any, namespace: Any, loader: Any) -> None:
+    for term in self.terms:
+        if term.startswith("_"):
+            raise SandboxError(f"names beginning with '_' are not allowed ({term!r})")
+    if len(self.terms) != 1:
+        raise SandboxError("#set can only assign a variable, not a field of a value")
+    namespace.set_inherited(self.terms[0], self.value.calculate(namespace, loader))
+
+
+def _foreach(self: Any, stream: Any, namespace: Any, loader: Any) -> None:
+    if self.loop_var_name.startswith("_"):
+        raise SandboxError("names beginning with '_' are not allowed")
+    iterable = self.value.calculate(namespace, loader)
+    if iterable is None:
+        return
+    if isinstance(iterable, Mapping):
+        iterable = [k for k in iterable if not (isinstance(k, str) and k.startswith("_"))]
+    elif not isinstance(iterable, list | tuple | range | str):
+        raise SandboxError(f"#foreach cannot loop over a {type(iterable).__name__}")
+    budget = sandbox.current()
+    length = len(iterable)
+    if length > budget.limits.max_items:
+        raise SandboxError(f"#foreach over {length} items (the limit is "
+                           f"{budget.limits.max_items})")
+    for counter, item in enumerate(iterable, start=1):
+        budget.tick()
+        local = V.LocalNamespace(namespace)
+        local["velocityCount"] = counter
+        local["velocityHasNext"] = counter < length
+        local["foreach"] = {"count": counter, "index": counter - 1,
+                            "hasNext": counter < length, "first": counter == 1,
+                            "last": counter == length}
+        local[self.loop_var_name] = item
+        self.block.evaluate(stream, local, loader)
+
+
+def _range(self: Any, namespace: Any, loader: Any) -> range:
+    first = self.value1.calculate(namespace, loader)
+    last = self.value2.calculate(namespace, loader)
+    for bound in (first, last):
+        if not isinstance(bound, int) or isinstance(bound, bool):
+            raise SandboxError("a range needs whole numbers")
+    if abs(last - first) + 1 > sandbox.current().limits.max_items:
+        raise SandboxError(f"range of {abs(last - first) + 1} items is too large")
+    return range(first, last - 1, -1) if last < first else range(first, last + 1)
+
+
+_original_execute = V._FunctionDefinition.execute_function
+
+
+def _execute_function(self: Any, stream: Any, namespace: Any, arg_values: list[Any],
+                      loader: Any) -> None:
+    budget = sandbox.current()
+    budget.tick()
+    if budget.depth >= budget.limits.max_depth:
+        raise SandboxError(f"macros nested deeper than {budget.limits.max_depth} levels")
+    budget.depth += 1
+    try:
+        _original_execute(self, stream, namespace, arg_values, loader)
+    finally:
+        budget.depth -= 1
+
+
+def _string_literal(self: Any, namespace: Any, loader: Any) -> str:
+    return SafeHtml(self.value) if sandbox.rendering_html() else self.value
+
+
+def _interpolated_literal(self: Any, namespace: Any, loader: Any) -> str:
+    stream = _BudgetStream()
+    self.block.evaluate(stream, namespace, loader)
+    text = stream.getvalue()
+    return SafeHtml(text) if sandbox.rendering_html() else text
+
+
+def _binary_operator_parse(self: Any) -> None:
+    op, = self.identity_match(self.BINARY_OP)
+    self.apply_to = sandbox.OPERATORS.get(op) or self.OPERATORS[op]
+    self.precedence = self.PRECEDENCE[op]
+
+
+#: Exact types checked with ``type(x) in ...``: airspeed's elements are ABCs, and an
+#: ``isinstance`` against an ABC costs several times more on this hot path.
+_DICTS = frozenset({dict, V.LocalNamespace})
+_FUNCTIONS = frozenset({V.MacroDefinition, V.DefineDefinition})
+
+V.NameOrCall.calculate = _name_or_call
+V.SubExpression.calculate = _sub_expression
+V.FormalReference.evaluate_raw = _formal_reference
+V.SetDirective.evaluate_raw = _set_directive
+V.ForeachDirective.evaluate_raw = _foreach
+V.Range.calculate = _range
+V._FunctionDefinition.execute_function = _execute_function
+V.StringLiteral.calculate = _string_literal
+V.InterpolatedStringLiteral.calculate = _interpolated_literal
+V.BinaryOperator.parse = _binary_operator_parse
+V.__additional_methods__.clear()
+
+
+# --- the parse tree, for validation ---------------------------------------------------------
+
+def parse(source: str) -> Any:
+    """Parse Velocity source into airspeed's tree (raises airspeed's errors or ours)."""
+    if len(source) > MAX_SOURCE_CHARS:
+        raise ForbiddenDirective(f"template longer than {MAX_SOURCE_CHARS} characters", 0)
+    template = V.Template(source, filename="<template>")
+    template.ensure_compiled()
+    return template
+
+
+def merge(template: Any, namespace: dict[str, Any], budget: sandbox.Budget) -> str:
+    token = sandbox.activate(budget)
+    try:
+        return template.merge(namespace)
+    finally:
+        sandbox.deactivate(token)
+
+
+def syntax_offset(exc: Exception) -> int | None:
+    """Where a parse error was found, as an offset into the Velocity source."""
+    if isinstance(exc, ForbiddenDirective):
+        return exc.offset
+    element = getattr(exc, "element", None)
+    return getattr(element, "end", None)
+
+
+def execution_failure(exc: BaseException) -> tuple[BaseException, int | None]:
+    """The root cause of a render failure and the offset of the element that raised it."""
+    offset = None
+    while isinstance(exc, V.TemplateExecutionError):
+        offset = exc.start
+        if exc.__cause__ is None:
+            break
+        exc = exc.__cause__
+    return exc, offset
+
+
+def _children(element: Any) -> Iterator[Any]:
+    for value in vars(element).values():
+        candidates = value.values() if isinstance(value, dict) else (
+            value if isinstance(value, list) else [value])
+        for item in candidates:
+            owner = getattr(item, "__self__", None)  # bound ``calculate`` of an inner element
+            if isinstance(owner, V._Element):
+                yield owner
+            elif isinstance(item, V._Element):
+                yield item
+        if isinstance(value, dict):
+            yield from (k for k in value if isinstance(k, V._Element))
+
+
+def walk(template: Any) -> Iterator[Any]:
+    seen: set[int] = set()
+    stack = [template.root_element]
+    while stack:
+        element = stack.pop()
+        if id(element) in seen:
+            continue
+        seen.add(id(element))
+        yield element
+        stack.extend(_children(element))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A ``$a.b.c`` reference: its plain name path (up to a call or index) and offset."""
+
+    path: tuple[str, ...]
+    offset: int
+
+
+def references(template: Any) -> Iterator[Reference]:
+    for element in walk(template):
+        if isinstance(element, V.FormalReference) and element.expression is not None:
+            names: list[str] = []
+            expression = element.expression
+            while expression is not None:
+                part = expression.part
+                names.append(part.name)
+                sub = expression.subexpression
+                if part.parameters is not None or part.index is not None or sub is None:
+                    break
+                expression = sub.expression if isinstance(sub.expression,
+                                                          V.VariableExpression) else None
+            yield Reference(tuple(names), element.start)
+
+
+def local_names(template: Any) -> set[str]:
+    """Variables the template defines itself (``#set``, ``#foreach``, macro arguments)."""
+    names = {"velocityCount", "velocityHasNext", "foreach"}
+    for element in walk(template):
+        if isinstance(element, V.SetDirective):
+            names.add(element.terms[0])
+        elif isinstance(element, V.ForeachDirective):
+            names.add(element.loop_var_name)
+        elif isinstance(element, V._FunctionDefinition):
+            names.update(element.arg_names)
+            if isinstance(element, V.DefineDefinition):
+                names.add(element.function_name)
+    return names
+
+
+def violations(template: Any, helper_methods: frozenset[str],
+               defined: frozenset[str] | set[str] = frozenset()) -> Iterator[tuple[str, int]]:
+    """What the sandbox would refuse at render time, found statically: (message, offset)."""
+    allowed = sandbox.ALL_METHOD_NAMES | helper_methods | defined
+    for element in walk(template):
+        if isinstance(element, V.NameOrCall):
+            if element.name.startswith("_"):
+                yield f"names beginning with '_' are not allowed ({element.name!r})", \
+                    element.start
+            elif element.parameters is not None and element.name not in allowed:
+                yield f"method {element.name}() is not allowed in templates", element.start
+        elif isinstance(element, V.SetDirective):
+            if len(element.terms) != 1:
+                yield "#set can only assign a variable, not a field of a value", element.start
+            elif element.terms[0].startswith("_"):
+                yield f"names beginning with '_' are not allowed ({element.terms[0]!r})", \
+                    element.start
+        elif isinstance(element, V.ForeachDirective) and element.loop_var_name.startswith("_"):
+            yield f"names beginning with '_' are not allowed ({element.loop_var_name!r})", \
+                element.start
