@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import (
+    JSON,
     DateTime,
     String,
     Table,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 
@@ -252,8 +254,12 @@ class Claimer:
             else:
                 conn.execute(update(t).where(t.c.id.in_(ids)).values(dict(items)))
         for keys, params in varied.items():
-            stmt = update(t).where(t.c.id == bindparam("_id"))
-            conn.execute(stmt.values({k: bindparam(k) for k in keys}), params)
+            if self._pg and len(params) > 1 and not any(
+                    isinstance(t.c[k].type, JSON) for k in keys):
+                _update_from_values(conn, t, keys, params)
+            else:
+                stmt = update(t).where(t.c.id == bindparam("_id"))
+                conn.execute(stmt.values({k: bindparam(k) for k in keys}), params)
         for (old, new, code), ids in changes.items():
             record_transitions_from(conn, queue.kind, t, t.c.id.in_(ids), old, new,
                                     self.worker_id, code, now)
@@ -284,6 +290,24 @@ class Claimer:
         if "updated_at" in queue.table.c:
             values["updated_at"] = now
         return values, new_state
+
+
+def _update_from_values(conn: Connection, t: Table, keys: tuple[str, ...],
+                        params: list[dict]) -> None:
+    """Per-row values in one statement: ``UPDATE t SET ... FROM unnest(arrays) v WHERE ...``.
+
+    PostgreSQL only (SQLite's executemany is in-process and already cheap). The statement's
+    text depends only on the columns, so it is compiled once; the rows travel as one typed
+    array per column.
+    """
+    arrays = ", ".join(f"CAST(:{k} AS {t.c[k].type.compile(dialect=conn.dialect)}[])"
+                       for k in keys)
+    sets = ", ".join(f"{k} = v.{k}" for k in keys)
+    sql = text(f"UPDATE {t.name} SET {sets} "
+               f"FROM unnest(CAST(:_id AS BIGINT[]), {arrays}) AS v(_id, {', '.join(keys)}) "
+               f"WHERE {t.name}.id = v._id")
+    conn.execute(sql, {"_id": [p["_id"] for p in params],
+                       **{k: [p[k] for p in params] for k in keys}})
 
 
 def _error_columns(table: Table) -> tuple[str, str] | None:

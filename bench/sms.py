@@ -1,0 +1,164 @@
+"""Benchmark: the SMS daemon (SMPP, through the database) against a bare smpplib submit loop.
+
+Both send the same texts to the same loopback SMSC (``tests/servers/smpp.py``, in its own
+process so that it does not share this process's GIL). The raw limit is smpplib's own client
+doing what it offers: send one ``submit_sm``, wait for its ``submit_sm_resp``, send the next.
+The pipeline is the SMS daemon in ``once`` mode claiming batches of awaiting-send entries,
+sending them over one bound transceiver and recording every outcome with its transition;
+it runs with ``window=1`` (the same one-at-a-time exchange) and with ``--window`` submits
+outstanding. Peak RSS is this process's and the SMSC process's.
+
+    .venv/bin/python bench/sms.py [--n 20000] [--window 32] [--backend sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import subprocess
+
+from sqlalchemy import func, insert, select
+
+from bench.common import fresh_database, peak_rss_mb, row, timer
+from comms_pipeline.config import load_settings
+from comms_pipeline.daemons.sms import SmsDaemon
+from comms_pipeline.db import make_engine, upgrade, utcnow
+from comms_pipeline.models import details_t, headers_t
+from comms_pipeline.worker import Runner
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = "Comms"
+
+
+def texts(n: int) -> list[tuple[str, str]]:
+    return [(f"+44770{i:07d}", f"Your code is {100000 + i}. It expires in 10 minutes.")
+            for i in range(n)]
+
+
+def start_smsc(receipts: bool) -> tuple[subprocess.Popen, int]:
+    extra = ["--receipts", "after"] if receipts else []
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.smpp", "--port", "0", *extra],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise SystemExit(f"the SMSC did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+def raw_loop(port: int, items: list[tuple[str, str]]) -> float:
+    """smpplib's client as it comes: submit, wait for the response, next."""
+    import smpplib.client
+
+    client = smpplib.client.Client("127.0.0.1", port, allow_unknown_opt_params=True)
+    client.connect()
+    client.bind_transceiver(system_id="", password="")
+    with timer() as took:
+        for to, text in items:
+            client.send_message(source_addr_ton=5, source_addr_npi=0, source_addr=SOURCE,
+                                dest_addr_ton=1, dest_addr_npi=1, destination_addr=to[1:],
+                                short_message=text.encode("ascii"), data_coding=0,
+                                registered_delivery=1)
+            while True:
+                pdu = client.read_pdu()
+                if pdu.command == "submit_sm_resp":
+                    if pdu.status:
+                        raise SystemExit(f"the SMSC refused a submit: {pdu.status:#x}")
+                    break
+    client.unbind()
+    client.disconnect()
+    return took[0]
+
+
+def seed(engine, items: list[tuple[str, str]]) -> None:  # type: ignore[no-untyped-def]
+    now = utcnow()
+    with engine.begin() as conn:
+        header_id = conn.execute(insert(headers_t).values(
+            contact_ref="C-bench", template_code="OTP", media="sms", status="processed",
+            created_at=now).returning(headers_t.c.id)).scalar_one()
+    step = 5000
+    for start in range(0, len(items), step):
+        with engine.begin() as conn:
+            conn.execute(insert(details_t), [
+                {"header_id": header_id, "media": "sms", "direction": "outgoing",
+                 "address": to, "body": text, "parts": 1, "state": "awaiting_send",
+                 "priority": 2, "created_at": now} for to, text in items[start:start + step]])
+
+
+def pipeline(backend: str, port: int, items: list[tuple[str, str]], window: int,
+             batch_size: int, receipts: bool = False) -> float:
+    url = fresh_database(backend, f"comms_bench_sms_{backend}")
+    upgrade(url)
+    settings = load_settings(environ={
+        "COMMS_DATABASE_URL": url, "COMMS_PATHS_VAR": str(ROOT / "bench" / "out" / "var"),
+        "COMMS_GATEWAYS_SMS_BACKEND": "smpp", "COMMS_GATEWAYS_SMS_PORT": str(port),
+        "COMMS_GATEWAYS_SMS_WINDOW": str(window), "COMMS_GATEWAYS_SMS_SOURCE_ADDR": SOURCE})
+    engine = make_engine(settings.database_url)
+    seed(engine, items)
+    with timer() as took:
+        Runner(settings, engine, SmsDaemon(settings, engine), once=True,
+               batch_size=batch_size).run()
+    with engine.connect() as conn:
+        done = conn.execute(select(func.count()).select_from(details_t)
+                            .where(details_t.c.state == "completed")).scalar_one()
+        delivered = conn.execute(select(func.count()).select_from(details_t)
+                                 .where(details_t.c.gateway_status == "DELIVRD")).scalar_one()
+    engine.dispose()
+    if done != len(items):
+        raise SystemExit(f"only {done} of {len(items)} entries completed")
+    if receipts and delivered != len(items):
+        raise SystemExit(f"only {delivered} of {len(items)} receipts were recorded")
+    return took[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="interleaved rounds; the best of each is reported (noisy hosts)")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--receipts", action="store_true",
+                        help="the SMSC sends a delivery receipt per message; the daemon's runs "
+                        "include recording them on the queue entries")
+    args = parser.parse_args()
+
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logging.getLogger("smpp").setLevel(logging.ERROR)  # smpplib's client chatter
+    smsc, port = start_smsc(args.receipts)
+    items = texts(args.n)
+    runs: dict[str, list[float]] = {"raw": [], "one": [], "many": []}
+    print(f"sms: {args.n} single-part SMS, loopback SMSC (real SMPP v3.4 PDUs) in a separate "
+          f"process, database {args.backend}, batches of {args.batch_size}, best of "
+          f"{args.repeat}" + (", with delivery receipts" if args.receipts else ""))
+    try:
+        for _ in range(args.repeat):
+            runs["raw"].append(raw_loop(port, items))
+            runs["one"].append(pipeline(args.backend, port, items, 1, args.batch_size,
+                                        args.receipts))
+            runs["many"].append(pipeline(args.backend, port, items, args.window,
+                                         args.batch_size, args.receipts))
+    finally:
+        out, _ = smsc.communicate(input="", timeout=60)
+    accepted = int(out.split("ACCEPTED")[-1]) if "ACCEPTED" in out else -1
+    raw = row("bare smpplib loop (submit, wait, next)", args.n, min(runs["raw"]), "sms")
+    one = row("SMS daemon, window 1", args.n, min(runs["one"]), "sms")
+    many = row(f"SMS daemon, window {args.window}", args.n, min(runs["many"]), "sms")
+    print(f"  ratio daemon(window 1) / bare loop:  {one / raw:.2f}")
+    print(f"  ratio daemon(window {args.window}) / bare loop: {many / raw:.2f}")
+    print(f"  SMSC accepted {accepted} submits (expected {3 * args.repeat * args.n})")
+    print(f"  peak RSS: this process {peak_rss_mb():.0f} MB, "
+          f"SMSC process {peak_rss_mb(children=True):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

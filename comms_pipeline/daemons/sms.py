@@ -1,0 +1,78 @@
+"""SMS daemon: sends SMS details through the configured SMS gateway.
+
+With the SMPP backend it also owns a :class:`~comms_pipeline.receipts.ReceiptApplier`, which
+records the delivery receipts the SMSC sends back on the details they belong to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from comms_pipeline.delivery import DeliveryHandler, outcome_for
+from comms_pipeline.errors import ConfigError
+from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine, Row
+
+    from comms_pipeline.claims import Outcome
+    from comms_pipeline.config import Settings
+    from comms_pipeline.receipts import Receipt
+    from comms_pipeline.worker import BatchContext
+
+
+def make_sms_sender(settings: Settings, on_receipt=None) -> SmsSender:  # type: ignore[no-untyped-def]
+    """The configured backend; ``on_receipt`` receives SMPP delivery receipts."""
+    cfg = settings.gateways.sms
+    if cfg.backend == "local":
+        from comms_pipeline.gateways.local import LocalSmsSender
+
+        return LocalSmsSender(settings.var_dir / "out" / "sms")
+    if cfg.backend == "smpp":
+        from comms_pipeline.gateways.smpp import SmppSender
+
+        return SmppSender(cfg, on_receipt)
+    if cfg.backend == "http":
+        from comms_pipeline.gateways.http_sms import HttpSmsSender
+
+        return HttpSmsSender(cfg)
+    raise ConfigError(f"gateways.sms.backend: unknown backend {cfg.backend!r}")
+
+
+class SmsDaemon(DeliveryHandler):
+    media = "sms"
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        super().__init__(settings, engine)
+        cfg = settings.gateways.sms
+        self.receipts = None
+        on_receipt = None
+        if cfg.backend == "smpp":
+            from comms_pipeline.receipts import ReceiptApplier
+
+            self.receipts = ReceiptApplier(engine, fmt=cfg.receipt_id_format,
+                                           hold_seconds=cfg.receipt_hold_seconds)
+            on_receipt = self._on_receipt
+        self.sender = make_sms_sender(settings, on_receipt)
+        self.source = cfg.source_addr
+
+    def _on_receipt(self, receipt: Receipt) -> None:
+        if self.receipts is not None:
+            self.receipts.submit(receipt)
+
+    def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        messages = [SmsMessage(r.id, r.address, r.body or "", self.source) for r in rows]
+        results = self.sender.send_many(messages)
+        if self.receipts is not None:
+            for res in results:
+                if isinstance(res, SendResult):
+                    self.receipts.remember(res.ref)
+        return [outcome_for(m.detail_id, res, self.media) for m, res in zip(messages, results,
+                                                                                strict=True)]
+
+    def close(self) -> None:
+        """Unbind first (receipts still on the wire are taken in), then apply the receipts."""
+        self.sender.close()
+        if self.receipts is not None:
+            self.receipts.close()
