@@ -29,6 +29,7 @@ COMMANDS = {
     "status": "comms_pipeline.cli.ops:status",
     "demo": "comms_pipeline.cli.demo:demo",
     "templates": "comms_pipeline.cli.templates:templates",
+    "documents": "comms_pipeline.cli.documents:documents",
 }
 
 

@@ -67,7 +67,7 @@ def retry_now(engine) -> None:  # type: ignore[no-untyped-def]
         conn.execute(update(details_t).values(next_attempt_at=None))
 
 
-def test_entries_are_pushed_signed_and_completed(webhook_receiver, hook_env):  # noqa: F811
+def test_entries_are_pushed_signed_and_completed(webhook_receiver, hook_env):
     settings, engine = hook_env()
     system_id = add_system(engine, webhook_receiver)
     ids = add_entries(engine, system_id, 5)
@@ -93,7 +93,7 @@ def test_entries_are_pushed_signed_and_completed(webhook_receiver, hook_env):  #
     assert details(engine, pulled)[pulled[0]]["state"] == "awaiting_external"
 
 
-def test_failures_are_retried_on_a_schedule_with_the_same_webhook_id(webhook_receiver,  # noqa: F811
+def test_failures_are_retried_on_a_schedule_with_the_same_webhook_id(webhook_receiver,
                                                                      hook_env):
     settings, engine = hook_env()
     system_id = add_system(engine, webhook_receiver)
@@ -118,7 +118,7 @@ def test_failures_are_retried_on_a_schedule_with_the_same_webhook_id(webhook_rec
     assert system(engine, system_id).consecutive_failures == 0
 
 
-def test_the_schedule_spans_hours_and_the_last_attempt_rejects(webhook_receiver, hook_env):  # noqa: F811
+def test_the_schedule_spans_hours_and_the_last_attempt_rejects(webhook_receiver, hook_env):
     settings, engine = hook_env(COMMS_CLAIMS_MAX_ATTEMPTS="3")
     schedule = settings.gateways.webhook.retry_schedule_seconds
     assert sum(schedule) >= 5 * 3600
@@ -141,7 +141,7 @@ def test_the_schedule_spans_hours_and_the_last_attempt_rejects(webhook_receiver,
     assert "gave up after 3 attempts" in row["error_description"]
 
 
-def test_an_endpoint_is_disabled_after_a_run_of_failures(webhook_receiver, hook_env):  # noqa: F811
+def test_an_endpoint_is_disabled_after_a_run_of_failures(webhook_receiver, hook_env):
     settings, engine = hook_env(COMMS_GATEWAYS_WEBHOOK_DISABLE_AFTER_FAILURES="4",
                                 COMMS_DAEMONS_BATCH_SIZE="3")
     system_id = add_system(engine, webhook_receiver)
@@ -160,7 +160,7 @@ def test_an_endpoint_is_disabled_after_a_run_of_failures(webhook_receiver, hook_
     assert {r["state"] for r in details(engine, ids).values()} == {"awaiting_external"}
 
 
-def test_loopback_targets_are_refused_unless_allowed(webhook_receiver, hook_env):  # noqa: F811
+def test_loopback_targets_are_refused_unless_allowed(webhook_receiver, hook_env):
     settings, engine = hook_env(COMMS_GATEWAYS_WEBHOOK_ALLOW_LOOPBACK_TARGETS="false")
     system_id = add_system(engine, webhook_receiver)
     ids = add_entries(engine, system_id, 2)
@@ -177,7 +177,7 @@ def test_loopback_targets_are_refused_unless_allowed(webhook_receiver, hook_env)
 
 @pytest.mark.parametrize("secret,code", [("whsec_not base64!", "BAD_SECRET"),
                                          (None, "NO_SECRET")])
-def test_an_unusable_secret_disables_the_endpoint(webhook_receiver, hook_env, secret, code):  # noqa: F811
+def test_an_unusable_secret_disables_the_endpoint(webhook_receiver, hook_env, secret, code):
     settings, engine = hook_env()
     with engine.begin() as conn:
         system_id = add_external_system(conn, "PORTAL", "Customer portal",

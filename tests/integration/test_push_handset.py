@@ -17,7 +17,7 @@ TOKENS = [f"fcm-token-{i:03d}-" + "x" * 40 for i in range(6)]
 
 
 @pytest.fixture
-def push_env(db_url, tmp_path, fcm_server):  # noqa: F811
+def push_env(db_url, tmp_path, fcm_server):
     engines = []
 
     def build(**env: str):  # type: ignore[no-untyped-def]
@@ -47,7 +47,7 @@ def add_pushes(engine, tokens=TOKENS) -> list[int]:  # type: ignore[no-untyped-d
                        subject="Order update", device_contact=True)
 
 
-def test_pushes_use_the_fcm_v1_message_format(fcm_server, push_env):  # noqa: F811
+def test_pushes_use_the_fcm_v1_message_format(fcm_server, push_env):
     settings, engine = push_env()
     ids = add_pushes(engine)
 
@@ -68,7 +68,7 @@ def test_pushes_use_the_fcm_v1_message_format(fcm_server, push_env):  # noqa: F8
     assert len({r["gateway_ref"] for r in rows.values()}) == len(TOKENS)
 
 
-def test_an_unregistered_token_is_rejected_and_the_address_flagged(fcm_server, push_env):  # noqa: F811
+def test_an_unregistered_token_is_rejected_and_the_address_flagged(fcm_server, push_env):
     settings, engine = push_env()
     fcm_server.unregistered.add(TOKENS[2])
     ids = add_pushes(engine)
@@ -86,7 +86,7 @@ def test_an_unregistered_token_is_rejected_and_the_address_flagged(fcm_server, p
 
 
 @pytest.mark.parametrize("status", [503, 401])
-def test_provider_trouble_is_retried_later(fcm_server, push_env, status):  # noqa: F811
+def test_provider_trouble_is_retried_later(fcm_server, push_env, status):
     settings, engine = push_env(COMMS_GATEWAYS_PUSH_CONCURRENCY="1")
     fcm_server.fail_next(status, times=2, body={"error": {"code": status, "status": "X",
                                                           "message": "try later"}})
@@ -106,7 +106,7 @@ def test_provider_trouble_is_retried_later(fcm_server, push_env, status):  # noq
     assert not any(device_addresses(engine).values())
 
 
-def test_a_client_error_rejects_without_flagging(fcm_server, push_env):  # noqa: F811
+def test_a_client_error_rejects_without_flagging(fcm_server, push_env):
     settings, engine = push_env()
     fcm_server.fail_next(400, body={"error": {
         "code": 400, "status": "INVALID_ARGUMENT", "message": "Invalid JSON payload",

@@ -17,7 +17,7 @@ from tests.servers.http_gateways import sms_gateway  # noqa: F401
 
 
 @pytest.fixture
-def http_env(db_url, tmp_path, sms_gateway):  # noqa: F811
+def http_env(db_url, tmp_path, sms_gateway):
     engines = []
 
     def build(**env: str):  # type: ignore[no-untyped-def]
@@ -48,7 +48,7 @@ def retry_now(engine) -> None:  # type: ignore[no-untyped-def]
         conn.execute(update(details_t).values(next_attempt_at=None))
 
 
-def test_messages_are_posted_in_batches_with_the_token(sms_gateway, http_env):  # noqa: F811
+def test_messages_are_posted_in_batches_with_the_token(sms_gateway, http_env):
     settings, engine = http_env()
     ids = add_details(engine, "sms", targets(10))
 
@@ -69,7 +69,7 @@ def test_messages_are_posted_in_batches_with_the_token(sms_gateway, http_env):  
 
 
 @pytest.mark.parametrize("status", [503, 429])
-def test_server_errors_are_retried_later_and_sent_once(sms_gateway, http_env, status):  # noqa: F811
+def test_server_errors_are_retried_later_and_sent_once(sms_gateway, http_env, status):
     settings, engine = http_env()
     sms_gateway.fail_next(status, body={"details": "maintenance", "errorCode": 999})
     ids = add_details(engine, "sms", targets(3))
@@ -91,7 +91,7 @@ def test_server_errors_are_retried_later_and_sent_once(sms_gateway, http_env, st
         f"comms-{i}" for i in ids)
 
 
-def test_refused_messages_are_rejected_with_the_gateways_words(sms_gateway, http_env):  # noqa: F811
+def test_refused_messages_are_rejected_with_the_gateways_words(sms_gateway, http_env):
     settings, engine = http_env()
     sms_gateway.reject_numbers["+447700900001"] = (303, "Invalid recipient")
     ids = add_details(engine, "sms", targets(3))
@@ -105,7 +105,7 @@ def test_refused_messages_are_rejected_with_the_gateways_words(sms_gateway, http
     assert rows[ids[0]]["state"] == rows[ids[2]]["state"] == "completed"
 
 
-def test_a_bad_token_rejects_with_the_status_and_message(sms_gateway, http_env):  # noqa: F811
+def test_a_bad_token_rejects_with_the_status_and_message(sms_gateway, http_env):
     settings, engine = http_env(COMMS_GATEWAYS_SMS_API_KEY="wrong")
     ids = add_details(engine, "sms", targets(2))
 

@@ -15,7 +15,7 @@ from tests.servers.smpp import Smsc, smsc, wait_for  # noqa: F401
 
 
 @pytest.fixture
-def sms_env(db_url, tmp_path, smsc):  # noqa: F811
+def sms_env(db_url, tmp_path, smsc):
     """``build(**env)`` -> (settings, engine) for the daemon bound to the test SMSC."""
     engines = []
 
@@ -40,7 +40,7 @@ def numbers(n: int, start: int = 0) -> list[tuple[str, str]]:
     return [(f"+4477009{start + i:05d}", f"Message number {start + i}") for i in range(n)]
 
 
-def test_window_keeps_submits_outstanding_and_receipts_reach_the_queue(smsc, sms_env):  # noqa: F811
+def test_window_keeps_submits_outstanding_and_receipts_reach_the_queue(smsc, sms_env):
     settings, engine = sms_env(COMMS_GATEWAYS_SMS_WINDOW="8")
     smsc.behaviour.receipts = "after"
     smsc.behaviour.hold_responses = 8  # a client without a window would stall here
@@ -62,7 +62,7 @@ def test_window_keeps_submits_outstanding_and_receipts_reach_the_queue(smsc, sms
     assert smsc.counts["receipt_acks"] == 40 and smsc.counts["unbinds"] == 1
 
 
-def test_receipts_before_the_response_in_the_other_base(smsc, sms_env):  # noqa: F811
+def test_receipts_before_the_response_in_the_other_base(smsc, sms_env):
     """Hex ids in submit_sm_resp, decimal ones in receipts (the other way round is the
     unit tests' id_candidates case), and every receipt ahead of its response."""
     settings, engine = sms_env()
@@ -88,7 +88,7 @@ def test_receipts_before_the_response_in_the_other_base(smsc, sms_env):  # noqa:
     assert {r["error_code"] for r in others} == {None}
 
 
-def test_long_texts_go_as_udh_parts_and_every_part_receipt_finds_its_entry(smsc, sms_env):  # noqa: F811
+def test_long_texts_go_as_udh_parts_and_every_part_receipt_finds_its_entry(smsc, sms_env):
     settings, engine = sms_env()
     smsc.behaviour.receipts = "after"
     gsm_long = "Your bill of £42.50 is ready {ref: A-1}. " * 6  # extension chars count twice
@@ -110,7 +110,7 @@ def test_long_texts_go_as_udh_parts_and_every_part_receipt_finds_its_entry(smsc,
     assert {r["gateway_status"] for r in rows.values()} == {"DELIVRD"}
 
 
-def test_a_failed_part_receipt_marks_the_multipart_entry(smsc, sms_env):  # noqa: F811
+def test_a_failed_part_receipt_marks_the_multipart_entry(smsc, sms_env):
     """Receipts of every part count: one UNDELIV part outweighs the other's DELIVRD."""
     settings, engine = sms_env()
     smsc.behaviour.receipts = "after"
@@ -124,7 +124,7 @@ def test_a_failed_part_receipt_marks_the_multipart_entry(smsc, sms_env):  # noqa
     assert row["gateway_status"] == "UNDELIV" and row["error_code"] == "UNDELIV"
 
 
-def test_throttling_slows_down_and_resubmits(smsc, sms_env):  # noqa: F811
+def test_throttling_slows_down_and_resubmits(smsc, sms_env):
     """ESME_RTHROTTLED here; ESME_RMSGQFUL takes the same path (see the unit tests)."""
     settings, engine = sms_env(COMMS_GATEWAYS_SMS_WINDOW="4",
                                COMMS_GATEWAYS_SMS_THROTTLE_DELAY_SECONDS="0.01")
@@ -139,7 +139,7 @@ def test_throttling_slows_down_and_resubmits(smsc, sms_env):  # noqa: F811
     assert {r["state"] for r in details(engine, ids).values()} == {"completed"}
 
 
-def test_other_statuses_reject_with_the_code_and_its_name(smsc, sms_env):  # noqa: F811
+def test_other_statuses_reject_with_the_code_and_its_name(smsc, sms_env):
     settings, engine = sms_env()
     targets = numbers(5)
     smsc.behaviour.reject = {targets[2][0].lstrip("+"): 0x0B}
@@ -156,7 +156,7 @@ def test_other_statuses_reject_with_the_code_and_its_name(smsc, sms_env):  # noq
     assert sorted(r["state"] for r in rows.values()) == ["completed"] * 4 + ["rejected"]
 
 
-def test_link_dropped_mid_window_loses_nothing_and_sends_nothing_twice(smsc, sms_env):  # noqa: F811
+def test_link_dropped_mid_window_loses_nothing_and_sends_nothing_twice(smsc, sms_env):
     settings, engine = sms_env(COMMS_GATEWAYS_SMS_WINDOW="8", COMMS_DAEMONS_BATCH_SIZE="30")
     smsc.behaviour.drop_after = 13  # the 13th submit dies with the link, unanswered
     smsc.behaviour.receipts = "after"
@@ -176,7 +176,7 @@ def test_link_dropped_mid_window_loses_nothing_and_sends_nothing_twice(smsc, sms
         assert row["gateway_status"] == "DELIVRD"
 
 
-def test_a_silent_smsc_is_dropped_after_the_timeout_and_the_submit_resent(smsc, sms_env):  # noqa: F811
+def test_a_silent_smsc_is_dropped_after_the_timeout_and_the_submit_resent(smsc, sms_env):
     settings, engine = sms_env(COMMS_GATEWAYS_SMS_TIMEOUT="0.5", COMMS_GATEWAYS_SMS_WINDOW="4")
     smsc.behaviour.silent_next = 1
     targets = numbers(6)
@@ -189,7 +189,7 @@ def test_a_silent_smsc_is_dropped_after_the_timeout_and_the_submit_resent(smsc, 
     assert {r["state"] for r in details(engine, ids).values()} == {"completed"}
 
 
-def test_an_smsc_that_refuses_the_bind_leaves_entries_for_a_retry(smsc, sms_env):  # noqa: F811
+def test_an_smsc_that_refuses_the_bind_leaves_entries_for_a_retry(smsc, sms_env):
     settings, engine = sms_env(COMMS_GATEWAYS_SMS_SYSTEM_ID="comms",
                                COMMS_GATEWAYS_SMS_PASSWORD="wrong",
                                COMMS_GATEWAYS_SMS_RECONNECT_ATTEMPTS="2")
@@ -206,7 +206,7 @@ def test_an_smsc_that_refuses_the_bind_leaves_entries_for_a_retry(smsc, sms_env)
     assert smsc.counts["binds"] == 2 and not smsc.accepted
 
 
-def test_enquire_link_both_ways(smsc, sms_env):  # noqa: F811
+def test_enquire_link_both_ways(smsc, sms_env):
     settings, engine = sms_env(COMMS_GATEWAYS_SMS_ENQUIRE_LINK_SECONDS="0.2")
     daemon = SmsDaemon(settings, engine)
     add_details(engine, "sms", numbers(1))

@@ -1,0 +1,85 @@
+"""Email daemon: sends merged emails (.eml documents) through the configured email gateway.
+
+The document bytes of a whole claimed batch are read in one query; the envelope is
+``MAIL FROM`` = the configured sender's address, ``RCPT TO`` = the entry's address. The batch
+goes to the gateway in chunks so that a slow (rate-limited) batch keeps its lease alive and a
+shutdown request is honoured between chunks (unsent entries are released, not failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from email.utils import parseaddr
+from typing import TYPE_CHECKING
+
+from comms_pipeline.claims import Outcome
+from comms_pipeline.db import utcnow
+from comms_pipeline.delivery import DeliveryHandler, outcome_for
+from comms_pipeline.documents import document_contents
+from comms_pipeline.errors import ConfigError
+from comms_pipeline.gateways.protocols import EmailMessage, EmailSender
+from comms_pipeline.states import DetailState, ErrorCode
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine, Row
+
+    from comms_pipeline.config import Settings
+    from comms_pipeline.worker import BatchContext
+
+NO_DOCUMENT = "NO_DOCUMENT"
+
+
+def make_email_sender(settings: Settings) -> EmailSender:
+    cfg = settings.gateways.email
+    if cfg.backend == "local":
+        from comms_pipeline.gateways.local_files import LocalEmailSender
+
+        return LocalEmailSender(settings.var_dir / "out" / "email")
+    if cfg.backend == "smtp":
+        from comms_pipeline.gateways.smtp import SmtpEmailSender
+
+        return SmtpEmailSender(cfg)
+    raise ConfigError(f"unknown email backend {cfg.backend!r}")
+
+
+class EmailDaemon(DeliveryHandler):
+    media = "email"
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        super().__init__(settings, engine)
+        self.mail_from = parseaddr(settings.email.from_address)[1]
+        if not self.mail_from:
+            raise ConfigError(f"email.from_address has no address: "
+                              f"{settings.email.from_address!r}")
+        self.sender = make_email_sender(settings)
+        self.chunk = max(20, 10 * settings.gateways.email.connections)
+
+    def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        with self.engine.connect() as conn:
+            contents = document_contents(conn, [r.id for r in rows])
+        outcomes: list[Outcome] = []
+        messages: list[EmailMessage] = []
+        for row in rows:
+            data = contents.get(row.id)
+            if not data:
+                outcomes.append(Outcome.done(row.id, DetailState.REJECTED, NO_DOCUMENT,
+                                             "no merged email document for this entry",
+                                             completed_at=utcnow()))
+            elif not row.address:
+                outcomes.append(Outcome.done(row.id, DetailState.REJECTED, ErrorCode.NO_ADDRESS,
+                                             "no email address on this entry",
+                                             completed_at=utcnow()))
+            else:
+                messages.append(EmailMessage(row.id, self.mail_from, (row.address,), data))
+        for start in range(0, len(messages), self.chunk):
+            if ctx.stopping:
+                break  # entries left without an outcome are released by the runner
+            chunk = messages[start:start + self.chunk]
+            results = self.sender.send_many(chunk)
+            outcomes.extend(outcome_for(m.detail_id, res, self.media)
+                            for m, res in zip(chunk, results, strict=True))
+            ctx.keep_alive()
+        return outcomes
+
+    def close(self) -> None:
+        self.sender.close()

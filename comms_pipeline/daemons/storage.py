@@ -1,0 +1,104 @@
+"""Storage daemon: keeps a copy of every merged email (.eml) and letter (.pdf) for agents.
+
+It claims documents that are not stored yet, writes each to the configured store under
+``[prefix/]YYYY/MM/DD/HH/<document id>.<ext>`` (the hour the document was merged, so a
+retried write lands on the same key), and records the backend, location and time on the
+document row. The key carries the document's metadata where the store supports it (S3: the
+detail id, the contact's reference, the kind and the SHA-256). The copy to send stays on the
+row: the Email and Letter daemons may not have sent it yet.
+
+When the store fails, the rest of the batch is not tried (the store is most likely down) and
+every unsaved document is tried again later. Unlike a queue entry, a document has no Rejected
+state to end in, and giving up would silently lose the copy to keep: so storage never gives
+up. It backs off as the claim mechanism does (capped), without using up the attempts that
+detect claimants dying on a document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import select
+
+from comms_pipeline.claims import Outcome, backoff_delay
+from comms_pipeline.db import utcnow
+from comms_pipeline.documents import make_document_store, storage_key
+from comms_pipeline.errors import GatewayError
+from comms_pipeline.models import Contact, details_t
+from comms_pipeline.queues import storage_queue
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine, Row
+
+    from comms_pipeline.config import Settings
+    from comms_pipeline.worker import BatchContext
+
+log = structlog.get_logger(__name__)
+contacts_t = Contact.__table__
+
+
+class StorageDaemon:
+    name = "storage"
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.queue = storage_queue()
+        self.prefix = settings.gateways.storage.prefix
+        self.store = make_document_store(settings)
+
+    def _contact_refs(self, detail_ids: Sequence[int]) -> dict[int, str]:
+        query = (select(details_t.c.id, contacts_t.c.ref)
+                 .join(contacts_t, contacts_t.c.id == details_t.c.contact_id)
+                 .where(details_t.c.id.in_(list(detail_ids))))
+        with self.engine.connect() as conn:
+            return {r.id: r.ref for r in conn.execute(query)}
+
+    def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        refs = self._contact_refs([r.detail_id for r in rows])
+        outcomes: list[Outcome] = []
+        failure: GatewayError | None = None
+        for row in rows:
+            if ctx.stopping:
+                break  # the rest is released by the runner
+            if failure is None:
+                failure = self._store(row, refs.get(row.detail_id), outcomes)
+            else:
+                outcomes.append(self._later(row))
+            ctx.keep_alive()
+        return outcomes
+
+    def _store(self, row: Row, contact_ref: str | None,
+               outcomes: list[Outcome]) -> GatewayError | None:
+        if row.content is None:
+            log.warning("storage.no_content", document_id=row.id, detail_id=row.detail_id)
+            outcomes.append(self._later(row))
+            return None
+        key = storage_key(self.prefix, row.id, row.kind, row.content_type, row.created_at)
+        metadata = {"document-id": str(row.id), "detail-id": str(row.detail_id),
+                    "contact-ref": contact_ref or "", "kind": row.kind, "sha256": row.sha256}
+        try:
+            location = self.store.put(key, bytes(row.content), row.content_type, metadata)
+        except GatewayError as err:
+            log.warning("storage.failed", document_id=row.id, backend=self.store.backend,
+                        code=err.code, error=err.description, transient=err.transient)
+            outcomes.append(self._later(row))
+            return err
+        log.info("storage.stored", document_id=row.id, detail_id=row.detail_id,
+                 backend=self.store.backend, location=location)
+        outcomes.append(Outcome.done(row.id, None, storage_backend=self.store.backend,
+                                     location=location, stored_at=utcnow()))
+        return None
+
+    def _later(self, row: Row) -> Outcome:
+        """Try this document again after a backoff; never spend its last attempt."""
+        claims = self.settings.claims
+        delay = max(backoff_delay(row.attempts, claims), self.settings.daemons.poll_interval)
+        return Outcome.done(row.id, None, next_attempt_at=utcnow() + timedelta(seconds=delay),
+                            attempts=min(row.attempts, claims.max_attempts - 1))
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,319 @@
+"""SMTP email backend: kept-open connections, a pool of parallel lanes, a rate limit.
+
+Opening an SMTP session costs several round trips (TCP, EHLO, STARTTLS, AUTH), so each *lane*
+owns one connection and keeps it open across messages and batches; ``connections`` lanes send
+side by side, each in its own thread, and all of them share one messages-per-second limit.
+
+The server's replies decide each message's fate: 2xx is accepted (the reply, usually with the
+server's queue id, is kept as the gateway reference), 4xx is transient (retried later with
+backoff by the claim mechanism), 5xx is permanent (Rejected with the reply code and text).
+The reply to DATA decides whether the server took the message: when the connection drops
+before that reply has been read, the message in hand is sent once more on a fresh connection
+(the server had not confirmed it; SMTP leaves no way to ask), and once the reply has been read
+the message is never sent again. smtplib, ssl and socket errors never leave this module: they
+become :class:`TransientGatewayError` or :class:`PermanentGatewayError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import re
+import smtplib
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from comms_pipeline.errors import (
+    GatewayError,
+    MissingExtraError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from comms_pipeline.gateways.protocols import EmailMessage, Outcome, SendResult
+
+if TYPE_CHECKING:
+    from comms_pipeline.gateways.settings import EmailGateway
+
+log = structlog.get_logger(__name__)
+
+_QUEUE_ID = re.compile(r"(?:queued as|id=|queue id)\s*:?\s*([A-Za-z0-9._@<>/+-]+)", re.I)
+REF_MAX = 128
+STATUS_MAX = 64
+
+
+# -- classification ------------------------------------------------------------------------
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return " ".join(value.split())
+
+
+def reply_error(code: int, text: bytes | str | None) -> GatewayError:
+    """An SMTP reply that is not success: 5xx is permanent, anything else is retried."""
+    cls = PermanentGatewayError if 500 <= code <= 599 else TransientGatewayError
+    return cls(str(code), _text(text) or "no reply text")
+
+
+def error_from_exception(exc: BaseException) -> GatewayError:
+    """Translate a smtplib / ssl / socket exception into the project's gateway errors."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
+        code, text = next(iter(exc.recipients.values()))
+        return reply_error(code, text)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return reply_error(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return TransientGatewayError("DISCONNECTED", _text(str(exc)) or "connection closed")
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return TransientGatewayError("NOT_SUPPORTED", _text(str(exc)))
+    if isinstance(exc, smtplib.SMTPException):
+        return TransientGatewayError("SMTP", _text(str(exc)) or type(exc).__name__)
+    if isinstance(exc, ssl.SSLError):
+        return TransientGatewayError("TLS", _text(getattr(exc, "reason", None) or str(exc)))
+    if isinstance(exc, TimeoutError):
+        return TransientGatewayError("TIMEOUT", "the SMTP server did not answer in time")
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, "NETWORK")
+        return TransientGatewayError(name, _text(exc.strerror or str(exc)) or name)
+    return TransientGatewayError("SMTP", f"{type(exc).__name__}: {_text(str(exc))}")
+
+
+def setup_error(exc: BaseException) -> GatewayError:
+    """A failure while opening the session (connect, TLS, AUTH) is the server's, not the
+    message's: always transient, so that messages wait for the operator to fix it."""
+    err = error_from_exception(exc)
+    return TransientGatewayError(err.code, f"connection setup failed: {err.description}")
+
+
+def accepted(code: int, text: bytes | str) -> SendResult:
+    """The server took the message: keep its queue id (or its reply) as our reference."""
+    reply = _text(text)
+    found = _QUEUE_ID.search(reply)
+    ref = found.group(1) if found else reply
+    return SendResult(ref=ref[:REF_MAX] or None, reply=f"{code} {reply}"[:STATUS_MAX])
+
+
+# -- helpers -------------------------------------------------------------------------------
+class RateLimiter:
+    """Spaces sends evenly to at most ``per_second``, across every lane (0 = unlimited)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next)
+            self._next = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
+class DkimSigner:
+    """Prepends a DKIM-Signature (dkimpy, relaxed/relaxed, rsa-sha256) to each message."""
+
+    HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"mime-version",
+               b"content-type", b"reply-to")
+
+    def __init__(self, selector: str, domain: str, key_file: str) -> None:
+        try:
+            import dkim
+        except ImportError as exc:  # pragma: no cover - dkimpy is part of the test extras
+            raise MissingExtraError("dkimpy", "dkim") from exc
+        self._dkim = dkim
+        self.selector = selector.encode()
+        self.domain = domain.encode()
+        self.key = Path(key_file).read_bytes()
+
+    def sign(self, data: bytes) -> bytes:
+        try:
+            header = self._dkim.sign(data, self.selector, self.domain, self.key,
+                                     canonicalize=(b"relaxed", b"relaxed"),
+                                     include_headers=list(self.HEADERS))
+        except self._dkim.DKIMException as exc:
+            raise TransientGatewayError("DKIM", f"signing failed: {exc}") from None
+        return header + data
+
+
+def _tls_context(cfg: EmailGateway) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cfg.tls_ca_file)
+    if not cfg.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+# -- one connection ------------------------------------------------------------------------
+class SmtpLane:
+    """One kept-open SMTP connection, used by one thread at a time."""
+
+    def __init__(self, cfg: EmailGateway, limiter: RateLimiter,
+                 signer: DkimSigner | None, name: str) -> None:
+        self.cfg = cfg
+        self.limiter = limiter
+        self.signer = signer
+        self.name = name
+        self._smtp: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        cfg = self.cfg
+        smtp: smtplib.SMTP | None = None
+        try:
+            if cfg.security == "ssl":
+                smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
+                                        context=_tls_context(cfg))
+            else:
+                smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+            smtp.ehlo()
+            if cfg.security == "starttls":
+                smtp.starttls(context=_tls_context(cfg))
+                smtp.ehlo()
+            if cfg.username:
+                smtp.login(cfg.username, cfg.password or "")
+        except Exception as exc:  # every failure here is mapped below
+            if smtp is not None:
+                smtp.close()
+            raise setup_error(exc) from None
+        log.info("email.connected", lane=self.name, host=cfg.host, port=cfg.port,
+                 security=cfg.security)
+        return smtp
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    def _reset(self, smtp: smtplib.SMTP) -> None:
+        """End a refused transaction; a session that cannot even RSET is dropped."""
+        try:
+            code, _ = smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            code = 0
+        if code != 250:
+            self._drop()
+
+    def send(self, message: EmailMessage) -> Outcome:
+        try:
+            data = self.signer.sign(message.data) if self.signer else message.data
+        except GatewayError as err:
+            return err
+        self.limiter.wait()
+        lost: BaseException | None = None
+        for _ in range(2):  # the message in hand is resent once after a dropped connection
+            try:
+                if self._smtp is None:
+                    self._smtp = self._connect()
+                return self._transaction(self._smtp, message, data)
+            except GatewayError as err:
+                return err
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                # Dropped before the DATA reply was read: the server did not take it.
+                log.warning("email.connection_lost", lane=self.name,
+                            detail_id=message.detail_id, error=type(exc).__name__)
+                self._drop()
+                lost = exc
+        return error_from_exception(lost) if lost else TransientGatewayError(
+            "DISCONNECTED", "connection lost")
+
+    def _transaction(self, smtp: smtplib.SMTP, message: EmailMessage,
+                     data: bytes) -> SendResult:
+        mail_options: list[str] = []
+        addresses = (message.mail_from, *message.rcpt_to)
+        if not all(a.isascii() for a in addresses):
+            if not smtp.has_extn("smtputf8"):
+                raise PermanentGatewayError(
+                    "SMTPUTF8", "the address is not ASCII and the server does not offer SMTPUTF8")
+            mail_options.append("SMTPUTF8")
+        if not data.isascii() and smtp.has_extn("8bitmime"):
+            mail_options.append("BODY=8BITMIME")
+        try:
+            code, text = smtp.mail(message.mail_from, mail_options)
+            if code != 250:
+                raise self._refused(smtp, code, text)
+            refusal = None
+            taken = 0
+            for rcpt in message.rcpt_to:
+                code, text = smtp.rcpt(rcpt)
+                if code in (250, 251):
+                    taken += 1
+                elif refusal is None:
+                    refusal = (code, text)
+            if not taken and refusal is not None:
+                raise self._refused(smtp, *refusal)
+            code, text = smtp.data(data)
+        except smtplib.SMTPResponseException as exc:  # DATA itself refused (e.g. 554)
+            raise self._refused(smtp, exc.smtp_code, exc.smtp_error) from None
+        if code != 250:
+            raise self._refused(smtp, code, text, reset=False)
+        return accepted(code, text)
+
+    def _refused(self, smtp: smtplib.SMTP, code: int, text: bytes | str,
+                 reset: bool = True) -> GatewayError:
+        if code == 421:  # the server is closing this session
+            self._drop()
+        elif reset:
+            self._reset(smtp)
+        return reply_error(code, text)
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self._smtp.quit()
+            self._drop()
+
+
+# -- the sender ----------------------------------------------------------------------------
+class SmtpEmailSender:
+    """An :class:`~comms_pipeline.gateways.protocols.EmailSender` over a pool of SMTP lanes."""
+
+    def __init__(self, cfg: EmailGateway) -> None:
+        self.cfg = cfg
+        signer = None
+        if cfg.dkim_selector and cfg.dkim_domain and cfg.dkim_key_file:
+            signer = DkimSigner(cfg.dkim_selector, cfg.dkim_domain, cfg.dkim_key_file)
+        limiter = RateLimiter(cfg.rate_per_second)
+        self.lanes = [SmtpLane(cfg, limiter, signer, f"smtp-{i}")
+                      for i in range(cfg.connections)]
+        self._pool = (ThreadPoolExecutor(len(self.lanes), thread_name_prefix="smtp")
+                      if len(self.lanes) > 1 else None)
+
+    def send_many(self, messages: Sequence[EmailMessage]) -> list[Outcome]:
+        if self._pool is None or len(messages) < 2:
+            return [self.lanes[0].send(m) for m in messages]
+        results: list[Outcome | None] = [None] * len(messages)
+        todo = deque(range(len(messages)))
+
+        def drain(lane: SmtpLane) -> None:
+            while True:
+                try:
+                    i = todo.popleft()
+                except IndexError:
+                    return
+                results[i] = lane.send(messages[i])
+
+        lanes = self.lanes[: len(messages)]
+        for future in [self._pool.submit(drain, lane) for lane in lanes]:
+            future.result()
+        return [r if r is not None else TransientGatewayError("SMTP", "not sent")
+                for r in results]
+
+    def close(self) -> None:
+        for lane in self.lanes:
+            lane.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
