@@ -36,13 +36,13 @@ CONTACTS = [
         AddressSpec("email", "maria.georgiou@example.com", "home", True),
         AddressSpec("phone", "+357 99 100001", "mobile", True),
         AddressSpec("device", "demo-device-token-maria", "mobile", True),
-        AddressSpec("postal", "Maria Georgiou\n12 Makariou Avenue\n1065 Nicosia\nCyprus",
+        AddressSpec("postal", "12 Makariou Avenue\n1065 Nicosia\nCyprus",
                     "home", True)]),
     ("C-1002", "John Smith", "en", False, [
         AddressSpec("email", "john.smith@example.com", "home", True),
         AddressSpec("email", "j.smith@work.example.com", "work", False),
         AddressSpec("phone", "+357 99 100002", "mobile", True),
-        AddressSpec("postal", "John Smith\n4 Ledra Street\n1011 Nicosia\nCyprus", "home", True)]),
+        AddressSpec("postal", "4 Ledra Street\n1011 Nicosia\nCyprus", "home", True)]),
     ("C-1003", "Eleni Christou", "el", True, [
         AddressSpec("email", "eleni@example.com", "home", True),
         AddressSpec("phone", "+357 99 100003", "mobile", True)]),
@@ -68,37 +68,43 @@ class DemoTrigger:
 def demo_triggers() -> list[DemoTrigger]:
     past = utcnow() - timedelta(days=1)
     bill = {"bill": {"number": "B-2026-0042", "total_amount": "48.90", "due_date": "2026-12-15",
-                     "currency": "EUR"}}
+                     "currency": "EUR", "period": "November 2026"}}
     payment = {"payment": {"number": "P-77", "amount": "25.00", "currency": "EUR",
-                           "posted_on": "2026-11-23"}}
+                           "posted_on": "2026-11-23", "method": "card"}}
+    request = {"service_request": {"number": "SR-310", "type": "fibre installation",
+                                   "response_description": "A technician visits on Friday",
+                                   "responded_by": "Care team", "response_date": "2026-11-23"}}
+
+    def t(what: str, contact: str, code: str, **kw: Any) -> DemoTrigger:
+        return DemoTrigger(what, dict(contact_ref=contact, template_code=code, **kw))
+
     return [
-        DemoTrigger("welcome email (Greek)", dict(contact_ref="C-1001", template_code="WELCOME",
-                    entities={"subscription": {"number": "S-1001"}})),
-        DemoTrigger("welcome email (English)", dict(contact_ref="C-1002",
-                    template_code="WELCOME", entities={"subscription": {"number": "S-1002"}})),
-        DemoTrigger("bill issued email", dict(contact_ref="C-1003", template_code="BILL_ISSUED",
-                    entities=bill)),
-        DemoTrigger("payment receipt SMS (Greek)", dict(contact_ref="C-1001",
-                    template_code="PAYMENT_RECEIPT_SMS", entities=payment)),
-        DemoTrigger("payment receipt SMS (German → English)", dict(
-                    contact_ref="C-1006", template_code="PAYMENT_RECEIPT_SMS", entities=payment)),
-        DemoTrigger("payment receipt letter", dict(contact_ref="C-1002",
-                    template_code="PAYMENT_RECEIPT_LETTER", entities=payment)),
-        DemoTrigger("bill email to every address", dict(contact_ref="C-1002",
-                    template_code="BILL_ISSUED", entities=bill, send_to="all")),
-        DemoTrigger("bad: unknown template", dict(contact_ref="C-1001",
-                    template_code="NO_SUCH_TEMPLATE")),
-        DemoTrigger("bad: unknown contact", dict(contact_ref="C-9999",
-                    template_code="PAYMENT_RECEIPT_SMS", entities=payment)),
-        DemoTrigger("bad: malformed phone number", dict(contact_ref="C-1004",
-                    template_code="PAYMENT_RECEIPT_SMS", entities=payment)),
-        DemoTrigger("bad: malformed email address", dict(contact_ref="C-1005",
-                    template_code="WELCOME")),
-        DemoTrigger("bad: no email address", dict(contact_ref="C-1004", template_code="WELCOME")),
-        DemoTrigger("bad: marketing without opt-in", dict(contact_ref="C-1002",
-                    template_code="OPT_IN_CONFIRMATION")),
-        DemoTrigger("bad: expired before processing", dict(contact_ref="C-1003",
-                    template_code="PAYMENT_RECEIPT_SMS", entities=payment, expires_at=past)),
+        t("welcome email (Greek)", "C-1001", "WELCOME_SUBSCRIBER",
+          entities={"subscription": {"number": "S-1001", "type": "Fibre 500"}}),
+        t("welcome email (English)", "C-1002", "WELCOME_SUBSCRIBER",
+          entities={"subscription": {"number": "S-1002", "type": "Fibre 100"}}),
+        t("bill issued email (Greek)", "C-1003", "BILL_ISSUED", entities=bill),
+        t("bill issued email to every address", "C-1002", "BILL_ISSUED", entities=bill,
+          send_to="all"),
+        t("service request response with a dynamic link", "C-1002",
+          "SERVICE_REQUEST_RESPONSE", entities=request),
+        t("payment receipt SMS (Greek)", "C-1001", "PAYMENT_RECEIPT_SMS", entities=payment),
+        t("payment receipt SMS (German contact: English fallback)", "C-1006",
+          "PAYMENT_RECEIPT_SMS", entities=payment),
+        t("payment receipt push notification", "C-1001", "PAYMENT_RECEIPT_SMS",
+          entities=payment, media="push"),
+        t("payment receipt letter", "C-1002", "PAYMENT_RECEIPT", entities=payment,
+          media="letter"),
+        t("payment receipt letter (Greek)", "C-1001", "PAYMENT_RECEIPT", entities=payment,
+          media="letter"),
+        t("bad: unknown template", "C-1001", "NO_SUCH_TEMPLATE"),
+        t("bad: unknown contact", "C-9999", "PAYMENT_RECEIPT_SMS", entities=payment),
+        t("bad: malformed phone number", "C-1004", "PAYMENT_RECEIPT_SMS", entities=payment),
+        t("bad: malformed email address", "C-1005", "WELCOME_SUBSCRIBER"),
+        t("bad: no email address", "C-1004", "WELCOME_SUBSCRIBER"),
+        t("bad: marketing without opt-in", "C-1002", "MONTHLY_OFFER"),
+        t("bad: expired before processing", "C-1003", "PAYMENT_RECEIPT_SMS", entities=payment,
+          expires_at=past),
     ]
 
 
