@@ -68,6 +68,12 @@ class EmailSettings(_Section):
     unsubscribe_url: str = "http://127.0.0.1:8000/links/unsubscribe"
 
 
+class LetterSettings(_Section):
+    processes: int = Field(1, ge=1, le=64, description="letter rendering processes")
+    sender: list[str] = Field(default_factory=list,
+                              description="sender block lines (default: the From name)")
+
+
 class SchedulerSettings(_Section):
     """Cron expressions (five fields) per job name; an empty string disables the job."""
 
@@ -99,6 +105,7 @@ class Settings(_Section):
     email: EmailSettings = Field(default_factory=EmailSettings)
     gateways: GatewaysSettings = Field(default_factory=GatewaysSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    letters: LetterSettings = Field(default_factory=LetterSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"

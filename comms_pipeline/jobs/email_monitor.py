@@ -1,0 +1,105 @@
+"""The Email Monitor job: merges email details into RFC 5322 messages for the Email daemon.
+
+Each detail waiting for its merge gets its template variant rendered with its header's data,
+a text alternative (the template's text body, or one derived from the HTML), and a message
+built by :mod:`comms_pipeline.mime`: From / Reply-To from the configuration, a Message-ID,
+and on marketing List-Unsubscribe with a signed opt-out token. The .eml is stored as the
+detail's document and the detail moves on to Awaiting Send (or Awaiting External) in the same
+transaction. A template error, a text over the media's limit or an unusable address rejects
+that detail alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from comms_pipeline.claims import Outcome
+from comms_pipeline.errors import ConfigError
+from comms_pipeline.merge_data import (
+    MergeBatch,
+    Merged,
+    MergeJob,
+    MergeRejected,
+    document,
+    next_state,
+    rejected,
+)
+from comms_pipeline.mime import (
+    InvalidMessage,
+    MessageSpec,
+    build_message,
+    html_to_text,
+    parse_mailbox,
+    unsubscribe_link,
+)
+from comms_pipeline.queues import merge_queue
+from comms_pipeline.states import Classification, ErrorCode, Media
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from comms_pipeline.config import Settings
+    from comms_pipeline.worker import BatchContext
+
+log = structlog.get_logger(__name__)
+
+#: List-Unsubscribe carries a token of the opt-out dynamic link (``links.verify_link(token,
+#: UNSUBSCRIBE_ACTION, settings)`` gives back the contact, and the detail id as its subject).
+UNSUBSCRIBE_ACTION = "opt_out_direct_marketing"
+
+
+class EmailMonitorJob(MergeJob):
+    name = "email-monitor"
+    media = Media.EMAIL
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        super().__init__(settings, engine)
+        self.queue = merge_queue(Media.EMAIL)
+        cfg = settings.email
+        try:
+            self.sender = parse_mailbox(cfg.from_address)
+            self.reply_to = parse_mailbox(cfg.reply_to) if cfg.reply_to else None
+            unsubscribe_link(cfg.unsubscribe_url, "check")
+        except InvalidMessage as exc:
+            raise ConfigError(f"email settings: {exc}") from None
+
+    def produce(self, merged: list[Merged], batch: MergeBatch,
+                ctx: BatchContext) -> list[Outcome]:
+        outcomes = []
+        for item in merged:
+            try:
+                outcomes.append(self.build(item, batch))
+            except MergeRejected as rej:
+                outcomes.append(rejected(item.detail.id, rej.code, rej.description, self.media))
+            ctx.keep_alive()
+        return outcomes
+
+    def build(self, item: Merged, batch: MergeBatch) -> Outcome:
+        row = item.detail
+        text = item.text if item.text is not None else html_to_text(item.html or "")
+        limit = batch.limit(row)
+        if len(text) > limit:
+            raise MergeRejected(ErrorCode.TOO_LONG, f"the merged email text is {len(text)} "
+                                f"characters; the limit is {limit}")
+        try:
+            to = parse_mailbox(row.address or "", item.contact.name)
+        except InvalidMessage as exc:
+            raise MergeRejected(ErrorCode.INVALID_ADDRESS, str(exc)) from None
+        unsubscribe = None
+        if row.classification == Classification.MARKETING:
+            # The opt-out link's token, bound to the contact and to this communication.
+            token = self.links.token(UNSUBSCRIBE_ACTION, item.contact.ref, str(row.id))
+            unsubscribe = unsubscribe_link(self.settings.email.unsubscribe_url, token)
+        data, message_id = build_message(MessageSpec(
+            sender=self.sender, reply_to=self.reply_to, to=to, subject=item.subject,
+            text=text, html=item.html, message_id_domain=self.settings.email.message_id_domain,
+            unsubscribe_url=unsubscribe,
+        ))
+        log.info("email.merged", detail_id=row.id, message_id=message_id, size=len(data),
+                 language=item.language)
+        return Outcome.done(row.id, next_state(row), subject=item.subject, body=text,
+                            language=item.language,
+                            payload=document("email", "message/rfc822", data))
+
