@@ -21,6 +21,7 @@ from comms_pipeline.entity_sources import EntitySource
 from comms_pipeline.errors import ConfigError
 from comms_pipeline.gateways.settings import GatewaysSettings
 from comms_pipeline.links import LinkSettings
+from comms_pipeline.web.settings import WebSettings
 
 ENV_PREFIX = "COMMS_"
 DEFAULT_CONFIG_PATHS = (Path("config/comms.toml"),)
@@ -107,6 +108,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     letters: LetterSettings = Field(default_factory=LetterSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 

@@ -172,7 +172,11 @@ class RequestDetail(ClaimColumns, Base):
     """One communication to one target address in one media: the queue entry."""
 
     __tablename__ = "request_details"
-    __table_args__ = (Index("ix_request_details_work", "state", "media", "priority", "id"),)
+    __table_args__ = (
+        Index("ix_request_details_work", "state", "media", "priority", "id"),
+        # An external system's page of its queue (Web API): 10 ms -> 0.14 ms at 20,000 entries.
+        Index("ix_request_details_external", "external_system_id", "state", "priority", "id"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     header_id: Mapped[int] = mapped_column(ForeignKey("request_headers.id"), index=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)

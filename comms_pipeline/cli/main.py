@@ -30,6 +30,9 @@ COMMANDS = {
     "demo": "comms_pipeline.cli.demo:demo",
     "templates": "comms_pipeline.cli.templates:templates",
     "documents": "comms_pipeline.cli.documents:documents",
+    "api": "comms_pipeline.cli.api:api",
+    "external-systems": "comms_pipeline.cli.api:external_systems",
+    "api-keys": "comms_pipeline.cli.api:api_keys",
 }
 
 

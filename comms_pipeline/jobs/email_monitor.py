@@ -36,9 +36,10 @@ from comms_pipeline.mime import (
 )
 from comms_pipeline.queues import merge_queue
 from comms_pipeline.states import Classification, ErrorCode, Media
+from comms_pipeline.tracking import Tracker, record_links
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from comms_pipeline.config import Settings
     from comms_pipeline.worker import BatchContext
@@ -64,10 +65,15 @@ class EmailMonitorJob(MergeJob):
             unsubscribe_link(cfg.unsubscribe_url, "check")
         except InvalidMessage as exc:
             raise ConfigError(f"email settings: {exc}") from None
+        self.tracker = Tracker(settings)
+        self._tracked: set[int] = set()
 
     def produce(self, merged: list[Merged], batch: MergeBatch,
                 ctx: BatchContext) -> list[Outcome]:
         outcomes = []
+        if self.tracker.enabled:
+            with self.engine.connect() as conn:
+                self._tracked = self.tracker.tracked_ids(conn, [m.detail.id for m in merged])
         for item in merged:
             try:
                 outcomes.append(self.build(item, batch))
@@ -92,14 +98,25 @@ class EmailMonitorJob(MergeJob):
             # The opt-out link's token, bound to the contact and to this communication.
             token = self.links.token(UNSUBSCRIBE_ACTION, item.contact.ref, str(row.id))
             unsubscribe = unsubscribe_link(self.settings.email.unsubscribe_url, token)
+        html, links = item.html, []
+        if html and row.id in self._tracked:  # links rewritten, pixel added (Web API tracking)
+            tracked = self.tracker.rewrite(row.id, html)
+            html, links = tracked.html, [tracked]
         data, message_id = build_message(MessageSpec(
             sender=self.sender, reply_to=self.reply_to, to=to, subject=item.subject,
-            text=text, html=item.html, message_id_domain=self.settings.email.message_id_domain,
+            text=text, html=html, message_id_domain=self.settings.email.message_id_domain,
             unsubscribe_url=unsubscribe,
         ))
         log.info("email.merged", detail_id=row.id, message_id=message_id, size=len(data),
                  language=item.language)
         return Outcome.done(row.id, next_state(row), subject=item.subject, body=text,
                             language=item.language,
-                            payload=document("email", "message/rfc822", data))
+                            payload={**document("email", "message/rfc822", data),
+                                     "tracking": links})
+
+    def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
+        """Documents as every merge job does, plus the tracking links of tracked emails."""
+        record_links(conn, [t for o in outcomes if o.payload
+                            for t in o.payload.pop("tracking", ())])
+        super().persist(conn, outcomes)
 

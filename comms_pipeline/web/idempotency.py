@@ -1,0 +1,103 @@
+"""``Idempotency-Key``: a repeated call gets the first call's answer and changes nothing.
+
+The answer is stored in ``idempotency_records`` in the same transaction as the change it
+describes, so there is never a change without its record or a record without its change.
+The record is reserved before the action runs, so of two calls racing with one key the
+second waits for the first to commit and then answers with its record. The same key with a
+different request is refused (422): the key names one request, not a slot to reuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Header
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from comms_pipeline.db import is_postgres, utcnow
+from comms_pipeline.models import IdempotencyRecord
+from comms_pipeline.web.errors import ApiError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from comms_pipeline.apikeys import Principal
+
+records_t = IdempotencyRecord.__table__
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+    description="Repeat a call safely: the same key and request get the first answer")]
+
+Action = Callable[["Connection", "Principal"], tuple[int, dict[str, Any]]]
+
+
+def fingerprint(method: str, path: str, body: Any = None) -> str:
+    data = json.dumps([method.upper(), path, body], sort_keys=True, default=str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def run_idempotent(engine: Engine, gate: Callable[[Connection], Principal], key: str | None,
+                   request_hash: str, action: Action) -> tuple[int, dict[str, Any], bool]:
+    """``(status, body, replayed)`` of ``action`` run once per ``key``.
+
+    ``gate(conn)`` checks the caller (raising 401/403) in the same transaction;
+    ``action(conn, principal)`` returns ``(status, body)`` or raises :class:`ApiError`; a
+    client error (4xx) is an answer too and is stored like a success, after its writes are
+    rolled back. The key's record is inserted *before* acting: a second call with the key
+    waits on that row (PostgreSQL's unique index; SQLite's single writer) and then replays
+    the answer.
+    """
+    with engine.begin() as conn:
+        principal = gate(conn)
+        if key is None:  # an ApiError rolls the whole transaction back
+            status, body = action(conn, principal)
+            return status, body, False
+        record_id = _reserve(conn, principal.key_id, key, request_hash)
+        if record_id is None:
+            found = conn.execute(select(records_t.c.request_hash, records_t.c.status_code,
+                                        records_t.c.response)
+                                 .where(records_t.c.api_key_id == principal.key_id,
+                                        records_t.c.key == key)).one()
+            return _replay(found, request_hash)
+        status, body = _attempt(conn, principal, action)
+        conn.execute(update(records_t).where(records_t.c.id == record_id)
+                     .values(status_code=status, response=body))
+    return status, body, False
+
+
+def _attempt(conn: Connection, principal: Principal,
+             action: Action) -> tuple[int, dict[str, Any]]:
+    savepoint = conn.begin_nested()
+    try:
+        status, body = action(conn, principal)
+    except ApiError as exc:
+        savepoint.rollback()
+        if exc.status >= 500:
+            raise
+        return exc.status, exc.body()
+    savepoint.commit()
+    return status, body
+
+
+def _replay(found: Any, request_hash: str) -> tuple[int, dict[str, Any], bool]:
+    if found.request_hash != request_hash:
+        raise ApiError(422, "idempotency_key_reused",
+                       "this Idempotency-Key was used for a different request; use a new key "
+                       "for a new request")
+    return int(found.status_code), dict(found.response or {}), True
+
+
+def _reserve(conn: Connection, key_id: int, key: str, request_hash: str) -> int | None:
+    """Insert the key's record (answer to come); None when the key already has one."""
+    dialect = postgresql if is_postgres(conn) else sqlite
+    stmt = dialect.insert(records_t).values(
+        api_key_id=key_id, key=key, request_hash=request_hash, status_code=0,
+        response=None, created_at=utcnow(),
+    ).on_conflict_do_nothing(index_elements=["api_key_id", "key"])
+    return conn.execute(stmt.returning(records_t.c.id)).scalar_one_or_none()

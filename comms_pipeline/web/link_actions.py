@@ -1,0 +1,168 @@
+"""What following a dynamic link does, once per token.
+
+Consent links set the contact's opt-in flag; service-request acceptances are recorded and
+pushed to the external system configured for them (``[web] service_request_system``) as a
+queue entry awaiting that system — delivered by its webhook or pulled through the API like
+any other entry. The ``link_actions`` row (unique per token) and the effect are written in one
+transaction, so a token acts exactly once even when two requests race with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from comms_pipeline.claims import record_transitions
+from comms_pipeline.db import is_postgres, utcnow
+from comms_pipeline.errors import CommsError
+from comms_pipeline.models import (
+    Contact,
+    ExternalSystem,
+    LinkAction,
+    details_t,
+    headers_t,
+)
+from comms_pipeline.states import DetailState, HeaderStatus, Media
+from comms_pipeline.web.settings import web_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from comms_pipeline.links import LinkPayload
+
+log = structlog.get_logger(__name__)
+contacts_t = Contact.__table__
+actions_t = LinkAction.__table__
+systems_t = ExternalSystem.__table__
+
+CONSENT = {
+    "opt_in_direct_marketing": ("opt_in_direct_marketing", True),
+    "opt_out_direct_marketing": ("opt_in_direct_marketing", False),
+    "opt_in_affiliate_marketing": ("opt_in_affiliate_marketing", True),
+    "opt_out_affiliate_marketing": ("opt_in_affiliate_marketing", False),
+}
+
+#: What each link asks on its confirmation page, and the button that confirms it.
+QUESTIONS = {
+    "opt_in_direct_marketing": ("Receive our offers?", "Yes, send me offers"),
+    "opt_out_direct_marketing": ("Stop receiving our offers?", "Unsubscribe"),
+    "opt_in_affiliate_marketing": ("Receive our partners' offers?",
+                                   "Yes, send me partners' offers"),
+    "opt_out_affiliate_marketing": ("Stop receiving our partners' offers?", "Unsubscribe"),
+    "service_request_response_acceptance": ("Accept the response to your service request?",
+                                            "I accept"),
+    "service_request_temporary_resolution_acceptance": (
+        "Accept the temporary resolution of your service request?", "I accept"),
+    "service_request_final_resolution_acceptance": (
+        "Accept the final resolution of your service request?", "I accept"),
+}
+
+
+class UnknownLinkContact(CommsError):
+    """The link names a contact that no longer exists."""
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    action: str
+    at: datetime
+    already_done: bool
+
+
+def token_id(token: str) -> str:
+    """The token's fingerprint: what ``link_actions`` keeps (never the token itself).
+
+    Taken over the decoded bytes of each part, so two spellings of one token (base64's spare
+    bits in a last character) are one token and cannot act twice.
+    """
+    digest = hashlib.sha256()
+    for part in token.split("."):
+        try:
+            digest.update(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        except (binascii.Error, ValueError):
+            digest.update(part.encode("utf-8"))
+        digest.update(b".")
+    return digest.hexdigest()
+
+
+def used_at(conn: Connection, token: str) -> datetime | None:
+    return conn.execute(select(actions_t.c.at).where(actions_t.c.token_id == token_id(token))
+                        ).scalar_one_or_none()
+
+
+def perform(conn: Connection, settings: Any, payload: LinkPayload, token: str) -> LinkResult:
+    """Do the link's action unless its token already acted (then report when it did)."""
+    contact_id = conn.execute(select(contacts_t.c.id).where(
+        contacts_t.c.ref == payload.contact_ref)).scalar_one_or_none()
+    if contact_id is None:
+        raise UnknownLinkContact()
+    now = utcnow()
+    detail_id = _own_detail(conn, payload, contact_id)
+    dialect = postgresql if is_postgres(conn) else sqlite
+    action_id = conn.execute(dialect.insert(actions_t).values(
+        token_id=token_id(token), contact_id=contact_id, action=payload.action,
+        detail_id=detail_id, at=now,
+        data={"subject": payload.subject} if payload.subject else None,
+    ).on_conflict_do_nothing(index_elements=["token_id"]).returning(actions_t.c.id)
+    ).scalar_one_or_none()
+    if action_id is None:
+        return LinkResult(payload.action, used_at(conn, token) or now, True)
+    if payload.action in CONSENT:
+        column, value = CONSENT[payload.action]
+        conn.execute(update(contacts_t).where(contacts_t.c.id == contact_id)
+                     .values({column: value}))
+    else:
+        entry = _push_to_system(conn, settings, payload, contact_id, now)
+        if entry is not None:
+            conn.execute(update(actions_t).where(actions_t.c.id == action_id).values(
+                data={"subject": payload.subject, "queue_entry": entry}))
+    log.info("link.acted", action=payload.action, contact_id=contact_id, detail_id=detail_id)
+    return LinkResult(payload.action, now, False)
+
+
+def _own_detail(conn: Connection, payload: LinkPayload, contact_id: int) -> int | None:
+    """The communication the link came in (an unsubscribe token's subject), if it is the
+    contact's."""
+    if payload.action.startswith("service_request") or not payload.subject \
+            or not payload.subject.isdigit() or len(payload.subject) > 18:
+        return None
+    return conn.execute(select(details_t.c.id).where(
+        details_t.c.id == int(payload.subject), details_t.c.contact_id == contact_id)
+    ).scalar_one_or_none()
+
+
+def _push_to_system(conn: Connection, settings: Any, payload: LinkPayload, contact_id: int,
+                    now: datetime) -> int | None:
+    """A queue entry awaiting the configured external system; None when none is configured."""
+    code = web_settings(settings).service_request_system
+    if not code:
+        return None
+    system_id = conn.execute(select(systems_t.c.id).where(systems_t.c.code == code)
+                             ).scalar_one_or_none()
+    if system_id is None:
+        log.warning("link.no_such_system", system=code, action=payload.action)
+        return None
+    body = {"event": payload.action, "service_request": payload.subject,
+            "contact_ref": payload.contact_ref, "at": now.isoformat() + "Z"}
+    header_id = conn.execute(insert(headers_t).values(
+        contact_ref=payload.contact_ref, event=payload.action, event_number=payload.subject,
+        media=Media.EXTERNAL, status=HeaderStatus.PROCESSED, details_created=1, created_at=now,
+        updated_at=now).returning(headers_t.c.id)).scalar_one()
+    detail_id = conn.execute(insert(details_t).values(
+        header_id=header_id, contact_id=contact_id, media=Media.EXTERNAL,
+        direction="outgoing", classification="customer_care", external_system_id=system_id,
+        subject=f"{payload.action} {payload.subject or ''}".strip(),
+        body=json.dumps(body, sort_keys=True), state=DetailState.AWAITING_EXTERNAL,
+        priority=2, created_at=now).returning(details_t.c.id)).scalar_one()
+    record_transitions(conn, "detail", [(detail_id, None, DetailState.AWAITING_EXTERNAL)],
+                       actor="dynamic-link", at=now)
+    return detail_id

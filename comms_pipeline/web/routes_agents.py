@@ -1,0 +1,153 @@
+"""Agents: what was sent to a customer, its fate and its tracking, and the stored documents.
+
+Agent and admin keys only. Reading a stored email here never counts as an open: the preview
+drops the open pixel, and the agent page shows the HTML in a sandboxed frame.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from comms_pipeline.apikeys import Principal
+from comms_pipeline.db import utcnow
+from comms_pipeline.models import Contact, NotificationRun, details_t
+from comms_pipeline.states import Media
+from comms_pipeline.tracking import run_report, strip_pixel, tracking_counts, tracking_events
+from comms_pipeline.web.auth import require
+from comms_pipeline.web.downloads import document_bytes, document_response, presigned_url
+from comms_pipeline.web.errors import ApiError, error_responses, not_found
+from comms_pipeline.web.queries import (
+    decode_cursor,
+    document_refs,
+    encode_cursor,
+    entry_dict,
+    entry_select,
+    filters_fingerprint,
+    parse_eml,
+    systems_t,
+    templates_t,
+)
+from comms_pipeline.web.schemas import (
+    NO_NUL,
+    CommunicationsPage,
+    DocumentLink,
+    EmailPreview,
+    Me,
+    RunTrackingReport,
+    TrackingEventOut,
+    utc_out,
+)
+
+router = APIRouter(tags=["agents"], responses=error_responses(401, 403, 404, 422))
+Agent = Annotated[Principal, Depends(require("agent", "admin"))]
+DocId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+contacts_t = Contact.__table__
+runs_t = NotificationRun.__table__
+
+
+@router.get("/v1/me", response_model=Me, summary="Who the key belongs to", tags=["keys"])
+def me(request: Request,
+       principal: Annotated[Principal, Depends(require("external", "agent", "admin"))]) -> dict:
+    system = None
+    if principal.external_system_id is not None:
+        with request.app.state.engine.connect() as conn:
+            system = conn.execute(select(systems_t.c.code).where(
+                systems_t.c.id == principal.external_system_id)).scalar_one_or_none()
+    return {"name": principal.name, "role": principal.role, "key_prefix": principal.prefix,
+            "external_system": system}
+
+
+@router.get("/v1/contacts/{ref}/communications", response_model=CommunicationsPage,
+            summary="A contact's communications, newest first, with state, errors, tracking")
+def communications(request: Request, principal: Agent,
+                   ref: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)],
+                   media: Media | None = None,
+                   cursor: Annotated[str | None, Query(max_length=400)] = None,
+                   limit: Annotated[int | None, Query(ge=1, le=10000)] = None) -> dict:
+    web = request.app.state.web
+    limit = min(limit or web.page_size, web.max_page_size)
+    scope = filters_fingerprint(r=ref, m=media)
+    before = decode_cursor(cursor, scope, 1)
+    d = details_t.c
+    now = utcnow()
+    with request.app.state.engine.connect() as conn:
+        contact = conn.execute(select(contacts_t.c.id, contacts_t.c.ref, contacts_t.c.name)
+                               .where(contacts_t.c.ref == ref)).first()
+        if contact is None:
+            raise not_found(f"no contact {ref!r}")
+        q = (entry_select(templates_t.c.code.label("template_code"))
+             .outerjoin(templates_t, templates_t.c.id == d.template_id)
+             .where(d.contact_id == contact.id))
+        if media is not None:
+            q = q.where(d.media == media.value)
+        if before is not None:
+            q = q.where(d.id < before[0])
+        rows = conn.execute(q.order_by(d.id.desc()).limit(limit + 1)).all()
+        page = rows[:limit]
+        ids = [r.id for r in page]
+        docs = document_refs(conn, ids)
+        counts = tracking_counts(conn, ids)
+    items = []
+    for row in page:
+        item = entry_dict(row, now)
+        item["document"] = docs.get(row.id)
+        summary = counts.get(row.id, {})
+        item["tracking"] = {**summary,
+                            "first_event_at": utc_out(summary.get("first_event_at")),
+                            "last_event_at": utc_out(summary.get("last_event_at"))}
+        items.append(item)
+    next_cursor = encode_cursor([page[-1].id], scope) if len(rows) > limit else None
+    return {"contact": {"ref": contact.ref, "name": contact.name}, "items": items,
+            "next_cursor": next_cursor}
+
+
+@router.get("/v1/communications/{detail_id}/tracking", response_model=list[TrackingEventOut],
+            summary="Every open and click of one communication")
+def communication_tracking(request: Request, principal: Agent, detail_id: DocId) -> list[dict]:
+    with request.app.state.engine.connect() as conn:
+        if conn.execute(select(details_t.c.id).where(details_t.c.id == detail_id)).first() \
+                is None:
+            raise not_found(f"no communication {detail_id}")
+        events = tracking_events(conn, detail_id)
+    return [{**e, "at": utc_out(e["at"])} for e in events]
+
+
+@router.get("/v1/documents/{document_id}", response_class=Response,
+            summary="Download a stored email (.eml) or letter (.pdf)",
+            responses={200: {"content": {"message/rfc822": {}, "application/pdf": {}},
+                             "description": "The document's bytes"}, **error_responses(409)})
+def download(request: Request, principal: Agent, document_id: DocId) -> Response:
+    return document_response(request, document_id)
+
+
+@router.get("/v1/documents/{document_id}/preview", response_model=EmailPreview,
+            responses=error_responses(409), summary="A stored email read back for display")
+def preview(request: Request, principal: Agent, document_id: DocId) -> dict:
+    info, data = document_bytes(request, document_id)
+    if info.kind != "email":
+        raise ApiError(409, "not_an_email", f"document {document_id} is a {info.kind}; "
+                       "download it instead")
+    parsed = parse_eml(data)
+    if parsed["html"]:
+        parsed["html"] = strip_pixel(parsed["html"], request.app.state.settings)
+    return {"document_id": document_id, **parsed}
+
+
+@router.get("/v1/documents/{document_id}/link", response_model=DocumentLink,
+            responses=error_responses(409), summary="A short-lived presigned S3 link")
+def link(request: Request, principal: Agent, document_id: DocId) -> dict:
+    seconds = request.app.state.web.presign_seconds
+    return {"url": presigned_url(request, document_id, seconds), "expires_in": seconds}
+
+
+@router.get("/v1/notification-runs/{run_id}/tracking", response_model=RunTrackingReport,
+            summary="A notification run's tracking report: sent, opened, clicked")
+def notification_run_tracking(request: Request, principal: Agent, run_id: DocId) -> dict:
+    with request.app.state.engine.connect() as conn:
+        if conn.execute(select(runs_t.c.id).where(runs_t.c.id == run_id)).first() is None:
+            raise not_found(f"no notification run {run_id}")
+        return {"run_id": run_id, **run_report(conn, run_id)}

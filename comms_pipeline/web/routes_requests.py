@@ -1,0 +1,85 @@
+"""Triggers over HTTP: a communication request for systems that cannot write SQL.
+
+The body becomes one request header through :func:`comms_pipeline.api.trigger`, exactly as a
+workflow system's INSERT would. What can be checked at once is checked at once (the template,
+rule and contact exist) and answered 422 with the reason; everything else is the Comms
+Monitor's, which records an explained state for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from comms_pipeline.api import trigger
+from comms_pipeline.apikeys import Principal
+from comms_pipeline.models import Contact, EventRule, Template
+from comms_pipeline.web.auth import BearerKey, Gate
+from comms_pipeline.web.errors import error_responses, invalid
+from comms_pipeline.web.idempotency import (
+    REPLAYED_HEADER,
+    IdempotencyKey,
+    fingerprint,
+    run_idempotent,
+)
+from comms_pipeline.web.schemas import CommunicationRequest, RequestAccepted
+
+router = APIRouter(prefix="/v1/requests", tags=["requests"],
+                   responses=error_responses(401, 403, 422))
+ROLES = ("external", "admin")
+templates_t = Template.__table__
+contacts_t = Contact.__table__
+rules_t = EventRule.__table__
+
+
+def _check(conn: Any, req: CommunicationRequest) -> list[str]:
+    """Refuse what cannot succeed; return warnings about what will render empty."""
+    warnings: list[str] = []
+    if req.template_code:
+        tpl = conn.execute(select(templates_t.c.active, templates_t.c.unrestricted_params)
+                           .where(templates_t.c.code == req.template_code)).first()
+        if tpl is None:
+            raise invalid(f"unknown template {req.template_code!r}", code="unknown_template",
+                          field="template_code")
+        if not tpl.active:
+            raise invalid(f"template {req.template_code!r} is not active",
+                          code="inactive_template", field="template_code")
+        missing = [p for p in (tpl.unrestricted_params or []) if p not in (req.params or {})]
+        warnings += [f"unrestricted parameter {p!r} is not given: it renders empty"
+                     for p in missing]
+    if req.rule_code and conn.execute(select(rules_t.c.id).where(
+            rules_t.c.code == req.rule_code)).first() is None:
+        raise invalid(f"unknown event rule {req.rule_code!r}", code="unknown_rule",
+                      field="rule_code")
+    if conn.execute(select(contacts_t.c.id).where(
+            contacts_t.c.ref == req.contact_ref)).first() is None:
+        raise invalid(f"unknown contact {req.contact_ref!r}", code="unknown_contact",
+                      field="contact_ref")
+    return warnings
+
+
+@router.post("", status_code=202, response_model=RequestAccepted,
+             responses={202: {"model": RequestAccepted}},
+             summary="Request a communication (a template or an event, for one contact)")
+def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
+                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    def act(conn: Any, principal: Principal) -> tuple[int, dict[str, Any]]:
+        warnings = _check(conn, body)
+        header_id = trigger(
+            conn, contact_ref=body.contact_ref, template_code=body.template_code,
+            event=body.event, event_number=body.event_number, rule_code=body.rule_code,
+            media=body.media.value if body.media else None, send_to=body.send_to.value,
+            address_type=body.address_type, language=body.language, entities=body.entities,
+            params=body.params, send_after=body.send_after, expires_at=body.expires_at,
+            priority=body.priority, idempotency_key=body.idempotency_key)
+        return 202, RequestAccepted(request_id=header_id, idempotency_key=body.idempotency_key,
+                                    warnings=warnings).model_dump(mode="json")
+
+    request_hash = fingerprint("POST", "/v1/requests", body.model_dump(mode="json"))
+    status, payload, replayed = run_idempotent(request.app.state.engine, Gate(key, ROLES),
+                                               idempotency_key, request_hash, act)
+    return JSONResponse(payload, status_code=status,
+                        headers={REPLAYED_HEADER: "true"} if replayed else {})

@@ -1,0 +1,264 @@
+"""The Web API's request and response bodies (pydantic): what the OpenAPI document shows.
+
+Times are answered in UTC with an explicit offset; times given without one are taken as UTC.
+Strings that reach the database refuse NUL characters (PostgreSQL cannot store them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from comms_pipeline.states import Media
+
+NO_NUL = r"^[^\x00]*$"
+Code = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+Text = Annotated[str, StringConstraints(max_length=2000, pattern=NO_NUL)]
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Naive UTC (as stored) from any datetime: aware ones are converted, naive kept."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def utc_out(value: datetime | None) -> datetime | None:
+    """A stored naive-UTC time, marked as UTC for the answer."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+UtcIn = Annotated[datetime, AfterValidator(as_utc)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class QueueState(StrEnum):
+    """Life-cycle states an external system filters its entries by (Expired ones are gone)."""
+
+    PENDING = "Pending"
+    COMPLETED = "Completed"
+    REJECTED = "Rejected"
+    COMPLETED_REMOVED = "Completed and Removed"
+
+
+class QueueEntry(_Out):
+    id: int = Field(description="The entry's number")
+    state: str = Field(description="Pending, Rejected, Completed, Completed and Removed, Expired")
+    media: str
+    external_system: str | None = None
+    contact_ref: str | None = None
+    address: str | None = None
+    language: str | None = None
+    subject: str | None = None
+    priority: int
+    error_code: str | None = None
+    error_description: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+class DocumentRef(_Out):
+    id: int
+    kind: str
+    content_type: str
+    size: int
+
+
+class QueueEntryContent(QueueEntry):
+    """One entry with its merged content (and, for emails, the stored message's HTML)."""
+
+    body: str | None = None
+    html: str | None = None
+    document: DocumentRef | None = None
+
+
+class QueuePage(BaseModel):
+    items: list[QueueEntry]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; "
+                                                      "null on the last page")
+
+
+class RejectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Code = Field(description="The external system's error code")
+    description: Annotated[str, StringConstraints(min_length=1, max_length=2000,
+                                                  pattern=NO_NUL)]
+
+
+class BatchAction(StrEnum):
+    COMPLETE = "complete"
+    REJECT = "reject"
+    REMOVE = "remove"
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Id
+    action: BatchAction
+    code: Code | None = Field(None, description="Error code (reject only)")
+    description: Annotated[str, StringConstraints(min_length=1, max_length=2000,
+                                                  pattern=NO_NUL)] | None = None
+
+    @model_validator(mode="after")
+    def _reject_explained(self) -> BatchItem:
+        if self.action == BatchAction.REJECT and not (self.code and self.description):
+            raise ValueError("a reject needs code and description")
+        return self
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actions: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
+class BatchResult(BaseModel):
+    id: int
+    status: int = Field(description="200 done, 404 not found, 409 conflict")
+    state: str | None = Field(None, description="The entry's state after the call")
+    code: str | None = None
+    message: str | None = None
+
+
+class BatchOutcome(BaseModel):
+    results: list[BatchResult]
+
+
+class SendTo(StrEnum):
+    ALL = "all"
+    PRIMARY = "primary"
+    TYPE = "type"
+
+
+JsonScalar = str | int | float | bool | None
+
+
+class CommunicationRequest(BaseModel):
+    """A communication request: what happened, for whom, and how to communicate it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contact_ref: Code
+    template_code: Code | None = None
+    event: Code | None = None
+    event_number: Code | None = None
+    rule_code: Code | None = None
+    media: Media | None = Field(None, description="Override of the delivery method")
+    send_to: SendTo = SendTo.PRIMARY
+    address_type: Code | None = None
+    language: Annotated[str, StringConstraints(min_length=2, max_length=16,
+                                               pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")
+                        ] | None = None
+    entities: dict[Code, dict[str, Any]] | None = Field(
+        None, description="Entity data by entity name, e.g. {\"subscription\": {\"number\": 1}}")
+    params: dict[Code, JsonScalar] | None = Field(
+        None, description="Unrestricted parameters: values are data, never template code")
+    send_after: UtcIn | None = None
+    expires_at: UtcIn | None = None
+    priority: int = Field(2, ge=1, le=3, description="1 high, 2 medium, 3 low")
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200,
+                                                      pattern=NO_NUL)] | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CommunicationRequest:
+        if not self.template_code and not self.event:
+            raise ValueError("name a template_code or an event (with an optional rule_code)")
+        if self.send_to == SendTo.TYPE and not self.address_type:
+            raise ValueError("send_to 'type' needs address_type (e.g. 'work')")
+        if self.send_after and self.expires_at and self.expires_at <= self.send_after:
+            raise ValueError("expires_at must be after send_after")
+        return self
+
+
+class RequestAccepted(BaseModel):
+    request_id: int = Field(description="The request header's id")
+    idempotency_key: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class TrackingSummary(BaseModel):
+    opens: int = 0
+    clicks: int = 0
+    first_event_at: datetime | None = None
+    last_event_at: datetime | None = None
+
+
+class Communication(QueueEntry):
+    template_code: str | None = None
+    document: DocumentRef | None = None
+    tracking: TrackingSummary
+
+
+class ContactRef(BaseModel):
+    ref: str
+    name: str
+
+
+class CommunicationsPage(BaseModel):
+    contact: ContactRef
+    items: list[Communication]
+    next_cursor: str | None = None
+
+
+class TrackingEventOut(BaseModel):
+    kind: str
+    at: datetime
+    url: str | None = None
+    user_agent: str | None = None
+
+
+class EmailPreview(BaseModel):
+    """A stored email, read back for an agent (the open pixel removed)."""
+
+    document_id: int
+    subject: str | None = None
+    sender: str | None = None
+    to: str | None = None
+    date: str | None = None
+    text: str | None = None
+    html: str | None = None
+
+
+class DocumentLink(BaseModel):
+    url: str
+    expires_in: int = Field(description="Seconds the link stays valid")
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+
+
+class Me(BaseModel):
+    name: str
+    role: str
+    key_prefix: str
+    external_system: str | None = None
+
+
+class RunTrackingReport(BaseModel):
+    """A notification run's tracking: communications made, sent, opened, clicked."""
+
+    run_id: int
+    communications: int
+    sent: int
+    opened: int
+    clicked: int

@@ -1,0 +1,52 @@
+"""The ``[web]`` section: where the Web API listens, its public address, and tracking.
+
+Until the lead's :class:`~comms_pipeline.config.Settings` carries a ``web`` field, every reader
+goes through :func:`web_settings`, which falls back to these defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class WebSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    #: The API's public address: the open pixel and click links in emails point here.
+    base_url: str = "http://127.0.0.1:8000"
+    #: ``off``, ``all`` communications, or ``notification_runs`` only (SPEC "Tracking").
+    tracking: Literal["off", "all", "notification_runs"] = "off"
+    #: Where pixel and click URLs point, when not at ``base_url`` (e.g. a tracking domain).
+    tracking_base_url: str | None = None
+    #: The external system (code) that receives customers' service-request acceptances.
+    service_request_system: str | None = None
+    page_size: int = Field(100, ge=1, le=1000)
+    max_page_size: int = Field(1000, ge=1, le=10000)
+    #: Lifetime of a presigned S3 link to a stored document.
+    presign_seconds: int = Field(300, ge=10, le=7 * 86400)
+
+    @field_validator("base_url", "tracking_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @property
+    def tracking_url(self) -> str:
+        return self.tracking_base_url or self.base_url
+
+
+def web_settings(settings: Any) -> WebSettings:
+    """``settings.web`` when the configuration has that section, else the defaults."""
+    found = getattr(settings, "web", None)
+    if isinstance(found, WebSettings):
+        return found
+    if isinstance(found, Mapping):
+        return WebSettings.model_validate(found)
+    return WebSettings()
