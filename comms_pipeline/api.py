@@ -34,8 +34,11 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
             entities: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
             send_after: datetime | None = None, expires_at: datetime | None = None,
             priority: int = 2, idempotency_key: str | None = None,
-            copy_of_id: int | None = None) -> int:
-    """Write one request header; return its id (the existing one for a repeated key)."""
+            copy_of_id: int | None = None, override_consent: bool = False) -> int:
+    """Write one request header; return its id (the existing one for a repeated key).
+
+    ``override_consent`` sends an important message whatever the contact's marketing opt-outs.
+    """
     if send_to not in SEND_TO:
         raise ValueError(f"send_to must be one of {', '.join(SEND_TO)}, not {send_to!r}")
     if send_to == "type" and not address_type:
@@ -51,7 +54,8 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
         "entities": dict(entities) if entities else None,
         "params": dict(params) if params else None, "send_after": send_after,
         "expires_at": expires_at, "priority": priority, "idempotency_key": idempotency_key,
-        "copy_of_id": copy_of_id, "status": "awaiting_processing", "created_at": utcnow(),
+        "copy_of_id": copy_of_id, "override_consent": override_consent,
+        "status": "awaiting_processing", "created_at": utcnow(),
     }
     if hasattr(target, "begin") and not hasattr(target, "in_transaction"):
         with target.begin() as conn:  # an Engine

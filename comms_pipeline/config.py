@@ -21,6 +21,7 @@ from comms_pipeline.entity_sources import EntitySource
 from comms_pipeline.errors import ConfigError
 from comms_pipeline.gateways.settings import GatewaysSettings
 from comms_pipeline.links import LinkSettings
+from comms_pipeline.notifications.settings import NotificationSettings
 from comms_pipeline.web.settings import WebSettings
 
 ENV_PREFIX = "COMMS_"
@@ -109,6 +110,7 @@ class Settings(_Section):
     letters: LetterSettings = Field(default_factory=LetterSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 

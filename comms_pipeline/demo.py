@@ -123,10 +123,14 @@ def prepare(settings: Settings) -> Engine:
     var.mkdir(parents=True)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
+    from comms_pipeline.entity_sources import load_demo_business
+    from comms_pipeline.notifications.types import load_builtin_notifications
     from comms_pipeline.template_files import load_builtin_templates
 
+    load_demo_business(settings.database_url)  # the business data of "Company ZX"
     with engine.begin() as conn:
         load_builtin_templates(conn)
+        load_builtin_notifications(conn)
         for ref, name, language, marketing, addresses in CONTACTS:
             admin.add_contact(conn, ref, name, language=language, addresses=addresses,
                               direct_marketing=marketing)
@@ -139,6 +143,17 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
     for t in demo_triggers():
         trigger(engine, **t.kwargs)
     say(f"{len(demo_triggers())} communication requests triggered")
+    # The seeds' business examples: an event rule fired by "payment posted", and a batch
+    # notification run over the business data (wallets with a low balance).
+    trigger(engine, contact_ref="C-1001", event="posted", event_number="EV-5001",
+            entities={"payment": {"number": "P-5001", "amount": "42.50", "currency": "EUR",
+                                  "posted_on": "2026-11-23"}})
+    say("event 'payment posted' triggered (event rules expand it)")
+    from comms_pipeline.notifications.runs import run_notifications
+
+    run = run_notifications(settings, engine, "LOW_WALLET_BALANCE")
+    say(f"notification run LOW_WALLET_BALANCE: {run.get('created', 0)} created, "
+        f"{run.get('skipped_condition', 0)} skipped by condition")
     for name in JOBS_IN_ORDER:
         say(f"job {name}: {run_job(name, settings, engine)} handled")
     for name in DAEMONS_IN_ORDER:

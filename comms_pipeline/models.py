@@ -154,7 +154,7 @@ class RequestHeader(ClaimColumns, Base):
     send_after: Mapped[datetime | None] = mapped_column(DateTime)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     priority: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
-    copy_of_id: Mapped[int | None] = mapped_column(ForeignKey("request_headers.id"))
+    copy_of_id: Mapped[int | None] = mapped_column(ForeignKey("request_headers.id"), index=True)
     override_consent: Mapped[bool] = mapped_column(Boolean, default=False,
                                                    server_default=text("false"))
     notification_id: Mapped[int | None] = mapped_column(ForeignKey("notifications.id"),

@@ -33,6 +33,9 @@ COMMANDS = {
     "api": "comms_pipeline.cli.api:api",
     "external-systems": "comms_pipeline.cli.api:external_systems",
     "api-keys": "comms_pipeline.cli.api:api_keys",
+    "notifications": "comms_pipeline.cli.notifications:notifications",
+    "rules": "comms_pipeline.cli.notifications:rules",
+    "communications": "comms_pipeline.cli.notifications:communications",
 }
 
 

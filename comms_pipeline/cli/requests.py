@@ -59,12 +59,14 @@ def _when(value: str | None) -> datetime | None:
 @click.option("--priority", type=click.IntRange(1, 3), default=2, show_default=True,
               help="1 high, 2 medium, 3 low.")
 @click.option("--idempotency-key", help="Repeating a trigger with the same key creates nothing.")
+@click.option("--override-consent", is_flag=True,
+              help="Important message: send whatever the contact's marketing opt-outs.")
 @pass_app
 def trigger(app: AppContext, contact_ref: str, template_code: str | None, event: str | None,
             entities: tuple[str, ...], params: tuple[str, ...], media: str | None,
             send_to: str, address_type: str | None, language: str | None,
             send_after: str | None, expires: str | None, priority: int,
-            idempotency_key: str | None) -> None:
+            idempotency_key: str | None, override_consent: bool) -> None:
     """Record a communication request (a request header) for the monitor job."""
     try:
         header_id = trigger_request(
@@ -72,7 +74,8 @@ def trigger(app: AppContext, contact_ref: str, template_code: str | None, event:
             entities=parse_pairs(entities, "--entity", as_json=True),
             params=parse_pairs(params, "--param"), media=media, send_to=send_to,
             address_type=address_type, language=language, send_after=_when(send_after),
-            expires_at=_when(expires), priority=priority, idempotency_key=idempotency_key)
+            expires_at=_when(expires), priority=priority, idempotency_key=idempotency_key,
+            override_consent=override_consent)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"request header {header_id}")

@@ -20,21 +20,29 @@ from sqlalchemy import insert
 from comms_pipeline.addressing import InvalidAddress, normalise, select_targets
 from comms_pipeline.claims import Outcome, record_transitions_from
 from comms_pipeline.db import utcnow
+from comms_pipeline.entity_sources import (
+    EntitySourceError,
+    load_sources,
+    needed_entities,
+    resolve_entities,
+)
 from comms_pipeline.jobs.monitor_data import (
     ContactInfo,
     TemplateInfo,
     load_contacts,
     load_templates,
 )
+from comms_pipeline.links import LinkBuilder
 from comms_pipeline.media import effective_limit, load_external_limits, load_media_rules
 from comms_pipeline.models import details_t
+from comms_pipeline.notifications import consent
+from comms_pipeline.notifications.event_rules import EventExpansion, EventRules, insert_expansions
 from comms_pipeline.queues import header_queue
 from comms_pipeline.rendering import TemplateError, build_context, compile_template
 from comms_pipeline.rules import processing_refusal
 from comms_pipeline.sms_text import split_parts
 from comms_pipeline.states import (
     ADDRESS_KIND,
-    Classification,
     DetailState,
     ErrorCode,
     HeaderStatus,
@@ -69,6 +77,10 @@ class MonitorJob:
         self.queue = header_queue()
         self.region = settings.monitor.default_country
         self._templates: dict[str, TemplateInfo | None] = {}
+        self.sources = load_sources(settings)
+        self.links = LinkBuilder.from_settings(settings)
+        self.events = EventRules(settings)
+        self.policies: dict[int, consent.Policy] = {}
 
     # -- the Handler protocol -----------------------------------------------------------------
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
@@ -79,11 +91,17 @@ class MonitorJob:
             self._templates.update({code: loaded.get(code) for code in wanted})
             self.media_rules = load_media_rules(conn)
             self.external_limits = load_external_limits(conn)
+            self.events.prepare(conn, rows)
+            self.policies = consent.load_policies(conn, rows)
         now = utcnow()
         return [self.expand(h, contacts.get(h.contact_ref), now) for h in rows]
 
     def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
-        details = [d for o in outcomes for d in (o.payload or ())]
+        expansions = [o.payload for o in outcomes if isinstance(o.payload, EventExpansion)]
+        if expansions:
+            insert_expansions(conn, expansions, self.name)
+        details = [d for o in outcomes if not isinstance(o.payload, EventExpansion)
+                   for d in (o.payload or ())]
         if not details:
             return
         conn.execute(insert(details_t), details)
@@ -94,6 +112,7 @@ class MonitorJob:
 
     def close(self) -> None:
         self._templates.clear()
+        self.events.close()
 
     # -- expansion ------------------------------------------------------------------------------
     def expand(self, h: Row, contact: ContactInfo | None, now) -> Outcome:  # type: ignore[no-untyped-def]
@@ -104,6 +123,8 @@ class MonitorJob:
         if h.expires_at is not None and h.expires_at <= now:
             return stop(HeaderStatus.NOT_SENT, ErrorCode.EXPIRED,
                         f"expired at {h.expires_at:%Y-%m-%d %H:%M} UTC before processing")
+        if self.events.wants(h):
+            return self.events.expand(h, contact, now)
         if not h.template_code:
             return stop(HeaderStatus.ERROR, ErrorCode.INVALID_REQUEST,
                         "the request names no template")
@@ -117,9 +138,11 @@ class MonitorJob:
         media = h.media or template.media
         if media not in Media.__members__.values():
             return stop(HeaderStatus.ERROR, ErrorCode.UNKNOWN_MEDIA, f"unknown media {media!r}")
-        if template.classification == Classification.MARKETING and not contact.direct_marketing:
-            return stop(HeaderStatus.OPTED_OUT, ErrorCode.OPTED_OUT,
-                        "the contact has not opted in to direct marketing")
+        skip = consent.refusal(template.classification, direct=contact.direct_marketing,
+                               affiliate=contact.affiliate_marketing,
+                               policy=self.policies.get(h.id), override=bool(h.override_consent))
+        if skip is not None:
+            return stop(HeaderStatus.OPTED_OUT, skip.code, skip.reason)
         if media == Media.EXTERNAL:
             if template.external_system_id is None:
                 return stop(HeaderStatus.ERROR, ErrorCode.INVALID_REQUEST,
@@ -182,8 +205,19 @@ class MonitorJob:
     def merge(self, h: Row, contact: ContactInfo, template: TemplateInfo, variant,  # type: ignore[no-untyped-def]
               media: str) -> dict[str, Any]:
         """Render the SMS / push / external text once per header; enforce the limits."""
-        context = build_context(contact=contact.as_tag_data(), entities=h.entities,
-                                params=h.params, referring_entities=template.referring_entities)
+        tag_data = contact.as_tag_data()
+        entities = h.entities
+        if self.sources:
+            try:
+                entities = resolve_entities(
+                    self.sources, h.entities or {}, contact=tag_data,
+                    default_url=self.settings.database_url, var_dir=self.settings.var_dir,
+                    wanted=needed_entities(template.referring_entities))
+            except EntitySourceError as exc:
+                raise Rejection(ErrorCode.ENTITY_DATA, str(exc)) from None
+        context = build_context(contact=tag_data, entities=entities, params=h.params,
+                                referring_entities=template.referring_entities,
+                                language=variant.language, links=self.links)
         try:
             body = compile_template(variant.body_text or "").render(context)
             subject = (compile_template(variant.subject).render(context)

@@ -1,0 +1,60 @@
+"""Notification types that carry a cron expression, run by ``comms scheduler run``.
+
+:func:`add_notification_jobs` adds one APScheduler job per active type with a ``cron``
+(e.g. the unsettled-subscriptions type on "0 8 1 * *", the 1st of the month at 08:00), each
+running :func:`~comms_pipeline.notifications.runs.run_notifications` — which resumes an
+unfinished run of the type rather than starting a second one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import select
+
+from comms_pipeline.models import NotificationType
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from comms_pipeline.config import Settings
+
+log = structlog.get_logger(__name__)
+types_t = NotificationType.__table__
+JOB_PREFIX = "notifications:"
+
+
+def scheduled_types(engine: Engine) -> list[tuple[str, str]]:
+    """``(code, cron)`` of every active notification type that has a cron expression."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(types_t.c.code, types_t.c.cron)
+                            .where(types_t.c.active.is_(True), types_t.c.cron.isnot(None))
+                            .order_by(types_t.c.code)).all()
+    return [(r.code, r.cron) for r in rows if (r.cron or "").strip()]
+
+
+def run_scheduled(code: str, settings: Settings, engine: Engine) -> None:
+    from comms_pipeline.notifications.runs import run_notifications
+
+    try:
+        summary = run_notifications(settings, engine, code)
+        log.info("scheduler.notification_run_done", type=code, run_id=summary.get("run_id"),
+                 created=summary.get("created"))
+    except Exception:
+        log.exception("scheduler.notification_run_failed", type=code)
+
+
+def add_notification_jobs(scheduler: Any, settings: Settings, engine: Engine) -> list[str]:
+    """Add a job per scheduled notification type to an APScheduler scheduler; return ids."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    ids = []
+    for code, cron in scheduled_types(engine):
+        trigger = CronTrigger.from_crontab(cron, timezone=settings.scheduler.timezone)
+        job_id = f"{JOB_PREFIX}{code}"
+        scheduler.add_job(run_scheduled, trigger, args=(code, settings, engine), id=job_id,
+                          name=job_id, max_instances=1, coalesce=True,
+                          misfire_grace_time=3600, replace_existing=True)
+        ids.append(job_id)
+    return ids
