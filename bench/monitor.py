@@ -6,11 +6,13 @@ does much more per row (addresses validated with phonenumbers, template merge, l
 history), so the ratio says what that costs.
 
     .venv/bin/python bench/monitor.py [--n 100000] [--backend postgresql --backend sqlite]
+        [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +24,9 @@ from bench.common import fresh_database, peak_rss_mb, row, timer
 from comms_pipeline.admin import TemplateSpec, VariantSpec, save_template
 from comms_pipeline.config import load_settings
 from comms_pipeline.db import make_engine, upgrade
+from comms_pipeline.jobs import run_job_workers
 from comms_pipeline.models import details_t
+from comms_pipeline.supervise import self_command
 from comms_pipeline.worker import Runner
 
 CONTACTS = 10_000
@@ -74,7 +78,7 @@ JOIN contact_addresses a ON a.contact_id = c.id
 """
 
 
-def bench(backend: str, n: int) -> dict:
+def bench(backend: str, n: int, workers: int) -> dict:
     url = fresh_database(backend, f"comms_bench_monitor_{backend}")
     upgrade(url)
     engine = make_engine(url)
@@ -97,17 +101,41 @@ def bench(backend: str, n: int) -> dict:
     assert made == n, f"expected {n} details, got {made}"
     pipe = row("pipeline: comms job run monitor", made, t[0], "details")
     print(f"  ratio pipeline / raw = {pipe / raw:.3f}   peak RSS {peak_rss_mb():.0f} MB")
+    result = {"raw": raw, "pipeline": pipe}
+    if workers > 1:
+        reset(engine)
+        os.environ["COMMS_DATABASE_URL"] = url
+        with timer() as t:
+            handled = run_job_workers("monitor", settings, engine, workers,
+                                      argv_prefix=self_command())
+        assert handled == n, f"expected {n} handled, got {handled}"
+        par = row(f"pipeline: comms job run monitor --workers {workers}", n, t[0], "details")
+        print(f"  ratio pipeline ({workers} workers) / raw = {par / raw:.3f}   "
+              f"peak RSS of one worker {peak_rss_mb(children=True):.0f} MB")
+        result["parallel"] = par
     engine.dispose()
-    return {"raw": raw, "pipeline": pipe}
+    return result
+
+
+def reset(engine) -> None:
+    """Back to the starting line: no details, every header awaiting processing."""
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM state_transitions"))
+        conn.execute(details_t.delete())
+        conn.execute(text("UPDATE request_headers SET status = 'awaiting_processing', "
+                          "status_code = NULL, status_reason = NULL, details_created = 0, "
+                          "attempts = 0, claimed_by = NULL, lease_until = NULL"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--backend", action="append", choices=["postgresql", "sqlite"])
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also measure this many monitor processes side by side")
     args = parser.parse_args()
     for backend in args.backend or ["postgresql", "sqlite"]:
-        bench(backend, args.n)
+        bench(backend, args.n, args.workers)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import click
 from comms_pipeline import supervise
 from comms_pipeline.cli.common import AppContext, pass_app
 from comms_pipeline.daemons import DAEMONS, build_daemon
-from comms_pipeline.jobs import JOBS, run_job
+from comms_pipeline.jobs import JOBS, run_job, run_job_workers
 
 
 @click.group()
@@ -24,12 +24,25 @@ def job() -> None:
 @click.option("--batch-size", type=click.IntRange(1), help="Rows claimed per transaction.")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes claiming the backlog side by side (PostgreSQL scales best).")
 @pass_app
-def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool | None) -> None:
+def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool | None,
+            workers: int) -> None:
     """Run job NAME until its backlog is done. Exit code 0 means it finished."""
     show = sys.stderr.isatty() if progress is None else progress
-    handled = run_job(name, app.settings, app.engine, batch_size=batch_size, progress=show)
+    if workers > 1:
+        handled = run_job_workers(name, app.settings, app.engine, workers,
+                                  argv_prefix=_self_argv(app), batch_size=batch_size,
+                                  progress=show)
+    else:
+        handled = run_job(name, app.settings, app.engine, batch_size=batch_size, progress=show)
     click.echo(f"{name}: {handled} handled")
+
+
+def _self_argv(app: AppContext) -> list[str]:
+    argv = supervise.self_command()
+    return [*argv, "--config", app.config_path] if app.config_path else argv
 
 
 @job.command("list")

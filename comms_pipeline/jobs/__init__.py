@@ -58,3 +58,50 @@ def run_job(name: str, settings: Settings, engine: Engine, *, batch_size: int | 
                         on_progress=bar.update)
         runner.install_signal_handlers()
         return runner.run()
+
+
+def run_job_workers(name: str, settings: Settings, engine: Engine, workers: int, *,
+                    argv_prefix: list[str], batch_size: int | None = None,
+                    progress: bool = False) -> int:
+    """Drain job ``name`` with ``workers`` processes claiming side by side; return the
+    number of rows handled, or raise if a worker failed.
+
+    The claim mechanism makes the copies safe: each claims its own batches. The progress bar
+    follows the shared backlog.
+    """
+    import re
+    import subprocess
+    import sys
+    import time
+
+    import click
+
+    from comms_pipeline.claims import backlog
+    from comms_pipeline.errors import CommsError
+
+    queue = build_job(name, settings, engine).queue
+    with engine.connect() as conn:
+        total = backlog(conn, queue)
+    cmd = [*argv_prefix, "job", "run", name, "--workers", "1", "--no-progress"]
+    if batch_size:
+        cmd += ["--batch-size", str(batch_size)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    with click.progressbar(length=total, label=f"{name} x{workers}", file=sys.stderr,
+                           show_pos=True, show_eta=True) as bar:
+        shown = 0
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.5)
+            if progress:
+                with engine.connect() as conn:
+                    finished = total - backlog(conn, queue)
+                if finished > shown:
+                    bar.update(finished - shown)
+                    shown = finished
+    outputs = [p.stdout.read() if p.stdout else "" for p in procs]
+    handled = sum(int(m.group(1)) for out in outputs
+                  for m in [re.search(r"(\d+) handled", out)] if m)
+    failed = [p.returncode for p in procs if p.returncode != 0]
+    if failed:
+        raise CommsError(f"{len(failed)} of {workers} {name} workers failed "
+                         f"(exit codes {failed}); see their logs above")
+    return handled

@@ -12,6 +12,7 @@ import time
 import pytest
 from sqlalchemy import create_engine
 
+from comms_pipeline.api import trigger
 from comms_pipeline.db import upgrade
 from tests import factories
 
@@ -111,3 +112,16 @@ def test_help_explains(comms):
     for word in ("daemon", "job", "trigger", "status", "queue", "scheduler", "demo"):
         assert word in out
     assert "--once" in comms("daemon", "run", "--help").stdout
+
+
+def test_job_with_several_workers_drains_the_backlog_once(comms):
+    _seed(comms.url)
+    comms("contacts", "add", "C-1", "--name", "Maria", "--phone", "+35799123456")
+    engine = create_engine(comms.url)
+    for _ in range(300):
+        trigger(engine, contact_ref="C-1", template_code="SMS_HELLO")
+    engine.dispose()
+    out = comms("job", "run", "monitor", "--workers", "3", "--batch-size", "20").stdout
+    assert "monitor: 300 handled" in out
+    status = json.loads(comms("status", "--json").stdout)
+    assert status["headers"]["processed"] == 300 and status["details_total"] == 300
