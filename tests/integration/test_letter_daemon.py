@@ -5,31 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
 from sqlalchemy import update
 
 from comms_pipeline.daemons.letter import LetterDaemon
-from comms_pipeline.db import make_engine
 from comms_pipeline.models import details_t
 from comms_pipeline.worker import Runner
-from tests.conftest import make_settings
 from tests.integration.documents_factory import add_entries, details, make_pdf
 from tests.servers.sftp import SftpServer, sftp_server  # noqa: F401
-
-
-@pytest.fixture
-def make_engine_for(tmp_path):
-    engines = []
-
-    def build(url: str, **env: str):  # type: ignore[no-untyped-def]
-        settings = make_settings(url, tmp_path / "var", **env)
-        engine = make_engine(settings.database_url)
-        engines.append(engine)
-        return settings, engine
-
-    yield build
-    for engine in engines:
-        engine.dispose()
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]

@@ -10,10 +10,9 @@ from sqlalchemy import select, update
 
 from comms_pipeline.admin import add_external_system
 from comms_pipeline.daemons.push_external import PushExternalDaemon
-from comms_pipeline.db import make_engine, utcnow
+from comms_pipeline.db import utcnow
 from comms_pipeline.models import ExternalSystem, details_t
 from comms_pipeline.worker import Runner
-from tests.conftest import make_settings
 from tests.integration.details_factory import add_details, details, transitions
 from tests.servers.http_gateways import webhook_receiver  # noqa: F401
 
@@ -21,21 +20,14 @@ systems_t = ExternalSystem.__table__
 
 
 @pytest.fixture
-def hook_env(db_url, tmp_path):
-    engines = []
-
+def hook_env(db_url, tmp_path, make_engine_for):
     def build(**env: str):  # type: ignore[no-untyped-def]
         base = {"COMMS_GATEWAYS_WEBHOOK_BACKEND": "http",
                 "COMMS_GATEWAYS_WEBHOOK_ALLOW_LOOPBACK_TARGETS": "true",
                 "COMMS_GATEWAYS_WEBHOOK_TIMEOUT": "5"}
-        settings = make_settings(db_url, tmp_path / "var", **{**base, **env})
-        engine = make_engine(settings.database_url)
-        engines.append(engine)
-        return settings, engine
+        return make_engine_for(db_url, **{**base, **env})
 
-    yield build
-    for engine in engines:
-        engine.dispose()
+    return build
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]

@@ -6,10 +6,8 @@ import pytest
 from sqlalchemy import update
 
 from comms_pipeline.daemons.push_handset import PushHandsetDaemon
-from comms_pipeline.db import make_engine
 from comms_pipeline.models import details_t
 from comms_pipeline.worker import Runner
-from tests.conftest import make_settings
 from tests.integration.details_factory import add_details, details, device_addresses
 from tests.servers.http_gateways import fcm_server  # noqa: F401
 
@@ -17,22 +15,15 @@ TOKENS = [f"fcm-token-{i:03d}-" + "x" * 40 for i in range(6)]
 
 
 @pytest.fixture
-def push_env(db_url, tmp_path, fcm_server):
-    engines = []
-
+def push_env(db_url, tmp_path, make_engine_for, fcm_server):
     def build(**env: str):  # type: ignore[no-untyped-def]
         base = {"COMMS_GATEWAYS_PUSH_BACKEND": "fcm",
                 "COMMS_GATEWAYS_PUSH_URL": fcm_server.send_url,
                 "COMMS_GATEWAYS_PUSH_ACCESS_TOKEN": fcm_server.access_token,
                 "COMMS_GATEWAYS_PUSH_CONCURRENCY": "3"}
-        settings = make_settings(db_url, tmp_path / "var", **{**base, **env})
-        engine = make_engine(settings.database_url)
-        engines.append(engine)
-        return settings, engine
+        return make_engine_for(db_url, **{**base, **env})
 
-    yield build
-    for engine in engines:
-        engine.dispose()
+    return build
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]

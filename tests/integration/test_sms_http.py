@@ -8,31 +8,22 @@ import pytest
 from sqlalchemy import update
 
 from comms_pipeline.daemons.sms import SmsDaemon
-from comms_pipeline.db import make_engine
 from comms_pipeline.models import details_t
 from comms_pipeline.worker import Runner
-from tests.conftest import make_settings
 from tests.integration.details_factory import add_details, details
 from tests.servers.http_gateways import sms_gateway  # noqa: F401
 
 
 @pytest.fixture
-def http_env(db_url, tmp_path, sms_gateway):
-    engines = []
-
+def http_env(db_url, tmp_path, make_engine_for, sms_gateway):
     def build(**env: str):  # type: ignore[no-untyped-def]
         base = {"COMMS_GATEWAYS_SMS_BACKEND": "http",
                 "COMMS_GATEWAYS_SMS_URL": f"{sms_gateway.url}/v1.0/message",
                 "COMMS_GATEWAYS_SMS_API_KEY": sms_gateway.token,
                 "COMMS_GATEWAYS_SMS_HTTP_BATCH_SIZE": "4", "COMMS_GATEWAYS_SMS_TIMEOUT": "5"}
-        settings = make_settings(db_url, tmp_path / "var", **{**base, **env})
-        engine = make_engine(settings.database_url)
-        engines.append(engine)
-        return settings, engine
+        return make_engine_for(db_url, **{**base, **env})
 
-    yield build
-    for engine in engines:
-        engine.dispose()
+    return build
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]

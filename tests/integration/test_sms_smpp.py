@@ -7,29 +7,20 @@ from collections import Counter
 import pytest
 
 from comms_pipeline.daemons.sms import SmsDaemon
-from comms_pipeline.db import make_engine
 from comms_pipeline.worker import Runner
-from tests.conftest import make_settings
 from tests.integration.details_factory import add_details, details, transitions
 from tests.servers.smpp import Smsc, smsc, wait_for  # noqa: F401
 
 
 @pytest.fixture
-def sms_env(db_url, tmp_path, smsc):
+def sms_env(db_url, tmp_path, make_engine_for, smsc):
     """``build(**env)`` -> (settings, engine) for the daemon bound to the test SMSC."""
-    engines = []
-
     def build(**env: str):  # type: ignore[no-untyped-def]
         base = {"COMMS_GATEWAYS_SMS_BACKEND": "smpp", "COMMS_GATEWAYS_SMS_PORT": str(smsc.port),
                 "COMMS_GATEWAYS_SMS_TIMEOUT": "5", "COMMS_DAEMONS_BATCH_SIZE": "15"}
-        settings = make_settings(db_url, tmp_path / "var", **{**base, **env})
-        engine = make_engine(settings.database_url)
-        engines.append(engine)
-        return settings, engine
+        return make_engine_for(db_url, **{**base, **env})
 
-    yield build
-    for engine in engines:
-        engine.dispose()
+    return build
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]

@@ -8,14 +8,13 @@ import pytest
 from sqlalchemy import update
 
 from comms_pipeline.daemons.storage import StorageDaemon
-from comms_pipeline.db import make_engine, utcnow
+from comms_pipeline.db import utcnow
 from comms_pipeline.documents import fetch_document
 from comms_pipeline.errors import PermanentGatewayError
 from comms_pipeline.gateways.s3 import S3DocumentStore
 from comms_pipeline.gateways.settings import StorageGateway
 from comms_pipeline.models import documents_t
 from comms_pipeline.worker import Runner
-from tests.conftest import make_settings
 from tests.integration.documents_factory import add_entries, documents
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, s3_bucket, s3_endpoint  # noqa: F401
 from tests.servers.sftp import sftp_server  # noqa: F401
@@ -23,21 +22,6 @@ from tests.servers.smtp import free_port
 
 KEY = re.compile(r"(?:(?P<prefix>.+)/)?(?P<y>\d{4})/(?P<m>\d\d)/(?P<d>\d\d)/(?P<h>\d\d)/"
                  r"(?P<id>\d+)\.(?P<ext>eml|pdf)$")
-
-
-@pytest.fixture
-def make_engine_for(tmp_path):
-    engines = []
-
-    def build(url: str, **env: str):  # type: ignore[no-untyped-def]
-        settings = make_settings(url, tmp_path / "var", **env)
-        engine = make_engine(settings.database_url)
-        engines.append(engine)
-        return settings, engine
-
-    yield build
-    for engine in engines:
-        engine.dispose()
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]
