@@ -46,11 +46,12 @@ class SmsInfo:
         return f"{self.chars} characters, {self.encoding}, {self.parts} part(s)"
 
 
+_GSM_ANY = frozenset(GSM_BASIC) | frozenset(GSM_EXTENSION)
+_GSM_EXT = frozenset(GSM_EXTENSION)
+
+
 def encoding_of(text: str) -> str:
-    for ch in text:
-        if ch not in GSM_BASIC and ch not in GSM_EXTENSION:
-            return UCS2
-    return GSM7
+    return GSM7 if _GSM_ANY.issuperset(text) else UCS2
 
 
 def _cost(ch: str, encoding: str) -> int:
@@ -60,8 +61,11 @@ def _cost(ch: str, encoding: str) -> int:
 
 
 def units_of(text: str, encoding: str | None = None) -> int:
+    """Septets (GSM-7: extension characters count two) or UTF-16 code units (UCS-2)."""
     enc = encoding or encoding_of(text)
-    return sum(_cost(ch, enc) for ch in text)
+    if enc == GSM7:
+        return len(text) + sum(text.count(ch) for ch in _GSM_EXT.intersection(text))
+    return len(text.encode("utf-16-le")) // 2
 
 
 def split_parts(text: str) -> tuple[str, list[str]]:

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import insert
 
 from comms_pipeline.addressing import InvalidAddress, normalise, select_targets
 from comms_pipeline.claims import Outcome, record_transitions_from
-from comms_pipeline.db import utcnow
+from comms_pipeline.db import bulk_insert, utcnow
 from comms_pipeline.entity_sources import (
     EntitySourceError,
     load_sources,
@@ -104,7 +103,7 @@ class MonitorJob:
                    for d in (o.payload or ())]
         if not details:
             return
-        conn.execute(insert(details_t), details)
+        bulk_insert(conn, details_t, details)
         header_ids = sorted({d["header_id"] for d in details})
         record_transitions_from(conn, "detail", details_t,
                                 details_t.c.header_id.in_(header_ids), None, details_t.c.state,

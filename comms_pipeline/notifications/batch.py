@@ -9,18 +9,15 @@ writes, which :mod:`comms_pipeline.notifications.runs` makes in one transaction 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
-from comms_pipeline.db import is_postgres
+from comms_pipeline.db import bulk_insert
 from comms_pipeline.models import Contact, Notification
 from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.consent import OPTABLE, policy_for_type, refusal
@@ -152,24 +149,8 @@ NOTIFICATION_COLUMNS = ("run_id", "type_id", "number", "recipient_key", "contact
 
 
 def insert_notifications(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Write a batch of notifications: ``COPY`` on PostgreSQL (about twice the speed of a
-    multi-row INSERT, which is what SQLite gets)."""
-    if not is_postgres(conn):
-        conn.execute(insert(notifications_t), list(rows))
-        return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for r in rows:
-        writer.writerow((r["run_id"], r["type_id"], r["number"], r["recipient_key"],
-                         r["contact_ref"], json.dumps(r["data"], default=str),
-                         r["created_at"].isoformat()))
-    buffer.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(f"COPY notifications ({', '.join(NOTIFICATION_COLUMNS)}) "
-                           f"FROM STDIN WITH (FORMAT csv)", buffer)
-    finally:
-        cursor.close()
+    """Write a batch of notifications (``COPY`` on PostgreSQL: see :func:`db.bulk_insert`)."""
+    bulk_insert(conn, notifications_t, [{c: r[c] for c in NOTIFICATION_COLUMNS} for r in rows])
 
 
 #: The request headers of a batch, derived in the database from the notifications just
