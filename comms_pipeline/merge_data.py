@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import delete, insert, select
 
-from comms_pipeline.addressing import Address
 from comms_pipeline.claims import Outcome
 from comms_pipeline.db import utcnow
 from comms_pipeline.entity_sources import (
@@ -31,11 +30,9 @@ from comms_pipeline.entity_sources import (
     needed_entities,
     resolve_entities,
 )
-from comms_pipeline.jobs.monitor_data import ContactInfo, Variant
+from comms_pipeline.lookups import ContactInfo, Variant, load_contacts
 from comms_pipeline.media import effective_limit, load_external_limits, load_media_rules
 from comms_pipeline.models import (
-    Contact,
-    ContactAddress,
     Template,
     TemplateVariant,
     documents_t,
@@ -56,8 +53,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-contacts_t = Contact.__table__
-addresses_t = ContactAddress.__table__
 templates_t = Template.__table__
 variants_t = TemplateVariant.__table__
 
@@ -114,7 +109,7 @@ class MergeBatch:
         self.headers = {h.id: h for h in conn.execute(
             select(headers_t.c.id, headers_t.c.entities, headers_t.c.params)
             .where(headers_t.c.id.in_(header_ids)))}
-        self.contacts = _load_contacts(conn, {r.contact_id for r in rows if r.contact_id})
+        self.contacts = load_contacts(conn, ids={r.contact_id for r in rows if r.contact_id})
         self.templates = _load_templates(conn, {r.template_id for r in rows if r.template_id})
         self.rule = load_media_rules(conn)[media]
         self.external_limits = load_external_limits(conn)
@@ -182,24 +177,6 @@ def _render(source: str | None, context: dict[str, Any], *, html: bool) -> str |
     if not source:
         return None
     return compile_template(source, html=html).render(context)
-
-
-def _load_contacts(conn: Connection, ids: set[int]) -> dict[int, ContactInfo]:
-    if not ids:
-        return {}
-    found = {
-        r.id: ContactInfo(r.id, r.ref, r.name, r.preferred_language,
-                          bool(r.opt_in_direct_marketing), bool(r.opt_in_affiliate_marketing),
-                          r.data)
-        for r in conn.execute(select(contacts_t).where(contacts_t.c.id.in_(sorted(ids))))
-    }
-    if found:
-        q = (select(addresses_t).where(addresses_t.c.contact_id.in_(sorted(found)))
-             .order_by(addresses_t.c.id))
-        for a in conn.execute(q):
-            found[a.contact_id].addresses.append(Address(
-                a.kind, a.value, a.address_type, bool(a.is_primary), a.invalid_reason))
-    return found
 
 
 def _load_templates(conn: Connection, ids: set[int]) -> dict[int, TemplateRef]:

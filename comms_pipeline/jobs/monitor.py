@@ -25,13 +25,13 @@ from comms_pipeline.entity_sources import (
     needed_entities,
     resolve_entities,
 )
-from comms_pipeline.jobs.monitor_data import (
+from comms_pipeline.links import LinkBuilder
+from comms_pipeline.lookups import (
     ContactInfo,
     TemplateInfo,
     load_contacts,
     load_templates,
 )
-from comms_pipeline.links import LinkBuilder
 from comms_pipeline.media import effective_limit, load_external_limits, load_media_rules
 from comms_pipeline.models import details_t
 from comms_pipeline.notifications import consent
@@ -84,7 +84,7 @@ class MonitorJob:
     # -- the Handler protocol -----------------------------------------------------------------
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         with self.engine.connect() as conn:
-            contacts = load_contacts(conn, (h.contact_ref for h in rows))
+            contacts = load_contacts(conn, refs=(h.contact_ref for h in rows))
             wanted = {h.template_code for h in rows if h.template_code} - set(self._templates)
             loaded = load_templates(conn, wanted)
             self._templates.update({code: loaded.get(code) for code in wanted})

@@ -45,7 +45,7 @@ from comms_pipeline.states import ErrorCode, HeaderStatus
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
 
-    from comms_pipeline.jobs.monitor_data import ContactInfo
+    from comms_pipeline.lookups import ContactInfo
 
 log = structlog.get_logger(__name__)
 rules_t = EventRule.__table__

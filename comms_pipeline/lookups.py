@@ -1,4 +1,5 @@
-"""Loading what the Comms Monitor needs for a batch of headers, in a handful of queries."""
+"""Contacts (with their addresses) and templates (with their variants), loaded for a whole
+batch in a handful of queries: shared by the Comms Monitor and the merge jobs."""
 
 from __future__ import annotations
 
@@ -72,24 +73,29 @@ class TemplateInfo:
         return None
 
 
-def load_contacts(conn: Connection, refs: Iterable[str]) -> dict[str, ContactInfo]:
-    refs = sorted(set(refs))
-    if not refs:
+def load_contacts(conn: Connection, *, refs: Iterable[str] | None = None,
+                  ids: Iterable[int] | None = None) -> dict[Any, ContactInfo]:
+    """Contacts with their addresses: keyed by reference when asked by ``refs``, else by id."""
+    if refs is not None:
+        wanted: list[Any] = sorted(set(refs))
+        where = contacts_t.c.ref.in_(wanted)
+    else:
+        wanted = sorted(set(ids or ()))
+        where = contacts_t.c.id.in_(wanted)
+    if not wanted:
         return {}
-    found: dict[str, ContactInfo] = {}
-    by_id: dict[int, ContactInfo] = {}
-    for r in conn.execute(select(contacts_t).where(contacts_t.c.ref.in_(refs))):
-        info = ContactInfo(r.id, r.ref, r.name, r.preferred_language,
-                           bool(r.opt_in_direct_marketing), bool(r.opt_in_affiliate_marketing),
-                           r.data)
-        found[r.ref] = by_id[r.id] = info
+    by_id: dict[int, ContactInfo] = {
+        r.id: ContactInfo(r.id, r.ref, r.name, r.preferred_language,
+                          bool(r.opt_in_direct_marketing), bool(r.opt_in_affiliate_marketing),
+                          r.data)
+        for r in conn.execute(select(contacts_t).where(where))}
     if by_id:
         q = (select(addresses_t).where(addresses_t.c.contact_id.in_(list(by_id)))
              .order_by(addresses_t.c.id))
         for a in conn.execute(q):
             by_id[a.contact_id].addresses.append(Address(
                 a.kind, a.value, a.address_type, bool(a.is_primary), a.invalid_reason))
-    return found
+    return by_id if refs is None else {c.ref: c for c in by_id.values()}
 
 
 def load_templates(conn: Connection, codes: Iterable[str]) -> dict[str, TemplateInfo]:
