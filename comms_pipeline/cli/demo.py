@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from comms_pipeline.cli.common import AppContext, pass_app
@@ -44,5 +47,7 @@ def demo(app: AppContext) -> None:
     click.echo(f"  SMS, push     {var}/out/sms/*.jsonl, {var}/out/push/*.jsonl")
     click.echo(f"  letters (PDF) {var}/out/letters/")
     click.echo(f"  stored docs   {var}/store/YYYY/MM/DD/HH/")
+    comms = Path(sys.executable).with_name("comms")
+    command = str(comms) if comms.exists() else "comms"
     click.echo(f"\nInspect with:  COMMS_PATHS_VAR={var} COMMS_DATABASE_URL=sqlite:///{var}/comms.db"
-               " comms status")
+               f" {command} status")
