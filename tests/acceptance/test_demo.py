@@ -19,7 +19,8 @@ def _comms(env, *args):
 
 def test_demo_runs_everything_and_explains_the_bad_ones(tmp_path):
     env = dict(os.environ, COMMS_PATHS_VAR=str(tmp_path / "var"))
-    out = _comms(env, "demo").stdout
+    run = _comms(env, "--json-logs", "--log-level", "debug", "demo")
+    out, logs = run.stdout, run.stderr
     var = tmp_path / "var" / "demo"
     for reason in ("UNKNOWN_TEMPLATE", "UNKNOWN_CONTACT", "INVALID_ADDRESS", "NO_ADDRESS",
                    "OPTED_OUT", "EXPIRED"):
@@ -38,6 +39,14 @@ def test_demo_runs_everything_and_explains_the_bad_ones(tmp_path):
                                        policy=policy.default)
     assert message["To"].addresses[0].addr_spec == "maria.georgiou@example.com"
     assert message.get_body(("plain",)).get_content().startswith("Αγαπητέ/ή Maria Georgiou")
+    assert "email.merged" in logs and "sms.sent" in logs  # the logs are there ...
+    texts = [json.loads(line)["text"] for path in (var / "out" / "sms").glob("*.jsonl")
+             for line in path.read_text().splitlines()]
+    subjects = [email.message_from_bytes(p.read_bytes(), policy=policy.default)["Subject"]
+                for p in (var / "out" / "email").glob("*.eml")]
+    assert texts and subjects
+    leaked = [t for t in texts + subjects if t in logs or json.dumps(t)[1:-1] in logs]
+    assert leaked == []  # ... and carry no message body or subject
     letters = sorted((var / "out" / "letters").glob("*/*.pdf"))
     assert len(letters) == 2
     texts = [PdfReader(p).pages[0].extract_text() for p in letters]
