@@ -37,6 +37,7 @@ from comms_pipeline.errors import CommsError
 from comms_pipeline.models import (
     Notification,
     NotificationRun,
+    NotificationType,
     SkippedRecipient,
     Template,
 )
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 runs_t = NotificationRun.__table__
+types_t = NotificationType.__table__
 notifications_t = Notification.__table__
 skipped_t = SkippedRecipient.__table__
 templates_t = Template.__table__
@@ -92,6 +94,10 @@ def _open_run(engine: Engine, type_id: int, type_code: str, dry_run: bool) -> Ru
         return RunState(None, None, None, zero, {}, False)
     now = utcnow()
     with engine.begin() as conn:
+        if is_postgres(conn):
+            # One opener per type at a time: a second concurrent `run` waits here and then
+            # resumes the run the first one started, instead of starting another.
+            conn.execute(select(types_t.c.id).where(types_t.c.id == type_id).with_for_update())
         found = conn.execute(
             select(runs_t).where(runs_t.c.type_id == type_id, runs_t.c.status.in_(UNFINISHED),
                                  runs_t.c.dry_run.is_(False))

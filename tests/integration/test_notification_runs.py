@@ -20,6 +20,7 @@ from comms_pipeline.jobs import run_job
 from comms_pipeline.models import (
     Notification,
     NotificationRun,
+    NotificationType,
     SkippedRecipient,
     details_t,
     headers_t,
@@ -358,3 +359,27 @@ def test_types_with_a_cron_are_scheduled(engine, settings, db_url):
     run_scheduled("LOW_WALLET_BALANCE", settings, engine)  # what the scheduler calls
     with engine.connect() as conn:
         assert conn.execute(select(runs_t.c.status, runs_t.c.created)).one() == ("finished", 2)
+
+
+def test_two_runs_started_at_once_share_one_run(engine, settings, db_url):
+    """Two `notifications run` started together for one type open one run, not two."""
+    import threading
+
+    from comms_pipeline.notifications.runs import _open_run
+
+    company_zx(engine, settings, db_url)
+    type_id = scalar(engine, select(NotificationType.__table__.c.id).where(
+        NotificationType.__table__.c.code == "LOW_WALLET_BALANCE"))
+    barrier, opened = threading.Barrier(2), []
+
+    def open_one():
+        barrier.wait()
+        opened.append(_open_run(engine, type_id, "LOW_WALLET_BALANCE", False).run_id)
+
+    threads = [threading.Thread(target=open_one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(opened) == 2 and opened[0] == opened[1]
+    assert scalar(engine, select(func.count()).select_from(runs_t)) == 1
