@@ -75,11 +75,17 @@ def add_contact(conn: Connection, ref: str, name: str, *, language: str | None =
     return contact_id
 
 
+def find_external_system(conn: Connection, code: str) -> int | None:
+    """The id of external system ``code``, or None when there is none."""
+    t = ExternalSystem.__table__
+    return conn.execute(select(t.c.id).where(t.c.code == code)).scalar_one_or_none()
+
+
 def external_system_id(conn: Connection, code: str | None) -> int | None:
+    """The id of external system ``code`` (None for no code); LookupError when unknown."""
     if code is None:
         return None
-    t = ExternalSystem.__table__
-    found = conn.execute(select(t.c.id).where(t.c.code == code)).scalar_one_or_none()
+    found = find_external_system(conn, code)
     if found is None:
         raise LookupError(f"no external system with code {code!r}")
     return found

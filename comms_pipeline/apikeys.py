@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
+from comms_pipeline.admin import find_external_system
 from comms_pipeline.db import utcnow
 from comms_pipeline.errors import CommsError
 from comms_pipeline.models import ApiKey, ExternalSystem
@@ -91,8 +92,7 @@ def create_key(conn: Connection, role: str, name: str,
 
 
 def system_id(conn: Connection, code: str) -> int:
-    found = conn.execute(select(systems_t.c.id).where(systems_t.c.code == code)
-                         ).scalar_one_or_none()
+    found = find_external_system(conn, code)
     if found is None:
         raise ApiKeyError(f"no external system with code {code!r}")
     return found

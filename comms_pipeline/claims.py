@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    func,
     insert,
     literal,
     or_,
@@ -352,7 +353,5 @@ def transition_rows(conn: Connection, queue: WorkQueue, where: ColumnElement[boo
 
 def backlog(conn: Connection, queue: WorkQueue) -> int:
     """How many rows of ``queue`` are pending (claimed or not): the work left to do."""
-    from sqlalchemy import func
-
     return conn.execute(select(func.count()).select_from(queue.table)
                         .where(queue.pending())).scalar_one()

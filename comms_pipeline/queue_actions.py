@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import and_, or_, select
 
+from comms_pipeline.admin import find_external_system
 from comms_pipeline.claims import WorkQueue, transition_rows
 from comms_pipeline.db import utcnow
 from comms_pipeline.errors import CommsError
-from comms_pipeline.models import ExternalSystem, details_t
+from comms_pipeline.models import details_t
 from comms_pipeline.states import DetailState, public_state
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 log = structlog.get_logger(__name__)
-systems_t = ExternalSystem.__table__
 
 
 class EntryNotFound(CommsError):
@@ -287,8 +287,7 @@ def apply_status_file(engine: Engine, path: str | Path, *,
     system_id = None
     if external_system is not None:
         with engine.connect() as conn:
-            system_id = conn.execute(select(systems_t.c.id).where(
-                systems_t.c.code == external_system)).scalar_one_or_none()
+            system_id = find_external_system(conn, external_system)
         if system_id is None:
             raise EntryNotFound(f"no external system with code {external_system!r}")
     try:

@@ -7,7 +7,7 @@ from sqlalchemy import and_, or_, true
 from comms_pipeline.claims import WorkQueue
 from comms_pipeline.db import utcnow
 from comms_pipeline.models import details_t, documents_t, headers_t
-from comms_pipeline.states import DetailState, HeaderStatus
+from comms_pipeline.states import PENDING_STATES, DetailState, HeaderStatus
 
 
 def header_queue() -> WorkQueue:
@@ -37,6 +37,17 @@ def detail_queue(media: str, state: str = DetailState.AWAITING_SEND,
         state_column="state",
         failed_state=DetailState.REJECTED,
         order_by=(details_t.c.priority, details_t.c.id),
+    )
+
+
+def pending_details_queue() -> WorkQueue:
+    """Every Pending queue entry, whatever its media or owner (operators' cancellations)."""
+    return WorkQueue(
+        kind="detail",
+        table=details_t,
+        pending=lambda: details_t.c.state.in_([s.value for s in PENDING_STATES]),
+        state_column="state",
+        failed_state=DetailState.REJECTED,
     )
 
 

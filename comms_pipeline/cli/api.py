@@ -79,7 +79,7 @@ def systems_add(app: AppContext, code: str, name: str, webhook_url: str | None,
                 webhook_secret: str | None, max_chars: int | None) -> None:
     """Add external system CODE and print its API key."""
     with app.engine.begin() as conn:
-        if conn.execute(select(systems_t.c.id).where(systems_t.c.code == code)).first():
+        if admin.find_external_system(conn, code) is not None:
             raise click.ClickException(f"external system {code!r} already exists "
                                        "(rotate-key gives it a new key)")
         admin.add_external_system(conn, code, name, max_chars=max_chars,

@@ -14,9 +14,8 @@ from comms_pipeline.claims import record_transitions, transition_rows
 from comms_pipeline.cli.common import AppContext, parse_pairs, pass_app
 from comms_pipeline.db import utcnow
 from comms_pipeline.models import Contact, details_t, transitions_t
-from comms_pipeline.queues import detail_queue
+from comms_pipeline.queues import pending_details_queue
 from comms_pipeline.states import (
-    PENDING_STATES,
     DetailState,
     ErrorCode,
     PublicState,
@@ -172,9 +171,8 @@ def queue_retry(app: AppContext, entry_ids: tuple[int, ...]) -> None:
 @pass_app
 def queue_cancel(app: AppContext, entry_ids: tuple[int, ...]) -> None:
     """Cancel Pending entries (they become Rejected with code CANCELLED)."""
-    q = detail_queue("any")
-    where = and_(details_t.c.id.in_(entry_ids),
-                 details_t.c.state.in_([s.value for s in PENDING_STATES]))
+    q = pending_details_queue()
+    where = and_(details_t.c.id.in_(entry_ids), q.pending())
     with app.engine.begin() as conn:
         ids = transition_rows(conn, q, where, DetailState.REJECTED, "cli:cancel",
                               ErrorCode.CANCELLED,

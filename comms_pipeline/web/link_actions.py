@@ -21,12 +21,12 @@ import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from comms_pipeline.admin import find_external_system
 from comms_pipeline.claims import record_transitions
 from comms_pipeline.db import is_postgres, utcnow
 from comms_pipeline.errors import CommsError
 from comms_pipeline.models import (
     Contact,
-    ExternalSystem,
     LinkAction,
     details_t,
     headers_t,
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 contacts_t = Contact.__table__
 actions_t = LinkAction.__table__
-systems_t = ExternalSystem.__table__
 
 CONSENT = {
     "opt_in_direct_marketing": ("opt_in_direct_marketing", True),
@@ -146,8 +145,7 @@ def _push_to_system(conn: Connection, settings: Any, payload: LinkPayload, conta
     code = web_settings(settings).service_request_system
     if not code:
         return None
-    system_id = conn.execute(select(systems_t.c.id).where(systems_t.c.code == code)
-                             ).scalar_one_or_none()
+    system_id = find_external_system(conn, code)
     if system_id is None:
         log.warning("link.no_such_system", system=code, action=payload.action)
         return None
