@@ -10,7 +10,10 @@ backoff by the claim mechanism), 5xx is permanent (Rejected with the reply code 
 The reply to DATA decides whether the server took the message: when the connection drops
 before that reply has been read, the message in hand is sent once more on a fresh connection
 (the server had not confirmed it; SMTP leaves no way to ask), and once the reply has been read
-the message is never sent again. smtplib, ssl and socket errors never leave this module: they
+the message is never sent again. A drop after the whole message went out but before its reply
+came back is the one case SMTP cannot settle (RFC 5321 section 6.1, RFC 1047): the server may
+have taken it. Delivery is then at-least-once, as with every MTA: the copy sent again carries
+the same Message-ID, so the receiver can collapse it, and ``email.reply_lost`` is logged. smtplib, ssl and socket errors never leave this module: they
 become :class:`TransientGatewayError` or :class:`PermanentGatewayError`.
 """
 
@@ -159,6 +162,25 @@ def _tls_context(cfg: EmailGateway) -> ssl.SSLContext:
 
 
 # -- one connection ------------------------------------------------------------------------
+class _EndOfData:
+    """Remembers whether the end-of-data marker of the current transaction has gone out."""
+
+    data_sent = False
+
+    def send(self, s: bytes | str) -> None:
+        super().send(s)  # type: ignore[misc]
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.data_sent = True
+
+
+class _Session(_EndOfData, smtplib.SMTP):
+    pass
+
+
+class _SslSession(_EndOfData, smtplib.SMTP_SSL):
+    pass
+
+
 class SmtpLane:
     """One kept-open SMTP connection, used by one thread at a time."""
 
@@ -168,17 +190,17 @@ class SmtpLane:
         self.limiter = limiter
         self.signer = signer
         self.name = name
-        self._smtp: smtplib.SMTP | None = None
+        self._smtp: _Session | _SslSession | None = None
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _Session | _SslSession:
         cfg = self.cfg
-        smtp: smtplib.SMTP | None = None
+        smtp: _Session | _SslSession | None = None
         try:
             if cfg.security == "ssl":
-                smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
-                                        context=_tls_context(cfg))
+                smtp = _SslSession(cfg.host, cfg.port, timeout=cfg.timeout,
+                                   context=_tls_context(cfg))
             else:
-                smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+                smtp = _Session(cfg.host, cfg.port, timeout=cfg.timeout)
             smtp.ehlo()
             if cfg.security == "starttls":
                 smtp.starttls(context=_tls_context(cfg))
@@ -222,16 +244,19 @@ class SmtpLane:
             except GatewayError as err:
                 return err
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
-                # Dropped before the DATA reply was read: the server did not take it.
-                log.warning("email.connection_lost", lane=self.name,
-                            detail_id=message.detail_id, error=type(exc).__name__)
+                # Dropped before the DATA reply was read: the server did not confirm it.
+                reply_lost = self._smtp is not None and self._smtp.data_sent
+                log.warning("email.reply_lost" if reply_lost else "email.connection_lost",
+                            lane=self.name, detail_id=message.detail_id,
+                            error=type(exc).__name__)
                 self._drop()
                 lost = exc
         return error_from_exception(lost) if lost else TransientGatewayError(
             "DISCONNECTED", "connection lost")
 
-    def _transaction(self, smtp: smtplib.SMTP, message: EmailMessage,
+    def _transaction(self, smtp: _Session | _SslSession, message: EmailMessage,
                      data: bytes) -> SendResult:
+        smtp.data_sent = False
         mail_options: list[str] = []
         addresses = (message.mail_from, *message.rcpt_to)
         if not all(a.isascii() for a in addresses):

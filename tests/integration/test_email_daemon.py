@@ -124,6 +124,20 @@ def test_data_replies_and_a_dropped_connection(sqlite_url, smtp_server, make_eng
     assert len({m.peer for m in smtp_server.messages}) == 3
 
 
+def test_a_lost_reply_after_the_server_took_the_message_resends_the_same_message_id(
+        sqlite_url, smtp_server, make_engine_for, capsys):
+    """The one case SMTP cannot settle (RFC 5321 6.1): at-least-once, never lost, and the
+    copy carries the same Message-ID so that the receiver can collapse it."""
+    settings, engine = make_engine_for(sqlite_url, **smtp_server.env())
+    ids = add_entries(engine, "email", 2)
+    smtp_server.handler.drop_after_taking = 1
+    run_once(settings, engine)
+    assert {r["state"] for r in details(engine, ids).values()} == {"completed"}
+    counts = Counter(smtp_server.handler.message_ids())
+    assert sorted(counts.values()) == [1, 2]
+    assert "email.reply_lost" in capsys.readouterr().out
+
+
 def test_server_down_for_a_while_and_back_every_message_delivered_once(db_url, smtp_server,
                                                                         make_engine_for):
     settings, engine = make_engine_for(

@@ -54,6 +54,7 @@ class RecordingHandler:
         self.rcpt_replies: dict[str, str] = {}   # recipient -> reply (e.g. "550 5.1.1 no")
         self.data_replies: deque[str] = deque()  # next DATA replies, instead of accepting
         self.drop_before_data_reply = 0          # abort the connection this many times
+        self.drop_after_taking = 0               # take the message, then abort: reply lost
         self.logins: list[str] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -77,6 +78,9 @@ class RecordingHandler:
             self.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos),
                                           bytes(envelope.original_content or envelope.content),
                                           queue_id, tuple(session.peer or ())))
+        if self.drop_after_taking > 0:
+            self.drop_after_taking -= 1
+            server.transport.abort()
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):
@@ -103,16 +107,21 @@ class _TrackingController(Controller):
         self.sessions.add(smtp)
         return smtp
 
-    def drop_sessions(self) -> None:
+    def drop_sessions(self, graceful: bool = False) -> None:
+        """Cut every live session: ``abort`` (a reset: replies in flight may be lost) or,
+        ``graceful``, close after the replies already written have gone out (a shutdown)."""
         done = threading.Event()
 
-        def _abort() -> None:
+        def _cut() -> None:
             for session in list(self.sessions):
                 if session.transport is not None:
-                    session.transport.abort()
+                    if graceful:
+                        session.transport.close()
+                    else:
+                        session.transport.abort()
             done.set()
 
-        self.loop.call_soon_threadsafe(_abort)
+        self.loop.call_soon_threadsafe(_cut)
         done.wait(5)
 
 
@@ -155,8 +164,9 @@ class SmtpServer:
         return self
 
     def stop(self) -> None:
+        """Shut down as a server does: no reply already written is lost on the way."""
         if self._controller is not None:
-            self._controller.drop_sessions()
+            self._controller.drop_sessions(graceful=True)
             self._controller.stop()
             self._controller = None
 
