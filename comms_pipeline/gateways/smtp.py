@@ -13,7 +13,9 @@ before that reply has been read, the message in hand is sent once more on a fres
 the message is never sent again. A drop after the whole message went out but before its reply
 came back is the one case SMTP cannot settle (RFC 5321 section 6.1, RFC 1047): the server may
 have taken it. Delivery is then at-least-once, as with every MTA: the copy sent again carries
-the same Message-ID, so the receiver can collapse it, and ``email.reply_lost`` is logged. smtplib, ssl and socket errors never leave this module: they
+the same Message-ID, so the receiver can collapse it, and ``email.reply_lost`` is logged.
+
+smtplib, ssl and socket errors never leave this module: they
 become :class:`TransientGatewayError` or :class:`PermanentGatewayError`.
 """
 
