@@ -12,6 +12,7 @@ written to ``state_transitions`` in the same transaction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 
-from comms_pipeline.db import is_postgres, utcnow
+from comms_pipeline.db import analyze_if_stale, bulk_insert, is_postgres, utcnow
 from comms_pipeline.models import transitions_t
 from comms_pipeline.states import ErrorCode
 
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from comms_pipeline.config import ClaimSettings
 
 log = structlog.get_logger(__name__)
+
+#: How often a claimer looks whether its queue's table statistics went stale.
+STATS_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,24 @@ def record_transitions(conn: Connection, kind: str, changes: Iterable[tuple[int,
         conn.execute(insert(transitions_t), rows)
 
 
+def insert_with_history(conn: Connection, kind: str, table: Table,
+                        rows: Sequence[dict[str, Any]], actor: str | None,
+                        state_key: str = "state", code_key: str = "error_code") -> list[int]:
+    """Create rows and record the state each one is born in, in one pass each.
+
+    The ids come back from the insert itself, so the history is written from what is in
+    hand (``COPY`` on PostgreSQL): no query has to find the new rows again, which on a
+    table that grows during a long run would hang on statistics gathered when it was small.
+    """
+    ids = bulk_insert(conn, table, rows, return_ids=True)
+    at = utcnow()
+    bulk_insert(conn, transitions_t, [
+        {"kind": kind, "row_id": i, "from_state": None, "to_state": row[state_key],
+         "actor": actor, "code": row.get(code_key), "at": at}
+        for i, row in zip(ids, rows, strict=True)])
+    return ids
+
+
 def record_transitions_from(conn: Connection, kind: str, table: Table,
                             where: ColumnElement[bool], from_state: str | None,
                             to_state: Any, actor: str | None, code: Any = None,
@@ -139,11 +161,24 @@ class Claimer:
         self.worker_id = worker_id
         self.settings = settings
         self._pg = is_postgres(engine)
+        self._stats_checked: dict[str, float] = {}
 
     # -- claiming -------------------------------------------------------------------------
+    def _refresh_statistics(self, table: Table) -> None:
+        """Every few seconds per table: keep the planner's picture of the queue current."""
+        now = time.monotonic()
+        if now - self._stats_checked.get(table.name, -STATS_CHECK_SECONDS) < STATS_CHECK_SECONDS:
+            return
+        self._stats_checked[table.name] = now
+        with self.engine.begin() as conn:
+            if analyze_if_stale(conn, table):
+                log.info("claims.analyzed", table=table.name)
+
     def claim(self, queue: WorkQueue, limit: int) -> list[Row]:
         """Claim up to ``limit`` rows; rows that used up their attempts are failed instead."""
         t = queue.table
+        if self._pg:
+            self._refresh_statistics(t)
         now = utcnow()
         candidates = (
             select(t.c.id)
@@ -153,11 +188,16 @@ class Claimer:
             .order_by(*(queue.order_by or (t.c.id,)))
             .limit(limit)
         )
+        chosen: ColumnElement[bool] = t.c.id.in_(candidates.scalar_subquery())
         if self._pg:
-            candidates = candidates.with_for_update(skip_locked=True)
+            # ``id = ANY(ARRAY(subquery))``: the locking subquery runs once, as an InitPlan,
+            # and the update probes the primary key; ``IN (subquery)`` lets the planner
+            # hash-join a sequential scan of the whole table against the batch instead.
+            chosen = t.c.id == func.any(func.array(
+                candidates.with_for_update(skip_locked=True).scalar_subquery()))
         stmt = (
             update(t)
-            .where(t.c.id.in_(candidates.scalar_subquery()))
+            .where(chosen)
             .values(claimed_by=self.worker_id,
                     lease_until=now + timedelta(seconds=self.settings.lease_seconds),
                     attempts=t.c.attempts + 1)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from comms_pipeline.addressing import InvalidAddress, normalise, select_targets
-from comms_pipeline.claims import Outcome, record_transitions_from
-from comms_pipeline.db import bulk_insert, utcnow
+from comms_pipeline.claims import Outcome, insert_with_history
+from comms_pipeline.db import utcnow
 from comms_pipeline.entity_sources import (
     EntitySourceError,
     load_sources,
@@ -103,11 +103,7 @@ class MonitorJob:
                    for d in (o.payload or ())]
         if not details:
             return
-        bulk_insert(conn, details_t, details)
-        header_ids = sorted({d["header_id"] for d in details})
-        record_transitions_from(conn, "detail", details_t,
-                                details_t.c.header_id.in_(header_ids), None, details_t.c.state,
-                                self.name, details_t.c.error_code)
+        insert_with_history(conn, "detail", details_t, details, self.name)
 
     def close(self) -> None:
         self._templates.clear()

@@ -79,11 +79,16 @@ def test_unknown_job_is_a_usage_error(comms):
     assert proc.returncode == 2 and "nope" in proc.stderr
 
 
-def _wait_status(comms, want_code, limit=30):
+def _wait_status(comms, want_code, want_states=None, limit=30):
+    """Poll ``daemon status`` until it exits ``want_code`` (and, if given, shows exactly
+    ``want_states``: a copy may still be "starting", which is healthy, before its first beat)."""
     deadline = time.monotonic() + limit  # a safety net, not a timing assertion
     while True:
         proc = comms("daemon", "status", "--json", check=False)
-        if proc.returncode == want_code or time.monotonic() > deadline:
+        states = {d["state"] for d in json.loads(proc.stdout)["daemons"]} if proc.stdout else set()
+        if proc.returncode == want_code and want_states in (None, states):
+            return proc
+        if time.monotonic() > deadline:
             return proc
         time.sleep(0.2)
 
@@ -92,7 +97,7 @@ def test_daemon_start_status_stop_and_dead_detection(comms):
     _seed(comms.url)
     out = comms("daemon", "start", "sms", "--copies", "2").stdout
     assert out.count("started sms-") == 2
-    proc = _wait_status(comms, 0)
+    proc = _wait_status(comms, 0, {"running"})
     data = json.loads(proc.stdout)
     assert proc.returncode == 0 and {d["state"] for d in data["daemons"]} == {"running"}
     assert "already running" in comms("daemon", "start", "sms", "--copies", "2").stdout

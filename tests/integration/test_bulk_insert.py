@@ -32,3 +32,16 @@ def test_values_survive_exactly(engine):
     assert [g.override_consent for g in got] == [r["override_consent"] for r in rows]
     assert [g.priority for g in got] == [r["priority"] for r in rows]
     assert {g.created_at for g in got} == {at}
+
+
+def test_return_ids_come_back_in_the_order_of_the_rows(engine):
+    rows = [{"contact_ref": f"C-{i}", "template_code": "T", "entities": {}, "priority": 2,
+             "status": "awaiting_processing", "created_at": datetime(2026, 12, 1)}
+            for i in range(5)]
+    with engine.begin() as conn:
+        first = bulk_insert(conn, headers_t, rows[:2], return_ids=True)
+        ids = bulk_insert(conn, headers_t, rows[2:], return_ids=True)
+    assert len(set(first + ids)) == 5
+    with engine.connect() as conn:
+        refs = dict(conn.execute(select(headers_t.c.id, headers_t.c.contact_ref)).all())
+    assert [refs[i] for i in first + ids] == [r["contact_ref"] for r in rows]

@@ -128,3 +128,30 @@ def test_every_transition_is_recorded(engine, settings):
         (a.id, "awaiting_send", "completed", "w"), (b.id, "awaiting_send", "rejected", "w")]
     assert rows[1].code == "X1" and rows[1].at is not None
     assert (b_row.error_code, b_row.error_description) == ("X1", "bad")
+
+
+def test_a_bulk_loaded_queue_is_analyzed_before_it_is_claimed_from(pg_url, make_engine_for,
+                                                                    monkeypatch):
+    """Stale statistics make the planner sort the whole backlog at every claim: a claimer
+    refreshes them when more rows changed since the last ANALYZE than the rule allows."""
+    from sqlalchemy import text
+
+    from comms_pipeline import db
+
+    monkeypatch.setattr(db, "STALE_MIN_CHANGES", 50)
+    settings, engine = make_engine_for(pg_url)
+    _setup(engine, 120)
+
+    def last_analyze():
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_force_next_flush()"))
+            return conn.execute(text(
+                "SELECT last_analyze FROM pg_stat_user_tables "
+                "WHERE relname = 'request_details'")).scalar_one()
+
+    assert last_analyze() is None
+    claimer = Claimer(engine, "w1", settings.claims)
+    assert len(claimer.claim(detail_queue("sms"), 10)) == 10
+    assert last_analyze() is not None
+    with engine.begin() as conn:  # fresh statistics: nothing to do
+        assert db.analyze_if_stale(conn, details_t) is False
