@@ -22,6 +22,7 @@ from comms_pipeline.models import (
 )
 from comms_pipeline.notifications import log as comm_log
 from comms_pipeline.notifications import types as defs
+from comms_pipeline.tracking import run_report
 
 types_t = NotificationType.__table__
 runs_t = NotificationRun.__table__
@@ -35,6 +36,19 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> None:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for r in cells:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def report_chart(report: dict[str, int], width: int = 40) -> list[str]:
+    """A run's tracking report as a bar chart for the terminal: each count beside a bar of
+    its share of the run's communications."""
+    total = report.get("communications", 0)
+    lines = []
+    for label in ("communications", "sent", "opened", "clicked"):
+        count = report.get(label, 0)
+        share = min(count / total, 1.0) if total else 0.0
+        lines.append(f"  {label:<15}{count:>10,}  {'#' * round(share * width):<{width}}"
+                     f"  {share:>6.1%}")
+    return lines
 
 
 def _warn(warnings: list[str]) -> None:
@@ -125,11 +139,15 @@ def notifications_show_run(app: AppContext, run_id: int, show_skipped: int) -> N
             raise click.ClickException(f"no notification run {run_id}")
         skipped = conn.execute(select(skipped_t).where(skipped_t.c.run_id == run_id)
                                .order_by(skipped_t.c.id).limit(show_skipped)).all()
+        report = run_report(conn, run_id)
     click.echo(f"run {run.id} of {run.code}: {run.status}")
     for name in ("created", "skipped_consent", "skipped_condition", "errors", "resume_after",
                  "started_at", "finished_at"):
         click.echo(f"  {name:<18} {getattr(run, name)}")
     click.echo(f"  summary            {json.dumps(run.summary, sort_keys=True)}")
+    click.echo("tracking (share of the run's communications):")
+    for line in report_chart(report):
+        click.echo(line)
     if skipped:
         click.echo("skipped:")
         _table([(s.contact_ref, s.recipient_key, s.reason_code, s.reason) for s in skipped],

@@ -335,6 +335,8 @@ def test_the_cli_loads_runs_and_shows(engine, settings, db_url, tmp_path):
     assert "finished" in run(notifications, "runs", "LOW_WALLET_BALANCE")
     shown = run(notifications, "show-run", run_id)
     assert "C-1001" in shown and "wallets_available_amount is" in shown
+    # Nothing merged yet (the monitor has not run): the chart says so rather than guessing.
+    assert re.search(r"tracking .*\n  communications +0 +0\.0%", shown), shown
     extra = tmp_path / "extra.toml"
     extra.write_text('[rules.SR_RESPONSE]\nname = "Service request answered"\n'
                      'entity = "service_request"\nevent = "responded"\n'

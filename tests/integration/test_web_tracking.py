@@ -11,6 +11,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
+from comms_pipeline.cli.notifications import report_chart
 from comms_pipeline.db import utcnow
 from comms_pipeline.models import (
     Notification,
@@ -190,4 +191,10 @@ def test_a_notification_runs_report(settings, engine):
     report = api.get(f"/v1/notification-runs/{run_id}/tracking", headers=agent).json()
     assert report == {"run_id": run_id, "communications": 2, "sent": 1, "opened": 2,
                       "clicked": 1}
+    # ... and the same report as `comms notifications show-run` draws it.
+    chart = report_chart(report, width=10)
+    assert chart == ["  communications          2  ##########  100.0%",
+                     "  sent                    1  #####        50.0%",
+                     "  opened                  2  ##########  100.0%",
+                     "  clicked                 1  #####        50.0%"]
     assert api.get("/v1/notification-runs/999/tracking", headers=agent).status_code == 404
