@@ -40,10 +40,10 @@ services:
 	@bash .ci/services
 
 lint: $(TSTAMP)
-	$(BIN)/ruff check comms_pipeline tests bench sql
+	$(BIN)/ruff check comms_pipeline tests bench sql setup.py
 
 format: $(TSTAMP)
-	$(BIN)/ruff check --fix comms_pipeline tests bench sql
+	$(BIN)/ruff check --fix comms_pipeline tests bench sql setup.py
 
 ## Benchmarks: each prints the pipeline's rate beside the raw limit measured in the same run.
 bench: $(TSTAMP) services

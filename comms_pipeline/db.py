@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
     from comms_pipeline.config import Settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+_CHECKOUT_MIGRATIONS = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+#: ``sql/migrations`` in a checkout; the copy a wheel carries in the package otherwise.
+MIGRATIONS_DIR = (_CHECKOUT_MIGRATIONS if _CHECKOUT_MIGRATIONS.is_dir()
+                  else Path(__file__).resolve().parent / "sql_migrations")
 
 
 def utcnow() -> datetime:
