@@ -64,6 +64,9 @@ class WorkQueue:
     state_column: str | None = None
     failed_state: str | None = None
     order_by: tuple[Any, ...] = ()
+    #: Called as ``on_change(conn, new_state, ids)`` in the transaction that moves rows to a
+    #: new state (after the rows and their history are written), whoever moves them.
+    on_change: Callable[[Connection, str, list[int]], None] | None = None
 
 
 @dataclass
@@ -304,6 +307,8 @@ class Claimer:
         for (old, new, code), ids in changes.items():
             record_transitions_from(conn, queue.kind, t, t.c.id.in_(ids), old, new,
                                     self.worker_id, code, now)
+            if queue.on_change is not None:
+                queue.on_change(conn, new, ids)
 
     def _values_for(self, queue: WorkQueue, o: Outcome, row: Row, now) -> tuple[dict, str | None]:
         values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
@@ -388,6 +393,8 @@ def transition_rows(conn: Connection, queue: WorkQueue, where: ColumnElement[boo
     conn.execute(update(t).where(and_(t.c.id.in_(ids))).values(vals))
     record_transitions(conn, queue.kind, [(r.id, r[1], new_state) for r in rows], actor, code,
                        now)
+    if queue.on_change is not None:
+        queue.on_change(conn, new_state, ids)
     return ids
 
 

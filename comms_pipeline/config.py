@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from comms_pipeline.cron import check_cron
 from comms_pipeline.entity_sources import EntitySource
 from comms_pipeline.errors import ConfigError
 from comms_pipeline.gateways.settings import GatewaysSettings
@@ -93,8 +94,11 @@ class SchedulerSettings(_Section):
     @classmethod
     def _five_fields(cls, jobs: dict[str, str]) -> dict[str, str]:
         for name, expr in jobs.items():
-            if expr and len(expr.split()) != 5:
-                raise ValueError(f"{name}: cron expression must have 5 fields, got {expr!r}")
+            if expr:
+                try:
+                    check_cron(expr)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
         return jobs
 
 

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy as email_policy
-from email.errors import MessageError
+from email.errors import HeaderParseError, MessageError
+from email.header import decode_header, make_header
 from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -24,6 +25,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from comms_pipeline.errors import CommsError
 
+#: A host name (letters, digits and hyphens in dot-separated labels) or an address literal.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\Z|\[[0-9A-Fa-f:.]+\]\Z")
+
 #: Characters that must never reach a header: C0/C1 controls and Unicode line separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
@@ -32,9 +37,32 @@ class InvalidMessage(CommsError):
     """The message cannot be built from these values."""
 
 
+#: An RFC 2047 encoded word (``=?utf-8?q?...?=``). Python 3.11's ``email`` decodes encoded
+#: words found in a value when it folds the header, and writes what they decode to as is: a
+#: ``=0D=0A`` inside one would become a real line break, i.e. a new header (CPython
+#: gh-121650). So values are taken as their decoded text, cleaned, before they reach a header.
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_DECODE_ROUNDS = 4
+
+
+def _one_line(value: str) -> str:
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
 def clean_header_text(value: str | None) -> str:
-    """One line of text: control characters and line breaks become single spaces."""
-    return " ".join(_CONTROL.sub(" ", value or "").split())
+    """One line of text: control characters and line breaks become single spaces, and
+    encoded words are replaced by the cleaned text they stand for (what a reader would see),
+    so nothing in the value can turn into a line break when the header is written."""
+    text = _one_line(value or "")
+    for _ in range(_DECODE_ROUNDS):
+        if _ENCODED_WORD.search(text) is None:
+            return text
+        try:
+            text = _one_line(str(make_header(decode_header(text))))
+        except (HeaderParseError, LookupError, UnicodeError, ValueError):
+            break
+    # Undecodable, or nested deeper than anyone writes by accident: defuse the syntax.
+    return _ENCODED_WORD.sub(lambda m: m.group().replace("=?", "= ?"), text)
 
 
 class _UnfoldedHeader(UnstructuredHeader):
@@ -83,6 +111,8 @@ def parse_mailbox(value: str, display_name: str | None = None) -> Address:
         domain = mailbox.domain.encode("idna").decode("ascii")
     except UnicodeError as exc:
         raise InvalidMessage(f"{value!r} has an invalid domain: {exc}") from None
+    if _DOMAIN.match(domain) is None:
+        raise InvalidMessage(f"{value!r} has an invalid domain: {domain!r}")
     shown = clean_header_text(mailbox.display_name if display_name is None else display_name)
     try:
         return Address(display_name=shown, username=mailbox.username, domain=domain)
@@ -140,7 +170,21 @@ def build_message(spec: MessageSpec) -> tuple[bytes, str]:
         msg.add_alternative(html, subtype="html", charset="utf-8", cte=_transfer_encoding(html))
         for part in msg.iter_parts():
             del part["MIME-Version"]  # belongs to the top level only
-    return msg.as_bytes(), message_id
+    data = msg.as_bytes()
+    _check_header_lines(data, {name.lower() for name in msg})
+    return data, message_id
+
+
+def _check_header_lines(data: bytes, names: set[str]) -> None:
+    """The last line of defence: every line of the written header block continues a header
+    or starts one of the headers that were set, whatever a value held."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            continue
+        name = line.split(b":", 1)[0].decode("ascii", "replace").lower()
+        if ":" not in line.decode("ascii", "replace") or name not in names:
+            raise InvalidMessage("a header value would have added a line of its own")
 
 
 def _lf_lines(body: str) -> str:

@@ -26,6 +26,7 @@ from comms_pipeline.claims import WorkQueue, transition_rows
 from comms_pipeline.db import utcnow
 from comms_pipeline.errors import CommsError
 from comms_pipeline.models import details_t
+from comms_pipeline.notifications.log import log_sends_on_change
 from comms_pipeline.states import DetailState, public_state
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ def external_entries_queue() -> WorkQueue:
     """Queue entries addressed to external systems, as a target of compare-and-set changes."""
     return WorkQueue(kind="detail", table=details_t,
                      pending=lambda: details_t.c.external_system_id.isnot(None),
-                     state_column="state", failed_state=DetailState.REJECTED)
+                     state_column="state", failed_state=DetailState.REJECTED,
+                     on_change=log_sends_on_change)
 
 
 _QUEUE = external_entries_queue()

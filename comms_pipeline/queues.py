@@ -7,6 +7,7 @@ from sqlalchemy import and_, or_, true
 from comms_pipeline.claims import WorkQueue
 from comms_pipeline.db import utcnow
 from comms_pipeline.models import details_t, documents_t, headers_t
+from comms_pipeline.notifications.log import log_sends_on_change
 from comms_pipeline.states import PENDING_STATES, DetailState, HeaderStatus
 
 
@@ -37,6 +38,7 @@ def detail_queue(media: str, state: str = DetailState.AWAITING_SEND,
         state_column="state",
         failed_state=DetailState.REJECTED,
         order_by=(details_t.c.priority, details_t.c.id),
+        on_change=log_sends_on_change,
     )
 
 
@@ -48,6 +50,7 @@ def pending_details_queue() -> WorkQueue:
         pending=lambda: details_t.c.state.in_([s.value for s in PENDING_STATES]),
         state_column="state",
         failed_state=DetailState.REJECTED,
+        on_change=log_sends_on_change,
     )
 
 
@@ -61,6 +64,7 @@ def merge_queue(media: str) -> WorkQueue:
         state_column="state",
         failed_state=DetailState.REJECTED,
         order_by=(details_t.c.priority, details_t.c.id),
+        on_change=log_sends_on_change,
     )
 
 

@@ -29,6 +29,7 @@ from comms_pipeline.errors import ConfigError, GatewayError
 from comms_pipeline.gateways.protocols import SendResult, WebhookMessage, WebhookSender
 from comms_pipeline.gateways.webhook import ENDPOINT_ERRORS
 from comms_pipeline.models import ExternalSystem, details_t, headers_t
+from comms_pipeline.notifications.log import log_sends_on_change
 from comms_pipeline.states import DetailState
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def external_queue() -> WorkQueue:
         state_column="state",
         failed_state=DetailState.REJECTED,
         order_by=(details_t.c.priority, details_t.c.id),
+        on_change=log_sends_on_change,
     )
 
 

@@ -133,9 +133,12 @@ class MonitorJob:
         media = h.media or template.media
         if media not in Media.__members__.values():
             return stop(HeaderStatus.ERROR, ErrorCode.UNKNOWN_MEDIA, f"unknown media {media!r}")
-        skip = consent.refusal(template.classification, direct=contact.direct_marketing,
+        policy = self.policies.get(h.id)
+        classification = consent.stricter(policy.classification if policy else None,
+                                          template.classification)
+        skip = consent.refusal(classification, direct=contact.direct_marketing,
                                affiliate=contact.affiliate_marketing,
-                               policy=self.policies.get(h.id), override=bool(h.override_consent))
+                               policy=policy, override=bool(h.override_consent))
         if skip is not None:
             return stop(HeaderStatus.OPTED_OUT, skip.code, skip.reason)
         if media == Media.EXTERNAL:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from comms_pipeline.db import bulk_insert
 from comms_pipeline.models import Contact, Notification
 from comms_pipeline.notifications import conditions as cond
-from comms_pipeline.notifications.consent import OPTABLE, policy_for_type, refusal
+from comms_pipeline.notifications.consent import policy_for_type, refusal, stricter
 from comms_pipeline.notifications.segments import describe, members_among
 from comms_pipeline.states import ErrorCode
 
@@ -76,9 +76,7 @@ class RunContext:
     @property
     def classification(self) -> str:
         """The stricter of the type's and the template's: either may make it optable."""
-        if self.type.classification in OPTABLE:
-            return self.type.classification
-        return self.template_classification
+        return stricter(self.type.classification, self.template_classification) or ""
 
 
 def decide(ctx: RunContext, recipients: Sequence[Recipient], *, comms: Connection,

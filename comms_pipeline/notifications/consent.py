@@ -38,6 +38,9 @@ class Policy:
 
     respect: str = "direct"
     source: str = "default"
+    #: The classification of what produced the communication (a notification type), which
+    #: may make it optable even when its template is not: see :func:`stricter`.
+    classification: str | None = None
 
 
 DEFAULT = Policy()
@@ -51,11 +54,16 @@ class Skip:
     reason: str
 
 
+def stricter(first: str | None, second: str | None) -> str | None:
+    """Of two classifications, the one a contact can opt out of, if either is."""
+    return first if first in OPTABLE else second
+
+
 def policy_for_type(code: str, apply_data_protection: bool,
-                    respect_consent: str | None) -> Policy:
+                    respect_consent: str | None, classification: str | None = None) -> Policy:
     if not apply_data_protection:
-        return Policy(NOT_APPLIED, f"notification type {code}")
-    return Policy(respect_consent or "direct", f"notification type {code}")
+        return Policy(NOT_APPLIED, f"notification type {code}", classification)
+    return Policy(respect_consent or "direct", f"notification type {code}", classification)
 
 
 def policy_for_rule(code: str, respect_consent: str | None) -> Policy:
@@ -93,11 +101,12 @@ def load_policies(conn: Connection, headers: Sequence[Row]) -> dict[int, Policy]
             by_rule[r.code] = policy_for_rule(r.code, r.respect_consent)
     if notified:
         n, nt = Notification.__table__, NotificationType.__table__
-        q = (select(n.c.id, nt.c.code, nt.c.apply_data_protection, nt.c.respect_consent)
+        q = (select(n.c.id, nt.c.code, nt.c.apply_data_protection, nt.c.respect_consent,
+                    nt.c.classification)
              .join(nt, nt.c.id == n.c.type_id).where(n.c.id.in_(notified)))
         for r in conn.execute(q):
             by_notification[r.id] = policy_for_type(r.code, bool(r.apply_data_protection),
-                                                    r.respect_consent)
+                                                    r.respect_consent, r.classification)
     found: dict[int, Policy] = {}
     for h in headers:
         policy = (by_notification.get(getattr(h, "notification_id", None) or 0)

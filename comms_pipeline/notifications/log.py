@@ -4,8 +4,10 @@ Agents log interactions of any media (phone, face to face, letter, email, SMS, .
 either direction with a category, as Draft (to finish later) or Completed, and follow-ups that
 refer to an earlier completed communication (the seeds' "Referring To" chain). Sends made by
 the pipeline appear in the same log: :func:`log_sent` copies completed queue entries into it
-(idempotent: one log entry per queue entry), and listing a contact's log first brings its
-sends up to date, so the log is complete even where no hook called :func:`log_sent`.
+(idempotent: one log entry per queue entry). The queues of details call it through
+:func:`log_sends_on_change` in the very transaction that completes an entry, whoever completes
+it (a daemon, an external system's acknowledgement); listing a contact's log also catches up
+entries completed by hand in SQL.
 """
 
 from __future__ import annotations
@@ -156,6 +158,12 @@ def list_for_contact(conn: Connection, contact_ref: str, limit: int = 100,
         q = q.where(comms_t.c.status == status)
     return [_entry(r) for r in conn.execute(
         q.order_by(comms_t.c.created_at.desc(), comms_t.c.id.desc()).limit(limit))]
+
+
+def log_sends_on_change(conn: Connection, new_state: str, ids: list[int]) -> None:
+    """A work queue's ``on_change`` hook: entries that became Completed enter the log."""
+    if new_state in SENT_STATES:
+        log_sent(conn, ids)
 
 
 def log_sent(conn: Connection, detail_ids: Iterable[int] | None = None, *,

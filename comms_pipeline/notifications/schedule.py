@@ -51,7 +51,11 @@ def add_notification_jobs(scheduler: Any, settings: Settings, engine: Engine) ->
 
     ids = []
     for code, cron in scheduled_types(engine):
-        trigger = CronTrigger.from_crontab(cron, timezone=settings.scheduler.timezone)
+        try:  # types saved before their cron was checked must not stop the other jobs
+            trigger = CronTrigger.from_crontab(cron, timezone=settings.scheduler.timezone)
+        except ValueError as exc:
+            log.error("scheduler.bad_cron", type=code, cron=cron, error=str(exc))
+            continue
         job_id = f"{JOB_PREFIX}{code}"
         scheduler.add_job(run_scheduled, trigger, args=(code, settings, engine), id=job_id,
                           name=job_id, max_instances=1, coalesce=True,

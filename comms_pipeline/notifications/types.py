@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete, insert, select, update
 
+from comms_pipeline.cron import check_cron
 from comms_pipeline.errors import CommsError
 from comms_pipeline.models import (
     EventRule,
@@ -118,9 +119,7 @@ class TypeDef(_Def):
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, value: str | None) -> str | None:
-        if value and len(value.split()) != 5:
-            raise ValueError(f"cron expression must have 5 fields, got {value!r}")
-        return value or None
+        return check_cron(value) if value else None
 
     def model_post_init(self, _context: Any) -> None:
         if not (self.population_query or "").strip() and not self.segment:

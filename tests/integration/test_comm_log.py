@@ -127,7 +127,32 @@ def test_the_cli_logs_follows_up_lists_and_shows(engine, settings):
     assert "RULE" in run(rules, "list")
 
 
-def test_a_completion_hook_logs_in_the_finishing_transaction(engine):
+def test_a_daemon_completing_an_entry_logs_it_in_the_same_transaction(engine, settings):
+    """No listing needed: the SMS daemon's finish writes the log entry with the Completed
+    state, and an external system's acknowledgement does the same for its entries."""
+    from comms_pipeline.admin import add_external_system
+    from comms_pipeline.daemons.sms import SmsDaemon
+    from comms_pipeline.queue_actions import apply_action
+    from comms_pipeline.worker import Runner
+
+    with engine.begin() as conn:
+        contact_id = factories.contact(conn, ref="C-1")
+        factories.sms_template(conn, category="payments")
+        sent = sent_detail(conn, contact_id, "awaiting_send")
+        system = add_external_system(conn, "PORTAL", "Customer portal")
+        portal = sent_detail(conn, contact_id, "awaiting_external")
+        conn.execute(details_t.update().where(details_t.c.id == portal)
+                     .values(external_system_id=system))
+    assert Runner(settings, engine, SmsDaemon(settings, engine), once=True).run() == 1
+    with engine.begin() as conn:
+        apply_action(conn, portal, "complete", actor="test", external_system_id=system)
+    with engine.connect() as conn:
+        logged = conn.execute(select(comms_t.c.detail_id, comms_t.c.created_by,
+                                     comms_t.c.status)).all()
+    assert sorted(logged) == [(sent, "pipeline", "completed"), (portal, "pipeline", "completed")]
+
+
+def test_log_sent_from_a_finishing_hook_skips_the_state_check(engine):
     with engine.begin() as conn:
         contact_id = factories.contact(conn, ref="C-1")
         detail = sent_detail(conn, contact_id, "awaiting_send")

@@ -27,7 +27,7 @@ from comms_pipeline.jobs import build_job
 from comms_pipeline.jobs.email_monitor import UNSUBSCRIBE_ACTION, EmailMonitorJob
 from comms_pipeline.links import verify_link
 from comms_pipeline.mime import parse_mailbox
-from comms_pipeline.models import details_t, documents_t, transitions_t
+from comms_pipeline.models import Contact, details_t, documents_t, transitions_t
 from comms_pipeline.worker import Runner
 from tests.conftest import make_settings
 
@@ -266,3 +266,23 @@ def test_entity_data_sources_complete_the_trigger(db_url, tmp_path) -> None:
         assert set(documents(engine)) == {receipt.id}
     finally:
         engine.dispose()
+
+
+def test_encoded_words_in_data_never_add_a_header(settings, engine) -> None:
+    """An RFC 2047 encoded word standing for CR LF (in a tag value and in the contact's
+    name) stays text of its one header: no Reply-To or Bcc appears."""
+    seed(engine)
+    evil = "=?utf-8?q?P-1=0D=0AReply-To:_attacker@evil.example?="
+    with engine.begin() as conn:
+        conn.execute(Contact.__table__.update().where(Contact.__table__.c.ref == "C-EN")
+                     .values(name="Jane =?utf-8?q?x=0D=0ABcc:_spy@evil.example?="))
+    trigger(engine, contact_ref="C-EN", template_code="RECEIPT",
+            entities={"payment": {"number": evil, "amount": "€1.00"}})
+    run(settings, engine, "monitor")
+    run(settings, engine, "email-monitor")
+    (row,) = details(engine).values()
+    assert row.state == "awaiting_send"
+    data = documents(engine)[row.id].content
+    msg = parse(data)
+    assert msg["Reply-To"] is None and msg["Bcc"] is None
+    assert msg["Subject"] == "Receipt P-1 Reply-To: attacker@evil.example"

@@ -166,6 +166,29 @@ def test_marketing_runs_respect_consent_as_the_type_says(engine, settings, apply
     assert sorted(ref for ref, _ in skipped) == sorted({"C-1", "C-2", "C-3"} - set(notified))
 
 
+def test_an_opt_out_after_the_run_is_respected_by_the_type_not_just_the_template(
+        engine, settings):
+    """A marketing type sending a customer-care template: the run checks the stricter
+    classification, and so does the monitor when the contact opted out in between."""
+    from comms_pipeline.models import Contact
+
+    with engine.begin() as conn:
+        factories.email_template(conn, code="CARE_NEWS", classification="customer_care")
+        factories.contact(conn, ref="C-1", direct_marketing=True)
+        save_definitions(conn, Definitions({}, {"NEWS": TypeDef(
+            name="News", classification="marketing", entity="contact_information",
+            template="CARE_NEWS",
+            population_query="SELECT ref AS recipient_key, ref AS contact_ref, name "
+                             "FROM contacts")}, {}))
+    assert run_notifications(settings, engine, "NEWS")["created"] == 1
+    with engine.begin() as conn:
+        conn.execute(Contact.__table__.update().values(opt_in_direct_marketing=False))
+    run_job("monitor", settings, engine)
+    with engine.connect() as conn:
+        header = conn.execute(select(headers_t.c.status, headers_t.c.status_code)).one()
+    assert tuple(header) == ("opted_out", "OPTED_OUT")
+
+
 def test_unknown_contacts_are_errors_and_a_missing_template_stops_before_writing(
         engine, settings):
     with engine.begin() as conn:
@@ -385,3 +408,22 @@ def test_two_runs_started_at_once_share_one_run(engine, settings, db_url):
         t.join()
     assert len(opened) == 2 and opened[0] == opened[1]
     assert scalar(engine, select(func.count()).select_from(runs_t)) == 1
+
+
+def test_a_saved_bad_cron_is_skipped_and_the_other_jobs_still_run(engine, settings, db_url,
+                                                                   capsys):
+    """A type saved before its cron was checked (or written in SQL) cannot stop the scheduler:
+    it is left out with an error naming it, and everything else is scheduled."""
+    from comms_pipeline.scheduler import build_scheduler
+
+    company_zx(engine, settings, db_url)
+    with engine.begin() as conn:
+        conn.execute(NotificationType.__table__.update()
+                     .where(NotificationType.__table__.c.code == "LOW_WALLET_BALANCE")
+                     .values(cron="61 * * * *"))
+    scheduler = build_scheduler(settings, engine)
+    ids = {job.id for job in scheduler.get_jobs()}
+    assert "notifications:UNSETTLED_SUBSCRIPTIONS" in ids and "monitor" in ids
+    assert "notifications:LOW_WALLET_BALANCE" not in ids
+    out = capsys.readouterr().out
+    assert "scheduler.bad_cron" in out and "LOW_WALLET_BALANCE" in out

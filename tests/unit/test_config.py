@@ -49,3 +49,18 @@ def test_bad_cron_expression(tmp_path):
     cfg.write_text('[scheduler.jobs]\nmonitor = "* * *"\n')
     with pytest.raises(ConfigError, match="5 fields"):
         load_settings(cfg, environ={})
+
+
+def test_a_cron_expression_out_of_range_is_refused_where_it_is_written(tmp_path):
+    """Checked by the parser the scheduler uses, so it cannot stop the scheduler later."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[scheduler.jobs]\nmonitor = "61 * * * *"\n')
+    with pytest.raises(ConfigError, match=r"scheduler\.jobs.*monitor: invalid cron expression "
+                                          r"'61 \* \* \* \*'"):
+        load_settings(cfg, environ={})
+    from comms_pipeline.notifications.types import parse_definitions
+
+    with pytest.raises(Exception, match="invalid cron expression '0 25 1 \\* \\*'"):
+        parse_definitions({"types": {"T": {
+            "name": "t", "classification": "financial", "entity": "wallet",
+            "template": "X", "population_query": "SELECT 1", "cron": "0 25 1 * *"}}})

@@ -29,6 +29,13 @@ INJECTIONS = ["\r\nBcc: evil@attacker.example", "\nBcc: evil@attacker.example",
               "\rBcc: evil@attacker.example", "\u2028Bcc: evil@attacker.example",
               "\x85Bcc: evil@attacker.example", "\r\n\r\nBcc: evil@attacker.example",
               "\r\n Bcc: evil@attacker.example"]
+#: RFC 2047 encoded words standing for a line break (Python 3.11 decodes them
+#: when it folds a header: gh-121650), nested, split in two, and undecodable.
+ENCODED_INJECTIONS = ["=?utf-8?q?x=0D=0ABcc:_evil@attacker.example?=",
+              "=?utf-8?b?eA0KQmNjOiBldmlsQGF0dGFja2VyLmV4YW1wbGU=?=",
+              "=?utf-8?b?PT91dGYtOD9xP3g9MEQ9MEFCY2M6X2V2aWxAYXR0YWNrZXIuZXhhbXBsZT89?=",
+              "=?utf-8?q?x=0D=0A?= =?utf-8?q?Bcc:_evil@attacker.example?=",
+              "=?no-such-charset?q?x=0D=0ABcc:_evil@attacker.example?="]
 
 
 def parse(data: bytes) -> email.message.EmailMessage:
@@ -89,7 +96,7 @@ def test_list_unsubscribe_is_one_unfolded_line() -> None:
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
-@pytest.mark.parametrize("payload", INJECTIONS)
+@pytest.mark.parametrize("payload", INJECTIONS + ENCODED_INJECTIONS)
 def test_line_breaks_in_values_never_add_a_header(payload: str) -> None:
     data, _ = build_message(spec(
         subject=f"Your bill{payload}",
@@ -103,7 +110,9 @@ def test_line_breaks_in_values_never_add_a_header(payload: str) -> None:
                                     "MIME-Version", "Content-Type"])
     msg = parse(data)
     assert msg["Bcc"] is None
-    assert msg["Subject"].startswith("Your bill Bcc:")  # kept as text of the one header
+    assert msg["Subject"].startswith("Your bill")  # kept as text of the one header
+    assert "Bcc: evil@attacker.example" in msg["Subject"].replace("= ?", "=?") or \
+        "Bcc:_evil" in msg["Subject"]
     assert [a.addr_spec for a in msg["To"].addresses] == ["george@example.com"]
     assert msg["To"].addresses[0].display_name.startswith("George")
 
@@ -116,6 +125,20 @@ def test_line_breaks_in_addresses_and_urls_are_refused(payload: str) -> None:
         parse_mailbox(f"Comms{payload} <no-reply@example.com>")
     with pytest.raises(InvalidMessage):
         unsubscribe_link(f"https://example.com/u{payload}", "token")
+
+
+@pytest.mark.parametrize("payload", ENCODED_INJECTIONS)
+def test_encoded_words_in_addresses_are_refused_or_stay_in_their_header(payload: str) -> None:
+    with pytest.raises(InvalidMessage):
+        parse_mailbox(f"george@example.com{payload}")
+    try:
+        sender = parse_mailbox(f"Comms{payload} <no-reply@example.com>")
+    except InvalidMessage:
+        return  # refused: nothing to write
+    data, _ = build_message(spec(sender=sender))
+    assert sorted(header_names(data)) == sorted(["Message-ID", "Date", "From", "To", "Subject",
+                                                 "MIME-Version", "Content-Type"])
+    assert parse(data)["From"].addresses[0].addr_spec == "no-reply@example.com"
 
 
 @pytest.mark.parametrize("value", ["", "not-an-address", "a@", "@example.com",
