@@ -138,10 +138,13 @@ def systems_disable(app: AppContext, code: str, reason: str) -> None:
 
 @external_systems.command("apply-status")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--system", "code", help="Only entries of this external system.")
+@click.option("--system", "code", required=True,
+              help="The external system whose file it is: only its entries can be changed.")
 @pass_app
-def systems_apply_status(app: AppContext, path: str, code: str | None) -> None:
+def systems_apply_status(app: AppContext, path: str, code: str) -> None:
     """Acknowledge entries from a third party's status file (CSV or JSON).
+
+    A file acts only on the entries of the system named with --system, as an API key does.
 
     \b
     CSV header: entry_id,status,error_code,error_description

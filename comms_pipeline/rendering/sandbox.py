@@ -231,6 +231,36 @@ def call(obj: Any, name: str, args: list[Any]) -> Any:
     raise SandboxError(f"method {name}() is not allowed on {type(obj).__name__} values")
 
 
+def check_size(value: Any) -> Any:
+    """Refuse a list or map a template builds that holds more than ``max_items`` values in
+    all, counting every level, shared parts as often as they appear: ``[$a, $a]`` nested
+    thirty deep is a few bytes but a billion values to compare or print."""
+    limit = current().limits.max_items
+    seen: dict[int, int] = {}
+
+    def weight(v: Any) -> int:
+        if isinstance(v, range):
+            return len(v)
+        if isinstance(v, list | tuple):
+            items: Iterable[Any] = v
+        elif isinstance(v, Mapping):
+            items = v.values()
+        else:
+            return 1
+        if id(v) in seen:
+            return seen[id(v)]
+        total = 1
+        for item in items:
+            total += weight(item)
+            if total > limit:
+                raise SandboxError(f"a list or map holding more than {limit} values in all")
+        seen[id(v)] = total
+        return total
+
+    weight(value)
+    return value
+
+
 # --- operators -----------------------------------------------------------------------------
 
 _NUMBERS = (int, float, Decimal)

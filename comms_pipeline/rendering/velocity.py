@@ -227,6 +227,25 @@ def _interpolated_literal(self: Any, namespace: Any, loader: Any) -> str:
     return SafeHtml(text) if sandbox.rendering_html() else text
 
 
+_array_literal_parse = V.ArrayLiteral.parse
+
+
+def _checked_array_literal_parse(self: Any) -> None:
+    """``[a, b]``: sized before anything compares or prints it (argument lists are not)."""
+    _array_literal_parse(self)
+    values = self.values
+
+    def calculate(namespace: Any, loader: Any) -> list[Any]:
+        return sandbox.check_size(values.calculate(namespace, loader))
+
+    self.calculate = calculate
+
+
+def _dictionary_literal(self: Any, namespace: Any, loader: Any) -> dict[Any, Any]:
+    return sandbox.check_size({key.calculate(namespace, loader): val.calculate(namespace, loader)
+                               for key, val in self.local_data.items()})
+
+
 def _binary_operator_parse(self: Any) -> None:
     op, = self.identity_match(self.BINARY_OP)
     self.apply_to = sandbox.OPERATORS.get(op) or self.OPERATORS[op]
@@ -248,6 +267,8 @@ V._FunctionDefinition.execute_function = _execute_function
 V.StringLiteral.calculate = _string_literal
 V.InterpolatedStringLiteral.calculate = _interpolated_literal
 V.BinaryOperator.parse = _binary_operator_parse
+V.ArrayLiteral.parse = _checked_array_literal_parse
+V.DictionaryLiteral.calculate = _dictionary_literal
 V.__additional_methods__.clear()
 
 

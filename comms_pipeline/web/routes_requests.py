@@ -18,7 +18,7 @@ from comms_pipeline.api import trigger
 from comms_pipeline.apikeys import Principal
 from comms_pipeline.models import Contact, EventRule, Template
 from comms_pipeline.web.auth import BearerKey, Gate
-from comms_pipeline.web.errors import error_responses, invalid
+from comms_pipeline.web.errors import ApiError, error_responses, invalid
 from comms_pipeline.web.idempotency import (
     REPLAYED_HEADER,
     IdempotencyKey,
@@ -35,11 +35,19 @@ contacts_t = Contact.__table__
 rules_t = EventRule.__table__
 
 
-def _check(conn: Any, req: CommunicationRequest) -> list[str]:
-    """Refuse what cannot succeed; return warnings about what will render empty."""
+def _foreign(principal: Principal, system_id: int | None) -> bool:
+    """Whether a template delivers into another external system's queue than the caller's."""
+    return (principal.role == "external" and system_id is not None
+            and system_id != principal.external_system_id)
+
+
+def _check(conn: Any, req: CommunicationRequest, principal: Principal) -> list[str]:
+    """Refuse what cannot succeed or is not the caller's to ask; return warnings about what
+    will render empty."""
     warnings: list[str] = []
     if req.template_code:
-        tpl = conn.execute(select(templates_t.c.active, templates_t.c.unrestricted_params)
+        tpl = conn.execute(select(templates_t.c.active, templates_t.c.unrestricted_params,
+                                  templates_t.c.external_system_id)
                            .where(templates_t.c.code == req.template_code)).first()
         if tpl is None:
             raise invalid(f"unknown template {req.template_code!r}", code="unknown_template",
@@ -47,18 +55,37 @@ def _check(conn: Any, req: CommunicationRequest) -> list[str]:
         if not tpl.active:
             raise invalid(f"template {req.template_code!r} is not active",
                           code="inactive_template", field="template_code")
+        if _foreign(principal, tpl.external_system_id):
+            raise ApiError(403, "forbidden", f"template {req.template_code!r} delivers to "
+                           f"another external system's queue")
         missing = [p for p in (tpl.unrestricted_params or []) if p not in (req.params or {})]
         warnings += [f"unrestricted parameter {p!r} is not given: it renders empty"
                      for p in missing]
-    if req.rule_code and conn.execute(select(rules_t.c.id).where(
-            rules_t.c.code == req.rule_code)).first() is None:
-        raise invalid(f"unknown event rule {req.rule_code!r}", code="unknown_rule",
-                      field="rule_code")
+    if req.rule_code:
+        rule = conn.execute(select(rules_t.c.email_template, rules_t.c.sms_template).where(
+            rules_t.c.code == req.rule_code)).first()
+        if rule is None:
+            raise invalid(f"unknown event rule {req.rule_code!r}", code="unknown_rule",
+                          field="rule_code")
+        owners = conn.execute(select(templates_t.c.external_system_id).where(
+            templates_t.c.code.in_([c for c in rule if c]))).scalars()
+        if any(_foreign(principal, owner) for owner in owners):
+            raise ApiError(403, "forbidden", f"event rule {req.rule_code!r} delivers to "
+                           f"another external system's queue")
     if conn.execute(select(contacts_t.c.id).where(
             contacts_t.c.ref == req.contact_ref)).first() is None:
         raise invalid(f"unknown contact {req.contact_ref!r}", code="unknown_contact",
                       field="contact_ref")
     return warnings
+
+
+def _scoped_key(principal: Principal, key: str | None) -> str | None:
+    """An external system's keys are its own: stored under its id, so that two systems using
+    the same key neither collide nor learn of each other's requests. Admins share the
+    namespace of SQL triggers."""
+    if key is None or principal.role != "external":
+        return key
+    return f"sys-{principal.external_system_id}:{key}"
 
 
 @router.post("", status_code=202, response_model=RequestAccepted,
@@ -67,14 +94,15 @@ def _check(conn: Any, req: CommunicationRequest) -> list[str]:
 def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     def act(conn: Any, principal: Principal) -> tuple[int, dict[str, Any]]:
-        warnings = _check(conn, body)
+        warnings = _check(conn, body, principal)
         header_id = trigger(
             conn, contact_ref=body.contact_ref, template_code=body.template_code,
             event=body.event, event_number=body.event_number, rule_code=body.rule_code,
             media=body.media.value if body.media else None, send_to=body.send_to.value,
             address_type=body.address_type, language=body.language, entities=body.entities,
             params=body.params, send_after=body.send_after, expires_at=body.expires_at,
-            priority=body.priority, idempotency_key=body.idempotency_key)
+            priority=body.priority, idempotency_key=_scoped_key(principal,
+                                                                body.idempotency_key))
         return 202, RequestAccepted(request_id=header_id, idempotency_key=body.idempotency_key,
                                     warnings=warnings).model_dump(mode="json")
 

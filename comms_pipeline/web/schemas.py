@@ -174,8 +174,10 @@ class CommunicationRequest(BaseModel):
     send_after: UtcIn | None = None
     expires_at: UtcIn | None = None
     priority: int = Field(2, ge=1, le=3, description="1 high, 2 medium, 3 low")
-    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200,
-                                                      pattern=NO_NUL)] | None = None
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=160,
+                                                      pattern=NO_NUL)] | None = Field(
+        None, description="A repeated key creates no second request (the first one's id is "
+                          "answered); an external system's keys are its own")
 
     @model_validator(mode="after")
     def _coherent(self) -> CommunicationRequest:

@@ -74,3 +74,6 @@ def test_apply_status_from_the_command_line(settings, engine, tmp_path):
     assert "2 entries updated, 1 refused" in result.output and "line 3" in result.output
     assert detail(engine, e1)["state"] == "completed"
     assert detail(engine, e2)["error_code"] == "E7"
+    # A file names its system: without --system nothing is read, whoever's entries it names.
+    unnamed = _run(external_systems, ["apply-status", str(path)], settings, engine)
+    assert unnamed.exit_code == 2 and "--system" in unnamed.output

@@ -104,3 +104,28 @@ def test_agents_may_not_trigger(api, engine):
     r = api.post("/v1/requests", headers=bearer(role_key(engine, "agent")),
                  json={"contact_ref": "C-1001", "event": "x"})
     assert r.status_code == 403
+
+
+def test_an_external_systems_keys_and_templates_are_its_own(api, engine):
+    """Two systems using the same idempotency key each get their request; a system cannot
+    put entries into another system's queue through a template that delivers there."""
+    _, portal = add_system(engine, "PORTAL")
+    _, crm = add_system(engine, "CRM")
+    with engine.begin() as conn:
+        sms_template(conn, code="PORTAL_INBOX", text="Inbox", external_system="PORTAL")
+    body = {"contact_ref": "C-1001", "template_code": "BILL_READY", "idempotency_key": "k-1"}
+    first = api.post("/v1/requests", headers=bearer(portal), json=body)
+    other = api.post("/v1/requests", headers=bearer(crm), json=body)
+    assert first.status_code == other.status_code == 202
+    assert first.json()["request_id"] != other.json()["request_id"]
+    assert len(_headers(engine)) == 2
+    again = api.post("/v1/requests", headers=bearer(crm), json=body)
+    assert again.json()["request_id"] == other.json()["request_id"]
+
+    inbox = {"contact_ref": "C-1001", "template_code": "PORTAL_INBOX"}
+    refused = api.post("/v1/requests", headers=bearer(crm), json=inbox)
+    assert refused.status_code == 403, refused.json()
+    assert refused.json()["code"] == "forbidden" and "another external system" in \
+        refused.json()["message"]
+    assert api.post("/v1/requests", headers=bearer(portal), json=inbox).status_code == 202
+    assert len(_headers(engine)) == 3

@@ -90,6 +90,11 @@ ATTACKS = [
     "#set($s = 'x')#foreach($i in [1..17])#set($s = $s + $s)#end"
     "#set($l = [" + ", ".join(["$s"] * 400) + "])$fmt.join($l, $s)$l",
     "$fmt.number('1e100000', 0)",
+    # shared parts: a few bytes that stand for a billion values to compare or print
+    "#set($a=[1])#set($b=[1])#foreach($i in [1..28])#set($a=[$a,$a])#set($b=[$b,$b])#end"
+    "#if($a == $b)x#end",
+    "#set($m={'a':1})#foreach($i in [1..28])#set($m={'x':$m,'y':$m})#end#if($m == $m)x#end",
+    "#set($a=[1])#foreach($i in [1..28])#set($a=[$a,$a])#end$a.contains([1])$a",
 ]
 
 
@@ -216,3 +221,12 @@ def test_context_holds_plain_data_only(data):
     assert type(payment["number"]) is int
     assert payment["view"] == {"a": {"1": "x"}}
     assert "_secret" not in payment
+
+
+def test_lists_built_from_shared_parts_are_sized_by_what_they_hold():
+    """Comparing two such lists would take hours: they are refused when built, by size."""
+    payload = ("#set($a=[1])#set($b=[1])#foreach($i in [1..28])#set($a=[$a,$a])"
+               "#set($b=[$b,$b])#end#if($a == $b)x#end")
+    with pytest.raises(TemplateError, match="more than 10000 values in all"):
+        compile_template(payload).render({})
+    assert compile_template("#set($a=[[1,2],[3]])$a.size() $a.get(0).size()").render({}) == "2 2"
