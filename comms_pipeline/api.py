@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.db import is_postgres, utcnow
 from comms_pipeline.models import headers_t
+from comms_pipeline.states import HeaderStatus
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -34,10 +35,13 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
             entities: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
             send_after: datetime | None = None, expires_at: datetime | None = None,
             priority: int = 2, idempotency_key: str | None = None,
-            copy_of_id: int | None = None, override_consent: bool = False) -> int:
+            copy_of_id: int | None = None, override_consent: bool = False,
+            await_resolution: bool = False) -> int:
     """Write one request header; return its id (the existing one for a repeated key).
 
     ``override_consent`` sends an important message whatever the contact's marketing opt-outs.
+    ``await_resolution`` is a workflow event created "on create": the header waits in Awaiting
+    Event Resolution until its ``event_number`` is resolved (``comms rules resolve``).
     """
     if send_to not in SEND_TO:
         raise ValueError(f"send_to must be one of {', '.join(SEND_TO)}, not {send_to!r}")
@@ -47,6 +51,8 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
         raise ValueError("priority must be 1 (high), 2 (medium) or 3 (low)")
     if not template_code and not event:
         raise ValueError("a trigger names a template_code or an event")
+    if await_resolution and not event_number:
+        raise ValueError("await_resolution needs the event_number that will be resolved")
     values = {
         "contact_ref": contact_ref, "template_code": template_code, "event": event,
         "event_number": event_number, "rule_code": rule_code, "media": media,
@@ -55,7 +61,8 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
         "params": dict(params) if params else None, "send_after": send_after,
         "expires_at": expires_at, "priority": priority, "idempotency_key": idempotency_key,
         "copy_of_id": copy_of_id, "override_consent": override_consent,
-        "status": "awaiting_processing", "created_at": utcnow(),
+        "status": (HeaderStatus.AWAITING_EVENT_RESOLUTION if await_resolution
+                   else HeaderStatus.AWAITING_PROCESSING), "created_at": utcnow(),
     }
     if hasattr(target, "begin") and not hasattr(target, "in_transaction"):
         with target.begin() as conn:  # an Engine

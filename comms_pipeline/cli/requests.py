@@ -44,6 +44,10 @@ def _when(value: str | None) -> datetime | None:
 @click.option("--contact", "contact_ref", required=True, help="The contact's reference.")
 @click.option("--template", "template_code", help="Template (communication) code.")
 @click.option("--event", help="Event name (for event rules).")
+@click.option("--event-number", help="The workflow event this request belongs to.")
+@click.option("--await-resolution", is_flag=True,
+              help="A workflow event created 'on create': wait in Awaiting Event Resolution "
+                   "until `comms rules resolve EVENT_NUMBER`.")
 @click.option("--entity", "entities", multiple=True, metavar="NAME=JSON",
               help='Entity data, e.g. subscription=\'{"number": "S-1"}\'. Repeatable.')
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
@@ -62,7 +66,8 @@ def _when(value: str | None) -> datetime | None:
               help="Important message: send whatever the contact's marketing opt-outs.")
 @pass_app
 def trigger(app: AppContext, contact_ref: str, template_code: str | None, event: str | None,
-            entities: tuple[str, ...], params: tuple[str, ...], media: str | None,
+            event_number: str | None, await_resolution: bool, entities: tuple[str, ...],
+            params: tuple[str, ...], media: str | None,
             send_to: str, address_type: str | None, language: str | None,
             send_after: str | None, expires: str | None, priority: int,
             idempotency_key: str | None, override_consent: bool) -> None:
@@ -70,6 +75,7 @@ def trigger(app: AppContext, contact_ref: str, template_code: str | None, event:
     try:
         header_id = trigger_request(
             app.engine, contact_ref=contact_ref, template_code=template_code, event=event,
+            event_number=event_number, await_resolution=await_resolution,
             entities=parse_pairs(entities, "--entity", as_json=True),
             params=parse_pairs(params, "--param"), media=media, send_to=send_to,
             address_type=address_type, language=language, send_after=_when(send_after),

@@ -98,6 +98,7 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
         header_id = trigger(
             conn, contact_ref=body.contact_ref, template_code=body.template_code,
             event=body.event, event_number=body.event_number, rule_code=body.rule_code,
+            await_resolution=body.await_resolution,
             media=body.media.value if body.media else None, send_to=body.send_to.value,
             address_type=body.address_type, language=body.language, entities=body.entities,
             params=body.params, send_after=body.send_after, expires_at=body.expires_at,

@@ -160,6 +160,9 @@ class CommunicationRequest(BaseModel):
     template_code: Code | None = None
     event: Code | None = None
     event_number: Code | None = None
+    await_resolution: bool = Field(False, description=(
+        "A workflow event created 'on create': the request waits in Awaiting Event Resolution "
+        "until its event_number is resolved"))
     rule_code: Code | None = None
     media: Media | None = Field(None, description="Override of the delivery method")
     send_to: SendTo = SendTo.PRIMARY
@@ -183,6 +186,8 @@ class CommunicationRequest(BaseModel):
     def _coherent(self) -> CommunicationRequest:
         if not self.template_code and not self.event:
             raise ValueError("name a template_code or an event (with an optional rule_code)")
+        if self.await_resolution and not self.event_number:
+            raise ValueError("await_resolution needs the event_number that will be resolved")
         if self.send_to == SendTo.TYPE and not self.address_type:
             raise ValueError("send_to 'type' needs address_type (e.g. 'work')")
         if self.send_after and self.expires_at and self.expires_at <= self.send_after:

@@ -202,3 +202,39 @@ def test_workflow_events_wait_for_resolution(engine, settings):
     by_id = {h.id: h for h in headers(engine)}
     assert by_id[waiting].status == "processed" and len(children_of(engine, waiting)) == 2
     assert by_id[other].status == "awaiting_event_resolution"
+
+
+def test_triggers_from_python_cli_and_web_api_can_wait_for_resolution(engine, settings):
+    """'On create' workflow events made through each interface wait, then go on resolve."""
+    import json
+
+    from click.testing import CliRunner
+
+    from comms_pipeline.cli.common import AppContext
+    from comms_pipeline.cli.requests import trigger as trigger_cli
+    from tests.integration.web_support import bearer, client, role_key
+
+    setup(engine, settings)
+    by_python = trigger(engine, contact_ref="C-1002", event="posted", event_number="WF-9",
+                        entities=PAYMENT, await_resolution=True)
+    result = CliRunner().invoke(trigger_cli, [
+        "--contact", "C-1002", "--event", "posted", "--event-number", "WF-9",
+        "--await-resolution", "--entity", f"payment={json.dumps(PAYMENT['payment'])}"],
+        obj=AppContext(_settings=settings, _engine=engine), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    api = client(settings, engine)
+    admin = bearer(role_key(engine, "admin"))
+    r = api.post("/v1/requests", headers=admin, json={
+        "contact_ref": "C-1002", "event": "posted", "event_number": "WF-9",
+        "await_resolution": True, "entities": PAYMENT})
+    assert r.status_code == 202, r.json()
+    bad = api.post("/v1/requests", headers=admin, json={
+        "contact_ref": "C-1002", "event": "posted", "await_resolution": True})
+    assert bad.status_code == 422 and "event_number" in bad.text
+    run_job("monitor", settings, engine)
+    assert {h.status for h in headers(engine)} == {"awaiting_event_resolution"}
+    with engine.begin() as conn:
+        released = resolve_event(conn, "WF-9")
+    assert by_python in released and len(released) == 3
+    run_job("monitor", settings, engine)
+    assert {h.status for h in headers(engine) if h.copy_of_id is None} == {"processed"}
