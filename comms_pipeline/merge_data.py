@@ -216,6 +216,8 @@ class MergeJob(ABC):
     name: str
     media: str
     queue: WorkQueue
+    #: Merging writes nothing before the finish: a failing batch is retried row by row.
+    isolates_failures = True
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings

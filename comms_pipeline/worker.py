@@ -18,6 +18,7 @@ import structlog
 
 from comms_pipeline.claims import Claimer, Outcome, WorkQueue
 from comms_pipeline.heartbeat import Heartbeat
+from comms_pipeline.states import ErrorCode
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -84,12 +85,16 @@ class Runner:
         self.stop_event = threading.Event()
         self.processed = 0
         self.refused = 0
+        #: Batches whose handler raised: their rows were retried (or failed) with the error.
+        self.failed_batches = 0
 
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: object) -> None:
             log.info("worker.stopping", worker=self.heartbeat.instance, signal=signum)
             self.stop_event.set()
 
+        if threading.current_thread() is not threading.main_thread():
+            return  # e.g. a job run by the scheduler's thread pool: the scheduler stops it
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
 
@@ -112,6 +117,26 @@ class Runner:
                      processed=self.processed, refused=self.refused)
         return self.processed
 
+    def _after_failure(self, rows: Sequence[Row], ctx: BatchContext,
+                       exc: Exception) -> list[Outcome]:
+        """A handler raised. A handler without side effects (``isolates_failures``: the
+        merge jobs) is run again row by row, so that only the rows that fail again fail;
+        a daemon's batch may have been partly sent, so it is not run again: every row is
+        retried later, and fails for good after ``claims.max_attempts``. Either way the
+        error is on the row (code INTERNAL_ERROR), not only in a log."""
+        self.failed_batches += 1
+        log.error("worker.batch_failed", worker=self.heartbeat.instance, rows=len(rows),
+                  error=type(exc).__name__, ids=[r.id for r in rows][:20])
+        if len(rows) == 1 or not getattr(self.handler, "isolates_failures", False):
+            return [_failed(r.id, exc) for r in rows]
+        outcomes: list[Outcome] = []
+        for row in rows:
+            try:
+                outcomes.extend(self.handler.handle([row], ctx))
+            except Exception as again:
+                outcomes.append(_failed(row.id, again))
+        return outcomes
+
     def run_batch(self) -> int:
         """Claim and handle one batch; return how many rows were claimed."""
         queue = self.handler.queue
@@ -121,6 +146,8 @@ class Runner:
         ctx = BatchContext(self, [r.id for r in rows])
         try:
             outcomes = self.handler.handle(rows, ctx)
+        except Exception as exc:  # bad data or a bug: explained on the rows, the rest goes on
+            outcomes = self._after_failure(rows, ctx, exc)
         except BaseException:
             # Give the batch back at once rather than waiting for the lease to pass.
             self.claimer.finish(queue, [Outcome.release(r.id) for r in rows])
@@ -135,3 +162,8 @@ class Runner:
         if self.on_progress:
             self.on_progress(done)
         return len(rows)
+
+
+def _failed(row_id: int, exc: Exception) -> Outcome:
+    return Outcome.retry(row_id, ErrorCode.INTERNAL_ERROR,
+                         f"{type(exc).__name__}: {exc}"[:500])

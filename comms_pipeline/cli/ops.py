@@ -11,7 +11,7 @@ import click
 from comms_pipeline import supervise
 from comms_pipeline.cli.common import AppContext, pass_app
 from comms_pipeline.daemons import DAEMONS, build_daemon
-from comms_pipeline.jobs import JOBS, run_job, run_job_workers
+from comms_pipeline.jobs import JOBS, JobFailed, run_job, run_job_workers
 
 
 @click.group()
@@ -36,7 +36,12 @@ def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool |
                                   argv_prefix=_self_argv(app), batch_size=batch_size,
                                   progress=show)
     else:
-        handled = run_job(name, app.settings, app.engine, batch_size=batch_size, progress=show)
+        try:
+            handled = run_job(name, app.settings, app.engine, batch_size=batch_size,
+                              progress=show)
+        except JobFailed as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise click.exceptions.Exit(1) from None
     click.echo(f"{name}: {handled} handled")
 
 

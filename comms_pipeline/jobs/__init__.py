@@ -7,9 +7,9 @@ with :class:`comms_pipeline.worker.Runner` in ``once`` mode.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from comms_pipeline.errors import UnknownNameError
+from comms_pipeline.errors import CommsError, UnknownNameError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -49,7 +49,9 @@ def run_job(name: str, settings: Settings, engine: Engine, *, batch_size: int | 
     size = batch_size or (settings.monitor.batch_size if name == "monitor"
                           else settings.daemons.batch_size)
     if not progress:
-        return Runner(settings, engine, handler, batch_size=size, once=True).run()
+        runner = Runner(settings, engine, handler, batch_size=size, once=True)
+        runner.install_signal_handlers()
+        return _checked(name, runner, runner.run())
     with engine.connect() as conn:
         total = backlog(conn, handler.queue)
     with click.progressbar(length=total, label=name, file=sys.stderr,
@@ -57,7 +59,21 @@ def run_job(name: str, settings: Settings, engine: Engine, *, batch_size: int | 
         runner = Runner(settings, engine, handler, batch_size=size, once=True,
                         on_progress=bar.update)
         runner.install_signal_handlers()
-        return runner.run()
+        handled = runner.run()
+    return _checked(name, runner, handled)
+
+
+class JobFailed(CommsError):
+    """A batch of the job failed: its rows carry the error and are retried, or failed."""
+
+
+def _checked(name: str, runner: Any, handled: int) -> int:
+    """The rows handled; a job that had failing batches ends with an error (exit code 1)."""
+    if runner.failed_batches:
+        raise JobFailed(f"{name}: {runner.failed_batches} batch(es) failed; their entries "
+                        f"carry the error (INTERNAL_ERROR) and are retried, then failed after "
+                        f"claims.max_attempts ({handled} handled)")
+    return handled
 
 
 def run_job_workers(name: str, settings: Settings, engine: Engine, workers: int, *,

@@ -69,6 +69,8 @@ class Rejection(Exception):
 
 class MonitorJob:
     name = "monitor"
+    #: No side effects before the finish: a failing batch is retried row by row.
+    isolates_failures = True
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings

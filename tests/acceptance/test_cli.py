@@ -130,3 +130,42 @@ def test_job_with_several_workers_drains_the_backlog_once(comms):
     assert "monitor: 300 handled" in out
     status = json.loads(comms("status", "--json").stdout)
     assert status["headers"]["processed"] == 300 and status["details_total"] == 300
+
+
+def test_sigterm_stops_a_cron_job_gracefully(comms, tmp_path):
+    """Under cron (no terminal, no progress bar) SIGTERM ends the job after its batch: exit 0,
+    what was done is kept, nothing is left claimed for the lease to free."""
+    from sqlalchemy import func, select
+
+    from comms_pipeline.models import headers_t
+
+    _seed(comms.url)
+    comms("contacts", "add", "C-1", "--name", "Maria", "--phone", "+35799123456")
+    engine = create_engine(comms.url)
+    with engine.begin() as conn:
+        conn.execute(headers_t.insert(), [{"contact_ref": "C-1", "template_code": "SMS_HELLO",
+                                           "status": "awaiting_processing", "priority": 2}
+                                          for _ in range(20_000)])
+    env = dict(os.environ, COMMS_PATHS_VAR=str(comms.var), COMMS_DATABASE_URL=comms.url)
+    proc = subprocess.Popen([sys.executable, "-m", "comms_pipeline.cli.main", "job", "run",
+                             "monitor", "--no-progress", "--batch-size", "50"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def processed() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(headers_t).where(
+                headers_t.c.status == "processed")).scalar_one()
+
+    deadline = time.monotonic() + 60  # a safety net, not a timing assertion
+    while processed() == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "worker.stopping" in out + err and "handled" in out
+    with engine.connect() as conn:
+        claimed = conn.execute(select(func.count()).select_from(headers_t).where(
+            headers_t.c.claimed_by.isnot(None))).scalar_one()
+    assert claimed == 0
+    assert 0 < processed() < 20_000
+    engine.dispose()

@@ -3,8 +3,10 @@ kind of bad input ending visibly while the rest of the batch carries on."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, text
 
 from comms_pipeline.admin import AddressSpec, VariantSpec, add_external_system, set_media
@@ -169,3 +171,31 @@ def test_idempotency_key_creates_one_header(engine):
     assert first == again != other
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from request_headers")).scalar() == 2
+
+
+def test_a_header_that_crashes_the_job_fails_alone_with_its_error(engine, settings):
+    """Entities that are not an object (a SQL trigger's mistake) make the job raise: the
+    batch is retried row by row, the good header is processed, the bad one carries
+    INTERNAL_ERROR and, after claims.max_attempts runs, ends Error; the job exits non-zero."""
+    from comms_pipeline.jobs import JobFailed
+
+    with engine.begin() as conn:
+        factories.contact(conn)
+        factories.sms_template(conn)
+        conn.execute(text("INSERT INTO request_headers (contact_ref, template_code, entities) "
+                          "VALUES ('C-1', 'SMS_HELLO', '\"oops\"')"))
+    good = trigger(engine, contact_ref="C-1", template_code="SMS_HELLO")
+    with pytest.raises(JobFailed, match="1 batch"):
+        run_job("monitor", settings, engine)
+    bad = _header(engine, good - 1)
+    assert _header(engine, good).status == "processed"
+    assert (bad.status, bad.status_code) == ("awaiting_processing", "INTERNAL_ERROR")
+    assert "AttributeError" in bad.status_reason
+    for _ in range(settings.claims.max_attempts):  # the backoff passes, and it fails again
+        with engine.begin() as conn:
+            conn.execute(headers_t.update().values(next_attempt_at=None))
+        with contextlib.suppress(JobFailed):
+            run_job("monitor", settings, engine)
+    bad = _header(engine, good - 1)
+    assert (bad.status, bad.status_code) == ("error", "INTERNAL_ERROR")
+    assert "gave up after" in bad.status_reason
