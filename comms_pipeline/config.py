@@ -45,8 +45,10 @@ class PathSettings(_Section):
 
 class ClaimSettings(_Section):
     lease_seconds: float = Field(60.0, gt=0)
-    max_attempts: int = Field(6, ge=1)
-    backoff_base_seconds: float = Field(2.0, ge=0)
+    #: With the backoff below, retries span about three hours: a gateway down for a while
+    #: (a restart, an outage) delays its backlog rather than rejecting it.
+    max_attempts: int = Field(10, ge=1)
+    backoff_base_seconds: float = Field(30.0, ge=0)
     backoff_max_seconds: float = Field(3600.0, ge=0)
 
 

@@ -96,7 +96,8 @@ def error_from_exception(exc: BaseException) -> GatewayError:
 
 def setup_error(exc: BaseException) -> GatewayError:
     """A failure while opening the session (connect, TLS, AUTH) is the server's, not the
-    message's: always transient, so that messages wait for the operator to fix it."""
+    message's: always transient, so that messages are retried with backoff while the operator
+    fixes it (``claims.max_attempts`` and the backoff: about three hours by default)."""
     err = error_from_exception(exc)
     return TransientGatewayError(err.code, f"connection setup failed: {err.description}")
 
