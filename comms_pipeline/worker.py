@@ -70,6 +70,37 @@ class BatchContext:
         self._runner.heartbeat.beat()
 
 
+class LeaseKeeper:
+    """Extends a batch's lease (and beats the heartbeat) from a side thread while the handler
+    works, so that a slow gateway call (SMPP throttling, a slow webhook) cannot let another
+    copy take over a batch that is being sent. It gives up after ``MAX_LEASES`` leases: a
+    handler stuck for that long loses its claim to the next worker, as a dead one would."""
+
+    MAX_LEASES = 10
+
+    def __init__(self, ctx: BatchContext, lease_seconds: float) -> None:
+        self.ctx = ctx
+        self.interval = lease_seconds / 3
+        self.deadline = time.monotonic() + lease_seconds * self.MAX_LEASES
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval) and time.monotonic() < self.deadline:
+            try:
+                self.ctx.keep_alive()
+            except Exception:  # the database is away: the finish will say whether we held on
+                log.warning("worker.keep_alive_failed", exc_info=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 class Runner:
     def __init__(self, settings: Settings, engine: Engine, handler: Handler, *,
                  batch_size: int | None = None, once: bool = False,
@@ -145,7 +176,8 @@ class Runner:
             return 0
         ctx = BatchContext(self, [r.id for r in rows])
         try:
-            outcomes = self.handler.handle(rows, ctx)
+            with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
+                outcomes = self.handler.handle(rows, ctx)
         except Exception as exc:  # bad data or a bug: explained on the rows, the rest goes on
             outcomes = self._after_failure(rows, ctx, exc)
         except BaseException:

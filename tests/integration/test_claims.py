@@ -155,3 +155,45 @@ def test_a_bulk_loaded_queue_is_analyzed_before_it_is_claimed_from(pg_url, make_
     assert last_analyze() is not None
     with engine.begin() as conn:  # fresh statistics: nothing to do
         assert db.analyze_if_stale(conn, details_t) is False
+
+
+def test_a_slow_batch_keeps_its_lease_while_the_handler_works(make_engine_for, db_url):
+    """A gateway call longer than the lease (SMPP throttling, a slow webhook): the runner's
+    lease keeper extends the claim, so another worker cannot take the batch and send it
+    again."""
+    import threading
+
+    from comms_pipeline.worker import Runner
+
+    settings, engine = make_engine_for(db_url, COMMS_CLAIMS_LEASE_SECONDS="1.5")
+    _setup(engine, 3)
+    queue = detail_queue("sms")
+    inside, release = threading.Event(), threading.Event()
+
+    class Slow:
+        name = "slow"
+
+        def __init__(self) -> None:
+            self.queue = queue
+
+        def handle(self, rows, ctx):
+            inside.set()
+            release.wait(10)  # liveness bound, not a timing assertion
+            return [Outcome.done(r.id, DetailState.COMPLETED) for r in rows]
+
+        def close(self) -> None:
+            pass
+
+    runner = Runner(settings, engine, Slow(), once=True)
+    thread = threading.Thread(target=runner.run_batch)
+    thread.start()
+    assert inside.wait(10)
+    other = Claimer(engine, "w2", settings.claims)
+    deadline = time.monotonic() + 4.0  # more than two leases pass while the handler works
+    while time.monotonic() < deadline:
+        assert other.claim(queue, 10) == []
+        time.sleep(0.1)
+    release.set()
+    thread.join(10)
+    assert set(_states(engine).values()) == {DetailState.COMPLETED}
+    assert runner.refused == 0
