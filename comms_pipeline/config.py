@@ -95,7 +95,11 @@ class SchedulerSettings(_Section):
     @field_validator("jobs")
     @classmethod
     def _five_fields(cls, jobs: dict[str, str]) -> dict[str, str]:
+        from comms_pipeline.jobs import JOBS  # the registry names only: nothing imported
+
         for name, expr in jobs.items():
+            if name not in JOBS:
+                raise ValueError(f"no job named {name!r} (known: {', '.join(sorted(JOBS))})")
             if expr:
                 try:
                     check_cron(expr)
@@ -141,7 +145,14 @@ def _env_overrides(model: type[BaseModel], prefix: str, environ: dict[str, str])
                 found[name] = nested
         elif env_name in environ:
             raw = environ[env_name]
-            found[name] = json.loads(raw) if raw[:1] in "{[" else raw
+            if raw[:1] in ("{", "["):
+                try:
+                    found[name] = json.loads(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"invalid configuration ({env_name}): not valid JSON "
+                                      f"({exc})") from None
+            else:
+                found[name] = raw
     return found
 
 

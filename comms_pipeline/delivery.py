@@ -66,7 +66,7 @@ class DeliveryHandler(ABC):
         outcomes: list[Outcome] = []
         sendable = []
         for row in rows:
-            refusal = processing_refusal(row.media, row.direction, rule.enabled)
+            refusal = processing_refusal(row.media, row.direction, rule.enabled, self.media)
             if row.expires_at is not None and row.expires_at <= now:
                 outcomes.append(Outcome.done(
                     row.id, DetailState.EXPIRED, ErrorCode.EXPIRED,

@@ -10,14 +10,16 @@ from comms_pipeline.states import (
 )
 
 
-def processing_refusal(media: str, direction: str, enabled: bool) -> tuple[str, str] | None:
+def processing_refusal(media: str, direction: str, enabled: bool,
+                       server: str | None = None) -> tuple[str, str] | None:
     """Why an entry cannot be processed by the pipeline, as (code, message), or None.
 
-    An incoming entry is refused whatever the settings; an outgoing one when its media's
-    server is not enabled. Gateway errors come later, from the gateway itself.
+    An incoming entry is refused whatever the settings; an outgoing one when the server
+    that would send it (``server``: the daemon's media, by default the entry's) is not
+    enabled. Gateway errors come later, from the gateway itself.
     """
     if direction == Direction.INCOMING:
         return ErrorCode.INCOMING_NOT_SUPPORTED, incoming_not_supported(media)
     if not enabled:
-        return ErrorCode.SERVER_NOT_ENABLED, server_not_enabled(media)
+        return ErrorCode.SERVER_NOT_ENABLED, server_not_enabled(server or media)
     return None

@@ -6,9 +6,10 @@ access token and ``{"message": {"token", "notification": {"title", "body"}, "dat
 ``name`` is the message's reference.
 
 Errors use FCM's own code (``details[].errorCode``, else ``error.status``). A token the
-provider no longer knows (``UNREGISTERED``, or a 404) raises :class:`UnregisteredToken` so
-that the daemon can flag the device address; 401, 429, 5xx and timeouts are transient
-(an expired access token is an operations problem, not the message's); other 4xx reject.
+provider no longer knows (``UNREGISTERED``) raises :class:`UnregisteredToken` so that the
+daemon can flag the device address (a bare 404 is a wrong endpoint: transient); 401, 429,
+5xx and timeouts are transient (an expired access token is an operations problem, not the
+message's); other 4xx reject.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ def classify(status: int, payload: Any) -> PermanentGatewayError | TransientGate
              if isinstance(d, dict) and d.get("errorCode")]
     code = codes[0] if codes else str(error.get("status") or f"HTTP {status}")
     text = f"HTTP {status}: {error.get('message') or 'no message'}"[:300]
-    if code == "UNREGISTERED" or status == 404:
+    if code == "UNREGISTERED":
+        # Only the provider's word about the token: a bare 404 (a wrong URL or project)
+        # says nothing about any device and must not flag every contact's address.
         return UnregisteredToken(code, text)
+    if status == 404:
+        return TransientGatewayError(code, f"{text} (is the push endpoint or project right?)")
     if status >= 500 or status in TRANSIENT_STATUSES or code in ("UNAVAILABLE", "INTERNAL",
                                                                  "QUOTA_EXCEEDED"):
         return TransientGatewayError(code, text)

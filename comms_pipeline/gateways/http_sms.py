@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-RETRYABLE_4XX = frozenset({408, 425, 429})
+#: Retried: timeouts and rate limits, and refused credentials (401/403), which are the
+#: operator's to fix, not the messages' (as for SMTP AUTH and FCM): kept for a retry.
+RETRYABLE_4XX = frozenset({401, 403, 408, 425, 429})
 
 
 def reference(detail_id: int) -> str:

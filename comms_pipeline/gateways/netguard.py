@@ -24,6 +24,10 @@ class TargetRefused(CommsError):
     """The webhook target is not allowed."""
 
 
+class TargetUnresolved(CommsError):
+    """The webhook target's name does not resolve (now: DNS failures pass)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A checked URL and the address to connect to."""
@@ -52,7 +56,7 @@ def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise TargetRefused(f"cannot resolve {host!r}: {exc.strerror}") from None
+        raise TargetUnresolved(f"cannot resolve {host!r}: {exc.strerror}") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 

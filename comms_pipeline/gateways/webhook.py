@@ -32,7 +32,7 @@ from comms_pipeline.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from comms_pipeline.gateways.netguard import TargetRefused, check_target
+from comms_pipeline.gateways.netguard import TargetRefused, TargetUnresolved, check_target
 from comms_pipeline.gateways.protocols import Outcome, SendResult, WebhookMessage
 
 if TYPE_CHECKING:
@@ -126,6 +126,8 @@ class HttpWebhookSender:
                                   allow_loopback=self.cfg.allow_loopback_targets)
         except TargetRefused as exc:
             return PermanentGatewayError(TARGET_REFUSED, str(exc))
+        except TargetUnresolved as exc:  # a resolver hiccup must not disable the endpoint
+            return TransientGatewayError("DNS", str(exc))
         try:
             headers = signed_headers(m.secret, m.event_id, m.payload)
         except SignatureError as exc:

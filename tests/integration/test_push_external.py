@@ -183,3 +183,19 @@ def test_an_unusable_secret_disables_the_endpoint(webhook_receiver, hook_env, se
     s = system(engine, system_id)
     assert not s.enabled and s.disabled_reason.startswith(code)
     assert {r["state"] for r in details(engine, ids).values()} == {"awaiting_external"}
+
+
+def test_a_disabled_external_server_is_named_in_the_refusal(webhook_receiver, hook_env):
+    """The rule checked is the push-external daemon's (media external), and so is the name
+    in SPEC's message, whatever the entry's own media."""
+    from comms_pipeline.admin import set_media
+
+    settings, engine = hook_env()
+    system_id = add_system(engine, webhook_receiver)
+    [entry] = add_entries(engine, system_id, 1)  # an SMS entry for the external system
+    with engine.begin() as conn:
+        set_media(conn, "external", enabled=False)
+    run_once(settings, engine)
+    row = details(engine, [entry])[entry]
+    assert (row["state"], row["error_code"], row["error_description"]) == (
+        "rejected", "SERVER_NOT_ENABLED", "External Server not Enabled")

@@ -96,15 +96,19 @@ def test_refused_messages_are_rejected_with_the_gateways_words(sms_gateway, http
     assert rows[ids[0]]["state"] == rows[ids[2]]["state"] == "completed"
 
 
-def test_a_bad_token_rejects_with_the_status_and_message(sms_gateway, http_env):
+def test_a_bad_token_keeps_the_messages_for_a_retry_with_the_status_and_message(
+        sms_gateway, http_env):
+    """A wrong product token is the operator's problem, not the messages': nothing is
+    rejected for it; each entry shows the gateway's answer and waits for its retry."""
     settings, engine = http_env(COMMS_GATEWAYS_SMS_API_KEY="wrong")
     ids = add_details(engine, "sms", targets(2))
 
     assert run_once(settings, engine) == 2
 
     for row in details(engine, ids).values():
-        assert row["state"] == "rejected" and row["error_code"] == "HTTP 401"
+        assert row["state"] == "awaiting_send" and row["error_code"] == "HTTP 401"
         assert row["error_description"] == "No account found for the given authentication"
+        assert row["next_attempt_at"] is not None
 
 
 def test_an_unreachable_gateway_is_transient(http_env):

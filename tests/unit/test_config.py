@@ -64,3 +64,13 @@ def test_a_cron_expression_out_of_range_is_refused_where_it_is_written(tmp_path)
         parse_definitions({"types": {"T": {
             "name": "t", "classification": "financial", "entity": "wallet",
             "template": "X", "population_query": "SELECT 1", "cron": "0 25 1 * *"}}})
+
+
+def test_malformed_json_in_the_environment_and_unknown_job_names_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"COMMS_GATEWAYS_WEBHOOK_RETRY_SCHEDULE_SECONDS.*"
+                                          r"not valid JSON"):
+        load_settings(environ={"COMMS_GATEWAYS_WEBHOOK_RETRY_SCHEDULE_SECONDS": "[1,2"})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[scheduler.jobs]\nmonitr = "* * * * *"\n')
+    with pytest.raises(ConfigError, match=r"scheduler\.jobs.*no job named 'monitr'"):
+        load_settings(cfg, environ={})

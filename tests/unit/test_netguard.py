@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from comms_pipeline.gateways.netguard import TargetRefused, check_target, classify
+from comms_pipeline.gateways.netguard import (
+    TargetRefused,
+    TargetUnresolved,
+    check_target,
+    classify,
+)
 
 
 def resolver(*addresses: str):  # type: ignore[no-untyped-def]
@@ -68,6 +73,6 @@ def test_malformed_urls_are_refused(url, why):
         check_target(url, resolver=resolver("93.184.216.34"))
 
 
-def test_names_that_do_not_resolve_are_refused():
-    with pytest.raises(TargetRefused, match="cannot resolve"):
+def test_names_that_do_not_resolve_are_not_sent_to_and_not_refused_for_good():
+    with pytest.raises(TargetUnresolved, match="cannot resolve"):
         check_target("http://does-not-exist.invalid/")
