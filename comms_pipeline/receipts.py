@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import bindparam, or_, select, update
 
+from comms_pipeline.claims import transition_rows
 from comms_pipeline.db import utcnow
 from comms_pipeline.models import details_t
+from comms_pipeline.queues import detail_queue
+from comms_pipeline.states import DetailState, Media
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -151,7 +154,22 @@ def apply_receipts(conn: Connection, receipts: Sequence[Receipt], fmt: str = "au
             updates[detail_id] = {**updates.get(detail_id, {}), **values}
             log.debug("sms.receipt", detail_id=detail_id, stat=r.stat, err=r.err)
     _write(conn, updates)
+    _reject_failed(conn, updates)
     return unmatched
+
+
+def _reject_failed(conn: Connection, updates: dict[int, dict]) -> None:
+    """A receipt saying the SMSC could not deliver (UNDELIV, EXPIRED, ...) turns the entry
+    from Completed to Rejected, with the receipt as its error, in the state history."""
+    by_stat: dict[str, list[int]] = {}
+    for detail_id, values in updates.items():
+        if values.get("error_code") in FAILED:
+            by_stat.setdefault(values["error_code"], []).append(detail_id)
+    queue = detail_queue(Media.SMS, DetailState.COMPLETED)
+    for stat, ids in by_stat.items():
+        transition_rows(conn, queue, details_t.c.id.in_(ids)
+                        & (details_t.c.state == DetailState.COMPLETED),
+                        DetailState.REJECTED, "sms-receipt", code=stat)
 
 
 def _search_joined(conn: Connection, cands: Iterable[str], found: dict) -> None:

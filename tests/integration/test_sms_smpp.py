@@ -67,8 +67,8 @@ def test_receipts_before_the_response_in_the_other_base(smsc, sms_env):
 
     rows = details(engine, ids)
     by_dest = {m.destination: m for m in smsc.messages()}
-    for row in rows.values():
-        assert row["state"] == "completed"
+    for i, row in rows.items():  # an undelivered message is Rejected, with the receipt
+        assert row["state"] == ("rejected" if i in (ids[3], ids[7]) else "completed")
         assert row["gateway_ref"] == by_dest[row["address"].lstrip("+")].ids[0]
     assert rows[ids[3]]["gateway_status"] == "UNDELIV"
     assert rows[ids[3]]["error_code"] == "UNDELIV"
@@ -113,6 +113,8 @@ def test_a_failed_part_receipt_marks_the_multipart_entry(smsc, sms_env):
     row = details(engine, ids)[ids[0]]
     assert len(row["gateway_ref"].split(",")) == 2
     assert row["gateway_status"] == "UNDELIV" and row["error_code"] == "UNDELIV"
+    assert row["state"] == "rejected"
+    assert transitions(engine, ids[0])[-1] == ("completed", "rejected")
 
 
 def test_throttling_slows_down_and_resubmits(smsc, sms_env):
