@@ -219,6 +219,9 @@ class Document(ClaimColumns, Base):
     storage_backend: Mapped[str | None] = mapped_column(String(16))
     location: Mapped[str | None] = mapped_column(Text)
     stored_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Why the last attempt to store it failed (kept until it is stored).
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
 
 

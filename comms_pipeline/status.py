@@ -37,6 +37,10 @@ def pipeline_status(engine: Engine) -> dict[str, Any]:
         doc_counts = dict(conn.execute(
             select(documents_t.c.stored_at.isnot(None), func.count())
             .group_by(documents_t.c.stored_at.isnot(None))).all())
+        failing = dict(conn.execute(
+            select(documents_t.c.error_code, func.count())
+            .where(documents_t.c.stored_at.is_(None), documents_t.c.error_code.isnot(None))
+            .group_by(documents_t.c.error_code)).all())
     headers = {s.value: header_counts.get(s.value, 0) for s in HeaderStatus}
     details = {p.value: 0 for p in PublicState}
     by_state = {s.value: 0 for s in DetailState}
@@ -62,6 +66,7 @@ def pipeline_status(engine: Engine) -> dict[str, Any]:
         "details_by_state": by_state,
         "details_by_media": by_media,
         "documents": {"stored": doc_counts.get(True, 0),
-                      "awaiting_storage": doc_counts.get(False, 0)},
+                      "awaiting_storage": doc_counts.get(False, 0),
+                      "failing_storage": failing},
         "backlog": backlog,
     }

@@ -166,3 +166,8 @@ def status(app: AppContext, as_json: bool) -> None:
     click.echo("Backlog by stage:")
     for name, count in data["backlog"].items():
         click.echo(f"  {name:<28}{count:>10}")
+    failing = data["documents"]["failing_storage"]
+    if failing:
+        click.echo("Documents failing to be stored (retried; see the storage daemon's log):")
+        for code, count in failing.items():
+            click.echo(f"  {code:<28}{count:>10}")

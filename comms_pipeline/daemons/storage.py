@@ -66,8 +66,8 @@ class StorageDaemon:
                 break  # the rest is released by the runner
             if failure is None:
                 failure = self._store(row, refs.get(row.detail_id), outcomes)
-            else:
-                outcomes.append(self._later(row))
+            else:  # the store is failing: the rest of the batch waits with the same reason
+                outcomes.append(self._later(row, failure.code, failure.description))
             ctx.keep_alive()
         return outcomes
 
@@ -75,7 +75,8 @@ class StorageDaemon:
                outcomes: list[Outcome]) -> GatewayError | None:
         if row.content is None:
             log.warning("storage.no_content", document_id=row.id, detail_id=row.detail_id)
-            outcomes.append(self._later(row))
+            outcomes.append(self._later(row, "NO_CONTENT", "the document has no content to "
+                                        "store (its copy to send was removed before storage)"))
             return None
         key = storage_key(self.prefix, row.id, row.kind, row.content_type, row.created_at)
         metadata = {"document-id": str(row.id), "detail-id": str(row.detail_id),
@@ -85,20 +86,24 @@ class StorageDaemon:
         except GatewayError as err:
             log.warning("storage.failed", document_id=row.id, backend=self.store.backend,
                         code=err.code, error=err.description, transient=err.transient)
-            outcomes.append(self._later(row))
+            outcomes.append(self._later(row, err.code, err.description))
             return err
         log.info("storage.stored", document_id=row.id, detail_id=row.detail_id,
                  backend=self.store.backend, location=location)
         outcomes.append(Outcome.done(row.id, None, storage_backend=self.store.backend,
-                                     location=location, stored_at=utcnow()))
+                                     location=location, stored_at=utcnow(), error_code=None,
+                                     error_description=None))
         return None
 
-    def _later(self, row: Row) -> Outcome:
-        """Try this document again after a backoff; never spend its last attempt."""
+    def _later(self, row: Row, code: str, description: str) -> Outcome:
+        """Try this document again after a backoff, with the reason on the document (shown
+        by ``comms status`` and ``comms documents list``); never spend its last attempt: a
+        document to keep is never given up."""
         claims = self.settings.claims
         delay = max(backoff_delay(row.attempts, claims), self.settings.daemons.poll_interval)
         return Outcome.done(row.id, None, next_attempt_at=utcnow() + timedelta(seconds=delay),
-                            attempts=min(row.attempts, claims.max_attempts - 1))
+                            attempts=min(row.attempts, claims.max_attempts - 1),
+                            error_code=code[:64], error_description=description)
 
     def close(self) -> None:
         self.store.close()

@@ -14,6 +14,7 @@ from comms_pipeline.errors import PermanentGatewayError
 from comms_pipeline.gateways.s3 import S3DocumentStore
 from comms_pipeline.gateways.settings import StorageGateway
 from comms_pipeline.models import documents_t
+from comms_pipeline.status import pipeline_status
 from comms_pipeline.worker import Runner
 from tests.integration.documents_factory import add_entries, documents
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, s3_bucket, s3_endpoint  # noqa: F401
@@ -74,12 +75,29 @@ def test_s3_unreachable_then_back_never_giving_up(sqlite_url, s3_bucket, make_en
         docs = documents(engine)
         assert all(d["stored_at"] is None and d["next_attempt_at"] > utcnow() for d in docs)
         assert {d["attempts"] for d in docs} == {1}
+        assert all(d["error_code"] and d["error_description"] for d in docs)  # visible
         with engine.begin() as conn:
             conn.execute(update(documents_t).values(next_attempt_at=None))
+    failing = pipeline_status(engine)["documents"]["failing_storage"]
+    assert sum(failing.values()) == 3
 
     settings, engine = make_engine_for(sqlite_url, **s3_bucket.env())
     run_once(settings, engine)
-    assert all(d["storage_backend"] == "s3" for d in documents(engine))
+    docs = documents(engine)
+    assert all(d["storage_backend"] == "s3" and d["error_code"] is None for d in docs)
+    assert pipeline_status(engine)["documents"]["failing_storage"] == {}
+
+
+def test_a_bucket_that_refuses_is_shown_on_the_documents(sqlite_url, s3_bucket,
+                                                          make_engine_for):
+    """A permanent refusal (no such bucket) is the operator's to fix: the documents wait,
+    each carrying S3's code, and `comms status` counts them by code."""
+    settings, engine = make_engine_for(sqlite_url, **s3_bucket.env(
+        bucket=f"{s3_bucket.name}-missing"))
+    add_entries(engine, "letter", 2)
+    run_once(settings, engine)
+    assert {d["error_code"] for d in documents(engine)} == {"NoSuchBucket"}
+    assert pipeline_status(engine)["documents"]["failing_storage"] == {"NoSuchBucket": 2}
 
 
 def test_s3_refusals_are_permanent_with_s3s_code(s3_bucket):
