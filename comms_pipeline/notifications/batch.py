@@ -184,11 +184,14 @@ def headers_statement(postgres: bool) -> str:
 
 
 def header_params(ctx: RunContext, run_id: int, after_id: int, upto_id: int, now: datetime,
-                  priority: int) -> dict[str, Any]:
+                  priority: int, started_at: datetime | None = None) -> dict[str, Any]:
+    """The batch's header statement parameters; the expiry period counts from the run's
+    start (``started_at``), so every communication of one run expires together."""
     t = ctx.type
+    base = started_at or now
     return {"template_code": t.template_code, "run_id": run_id, "run_key": str(run_id),
             "after_id": after_id, "upto_id": upto_id, "now": now, "priority": priority,
-            "expires_at": now + timedelta(hours=t.expiry_hours) if t.expiry_hours else None}
+            "expires_at": base + timedelta(hours=t.expiry_hours) if t.expiry_hours else None}
 
 
 def skipped_rows(run_id: int, skipped: Sequence[Skipped], now: datetime) -> list[dict[str, Any]]:

@@ -166,10 +166,13 @@ class EventRules:
 
     # -- expansion ------------------------------------------------------------------------
     def matching(self, h: Row) -> list[RuleInfo]:
+        """The active rules of the trigger's event (only the one it names, with rule_code)."""
         entity, name = split_event(h.event)
         given = {normalise(k) for k in (h.entities or {})}
+        named = getattr(h, "rule_code", None)
         return [r for r in self.rules.get(name, [])
-                if (r.entity == entity if entity else r.entity in given)]
+                if (r.entity == entity if entity else r.entity in given)
+                and (named is None or r.code == named)]
 
     def _excluded(self, rule: RuleInfo, h: Row) -> tuple[str, str] | None:
         if rule.segment is not None:

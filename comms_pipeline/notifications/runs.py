@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, nullcontext
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -72,8 +72,12 @@ class RunState:
     """The cursor and counters of a run, as committed."""
 
     def __init__(self, run_id: int | None, after: Any, key_type: str | None,
-                 counters: dict[str, int], summary: dict[str, Any], resumed: bool) -> None:
+                 counters: dict[str, int], summary: dict[str, Any], resumed: bool,
+                 started_at: datetime | None = None) -> None:
         self.run_id = run_id
+        #: When the run began: its communications expire counted from here, however long
+        #: the run takes or however late it is resumed.
+        self.started_at = started_at
         self.after = after
         self.key_type = key_type
         self.counters = counters
@@ -112,14 +116,14 @@ def _open_run(engine: Engine, type_id: int, type_code: str, dry_run: bool) -> Ru
             return RunState(found.id, _key_from_text(found.resume_after,
                                                      summary.get("key_type")),
                             summary.get("key_type"), {c: getattr(found, c) for c in COUNTERS},
-                            summary, True)
+                            summary, True, found.started_at)
         run_id = conn.execute(insert(runs_t).values(
             type_id=type_id, status=RUNNING, dry_run=False, started_at=now,
             summary={"type": type_code, "skip_reasons": {}, "batches": 0, "resumed": 0},
             **zero).returning(runs_t.c.id)).scalar_one()
     log.info("notification_run.started", run_id=run_id, type=type_code)
     return RunState(run_id, None, None, zero, {"type": type_code, "skip_reasons": {},
-                                               "batches": 0, "resumed": 0}, False)
+                                               "batches": 0, "resumed": 0}, False, now)
 
 
 def _batches(recipients: Iterable[Recipient], size: int) -> Iterator[list[Recipient]]:
@@ -148,7 +152,8 @@ def _write(conn: Connection, ctx: nb.RunContext, state: RunState, decisions: nb.
             ctx, run_id, state.counters["created"] + 1, decisions.notified, now))
         upto_id = conn.execute(highest).scalar_one()
         conn.execute(text(nb.headers_statement(is_postgres(conn))),
-                     nb.header_params(ctx, run_id, after_id, upto_id, now, priority))
+                     nb.header_params(ctx, run_id, after_id, upto_id, now, priority,
+                                      started_at=state.started_at))
     if decisions.skipped:
         conn.execute(insert(skipped_t), nb.skipped_rows(run_id, decisions.skipped, now))
     counts = decisions.counts()

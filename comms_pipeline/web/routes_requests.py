@@ -45,6 +45,9 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal) -> list[s
     """Refuse what cannot succeed or is not the caller's to ask; return warnings about what
     will render empty."""
     warnings: list[str] = []
+    if req.override_consent and principal.role != "admin":
+        raise ApiError(403, "forbidden", "only an admin key may override the contact's "
+                       "consent (override_consent)")
     if req.template_code:
         tpl = conn.execute(select(templates_t.c.active, templates_t.c.unrestricted_params,
                                   templates_t.c.external_system_id)
@@ -98,7 +101,7 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
         header_id = trigger(
             conn, contact_ref=body.contact_ref, template_code=body.template_code,
             event=body.event, event_number=body.event_number, rule_code=body.rule_code,
-            await_resolution=body.await_resolution,
+            await_resolution=body.await_resolution, override_consent=body.override_consent,
             media=body.media.value if body.media else None, send_to=body.send_to.value,
             address_type=body.address_type, language=body.language, entities=body.entities,
             params=body.params, send_after=body.send_after, expires_at=body.expires_at,

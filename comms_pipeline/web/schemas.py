@@ -164,6 +164,9 @@ class CommunicationRequest(BaseModel):
         "A workflow event created 'on create': the request waits in Awaiting Event Resolution "
         "until its event_number is resolved"))
     rule_code: Code | None = None
+    override_consent: bool = Field(False, description=(
+        "An important message: sent whatever the contact's marketing opt-outs (admin keys "
+        "only)"))
     media: Media | None = Field(None, description="Override of the delivery method")
     send_to: SendTo = SendTo.PRIMARY
     address_type: Code | None = None

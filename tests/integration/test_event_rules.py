@@ -95,6 +95,13 @@ def test_an_explicit_entity_and_several_matching_rules(engine, settings):
         ("WELCOME_NEW_SUBSCRIBER", "WELCOME_SUBSCRIBER", "primary"),
         ("WELCOME_SMS", "PAYMENT_RECEIPT_SMS", "all")]
     assert "WELCOME_NEW_SUBSCRIBER (1)" in headers(engine)[0].status_reason
+    # A trigger naming its rule is expanded by that rule only.
+    only = trigger(engine, contact_ref="C-1002", event="subscription.on_create",
+                   rule_code="WELCOME_SMS",
+                   entities={"subscription": {"number": "S-1003"}, **PAYMENT})
+    run_job("monitor", settings, engine)
+    assert [(k.rule_code, k.template_code) for k in children_of(engine, only)] == [
+        ("WELCOME_SMS", "PAYMENT_RECEIPT_SMS")]
 
 
 def test_no_matching_rule_and_unknown_contact_end_visibly(engine, settings):

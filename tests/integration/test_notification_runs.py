@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -95,6 +95,9 @@ def test_unsettled_subscriptions_over_the_demo_business(engine, settings, db_url
     assert h.template_code == "ACCOUNT_BALANCE" and h.status == "awaiting_processing"
     assert h.idempotency_key == f"notif-{run.id}-2"
     assert round((h.expires_at - h.created_at).total_seconds()) == 168 * 3600
+    # Counted from the run's start: every communication of the run expires together.
+    assert {x.expires_at for x in headers.values()} == {
+        run.started_at + timedelta(hours=168)}
     assert [(s.contact_ref, s.reason_code) for s in skipped] == [
         ("C-1001", "CONDITION_NOT_MET"), ("C-1003", "CONDITION_NOT_MET"),
         ("C-1006", "CONDITION_NOT_MET")]

@@ -129,3 +129,13 @@ def test_an_external_systems_keys_and_templates_are_its_own(api, engine):
         refused.json()["message"]
     assert api.post("/v1/requests", headers=bearer(portal), json=inbox).status_code == 202
     assert len(_headers(engine)) == 3
+
+
+def test_only_an_admin_may_override_consent(api, engine):
+    body = {"contact_ref": "C-1001", "template_code": "BILL_READY", "override_consent": True}
+    refused = api.post("/v1/requests", headers=bearer(add_system(engine, "CRM")[1]), json=body)
+    assert refused.status_code == 403 and "override_consent" in refused.json()["message"]
+    taken = api.post("/v1/requests", headers=bearer(role_key(engine, "admin")), json=body)
+    assert taken.status_code == 202
+    [header] = _headers(engine)
+    assert header["override_consent"] is True
