@@ -18,7 +18,7 @@ def test_migrated_schema_equals_models(db_url):
     engine = create_engine(db_url)
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True,
-                                                     "compare_server_default": False})
+                                                     "compare_server_default": True})
         diff = compare_metadata(ctx, Base.metadata)
     engine.dispose()
     assert diff == []
