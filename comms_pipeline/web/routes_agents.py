@@ -15,6 +15,7 @@ from sqlalchemy import select
 from comms_pipeline.apikeys import Principal
 from comms_pipeline.db import utcnow
 from comms_pipeline.models import Contact, NotificationRun, details_t
+from comms_pipeline.notifications import log as comm_log
 from comms_pipeline.states import Media
 from comms_pipeline.tracking import run_report, strip_pixel, tracking_counts, tracking_events
 from comms_pipeline.web.auth import require
@@ -33,6 +34,7 @@ from comms_pipeline.web.queries import (
 )
 from comms_pipeline.web.schemas import (
     NO_NUL,
+    CommunicationsLog,
     CommunicationsPage,
     DocumentLink,
     EmailPreview,
@@ -59,6 +61,25 @@ def me(request: Request,
                 systems_t.c.id == principal.external_system_id)).scalar_one_or_none()
     return {"name": principal.name, "role": principal.role, "key_prefix": principal.prefix,
             "external_system": system}
+
+
+@router.get("/v1/contacts/{ref}/log", response_model=CommunicationsLog,
+            summary="A contact's communications log: agents' interactions and the sends, "
+                    "newest first, with the follow-ups they refer to")
+def communications_log(request: Request, principal: Agent,
+                       ref: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)],
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    try:
+        with request.app.state.engine.begin() as conn:  # sends not yet logged are added
+            entries = comm_log.list_for_contact(conn, ref, limit=limit)
+    except comm_log.CommunicationError:
+        raise not_found(f"no contact {ref!r}") from None
+    return {"contact_ref": ref, "items": [
+        {"id": e.id, "media": e.media, "direction": e.direction, "category": e.category,
+         "subject": e.subject, "content": e.content, "status": e.status,
+         "follow_up_of_id": e.follow_up_of_id, "queue_entry_id": e.detail_id,
+         "created_by": e.created_by, "created_at": utc_out(e.created_at),
+         "completed_at": utc_out(e.completed_at)} for e in entries]}
 
 
 @router.get("/v1/contacts/{ref}/communications", response_model=CommunicationsPage,

@@ -228,6 +228,28 @@ class CommunicationsPage(BaseModel):
     next_cursor: str | None = None
 
 
+class LogEntry(BaseModel):
+    """One interaction of the communications log: logged by an agent, or a pipeline send."""
+
+    id: int = Field(description="The communication number")
+    media: str
+    direction: str
+    category: str | None = None
+    subject: str | None = None
+    content: str | None = None
+    status: str = Field(description="draft or completed")
+    follow_up_of_id: int | None = Field(None, description="The communication it follows up")
+    queue_entry_id: int | None = Field(None, description="The queue entry, for a send")
+    created_by: str | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class CommunicationsLog(BaseModel):
+    contact_ref: str
+    items: list[LogEntry]
+
+
 class TrackingEventOut(BaseModel):
     kind: str
     at: datetime

@@ -118,3 +118,26 @@ def test_a_document_kept_in_s3_is_streamed_or_linked(sqlite_url, tmp_path, s3_bu
         assert httpx.get(link["url"]).content == pdf
     finally:
         engine.dispose()
+
+
+def test_a_contacts_log_holds_agents_interactions_sends_and_follow_ups(api, engine):
+    from comms_pipeline.notifications import log as comm_log
+
+    [sent] = add_entries(engine, "email", 1, contact_ref="C-9", state="completed")
+    with engine.begin() as conn:
+        call = comm_log.log_interaction(conn, contact_ref="C-9", media="phone",
+                                        direction="incoming", category="complaint",
+                                        subject="No signal", created_by="agent.anna")
+        visit = comm_log.follow_up(conn, call, media="face_to_face", direction="outgoing",
+                                   content="Technician replaced the amplifier")
+    agent = bearer(role_key(engine, "agent", "Anna"))
+    log = api.get("/v1/contacts/C-9/log", headers=agent).json()
+    assert log["contact_ref"] == "C-9"
+    by_id = {e["id"]: e for e in log["items"]}
+    assert by_id[visit]["follow_up_of_id"] == call
+    assert by_id[call]["category"] == "complaint" and by_id[call]["status"] == "completed"
+    [send] = [e for e in log["items"] if e["queue_entry_id"] == sent]
+    assert (send["media"], send["created_by"]) == ("email", "pipeline")
+    assert api.get("/v1/contacts/NOBODY/log", headers=agent).status_code == 404
+    external = bearer(add_system(engine, "PORTAL")[1])
+    assert api.get("/v1/contacts/C-9/log", headers=external).status_code == 403
