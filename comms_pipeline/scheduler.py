@@ -14,7 +14,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from comms_pipeline.jobs import JOBS, run_job
-from comms_pipeline.notifications.schedule import add_notification_jobs
+from comms_pipeline.notifications.schedule import add_notification_jobs, add_refresh_job
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -44,6 +44,7 @@ def build_scheduler(settings: Settings, engine: Engine) -> BlockingScheduler:
                           args=(name, settings, engine), id=name, name=name, max_instances=1,
                           coalesce=True, misfire_grace_time=60)
     add_notification_jobs(scheduler, settings, engine)
+    add_refresh_job(scheduler, settings, engine)
     return scheduler
 
 

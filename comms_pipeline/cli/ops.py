@@ -140,7 +140,8 @@ def scheduler() -> None:
 @scheduler.command("run")
 @pass_app
 def scheduler_run(app: AppContext) -> None:
-    """Run the jobs on the cron expressions of [scheduler.jobs] until stopped."""
+    """Run the jobs on the cron expressions of [scheduler.jobs], and every notification type
+    that has a cron, until stopped (types are looked at again every minute)."""
     from comms_pipeline.scheduler import run_scheduler
 
     run_scheduler(app.settings, app.engine)

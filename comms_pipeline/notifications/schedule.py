@@ -46,19 +46,50 @@ def run_scheduled(code: str, settings: Settings, engine: Engine) -> None:
 
 
 def add_notification_jobs(scheduler: Any, settings: Settings, engine: Engine) -> list[str]:
-    """Add a job per scheduled notification type to an APScheduler scheduler; return ids."""
+    """Schedule a job per active notification type with a cron; return their ids.
+
+    Called again (every ``REFRESH_SECONDS`` by ``comms scheduler run``) it follows the types
+    as they are now: new and re-timed types are (re)scheduled, deactivated ones dropped.
+    """
     from apscheduler.triggers.cron import CronTrigger
 
-    ids = []
+    wanted: dict[str, tuple[str, Any]] = {}
     for code, cron in scheduled_types(engine):
         try:  # types saved before their cron was checked must not stop the other jobs
             trigger = CronTrigger.from_crontab(cron, timezone=settings.scheduler.timezone)
         except ValueError as exc:
             log.error("scheduler.bad_cron", type=code, cron=cron, error=str(exc))
             continue
-        job_id = f"{JOB_PREFIX}{code}"
+        wanted[f"{JOB_PREFIX}{code}"] = (code, trigger)
+    for job in scheduler.get_jobs():
+        if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
+            scheduler.remove_job(job.id)
+            log.info("scheduler.notification_job_removed", job=job.id)
+    for job_id, (code, trigger) in wanted.items():
+        job = scheduler.get_job(job_id)
+        if job is not None:
+            if str(job.trigger) == str(trigger):
+                continue
+            scheduler.remove_job(job_id)  # (a scheduler not started yet keeps duplicates)
         scheduler.add_job(run_scheduled, trigger, args=(code, settings, engine), id=job_id,
                           name=job_id, max_instances=1, coalesce=True,
                           misfire_grace_time=3600, replace_existing=True)
-        ids.append(job_id)
-    return ids
+    return list(wanted)
+
+
+#: How often a running scheduler looks at the notification types again.
+REFRESH_SECONDS = 60
+REFRESH_JOB = "refresh-notification-types"
+
+
+def add_refresh_job(scheduler: Any, settings: Settings, engine: Engine) -> None:
+    """Keep the notification jobs in step with the types without a restart."""
+    def refresh() -> None:
+        try:
+            add_notification_jobs(scheduler, settings, engine)
+        except Exception:
+            log.exception("scheduler.notification_refresh_failed")
+
+    scheduler.add_job(refresh, "interval", seconds=REFRESH_SECONDS, id=REFRESH_JOB,
+                      name=REFRESH_JOB, max_instances=1, coalesce=True,
+                      replace_existing=True)

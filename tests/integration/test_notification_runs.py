@@ -430,3 +430,24 @@ def test_a_saved_bad_cron_is_skipped_and_the_other_jobs_still_run(engine, settin
     assert "notifications:LOW_WALLET_BALANCE" not in ids
     out = capsys.readouterr().out
     assert "scheduler.bad_cron" in out and "LOW_WALLET_BALANCE" in out
+
+
+def test_a_running_scheduler_follows_the_types_as_they_change(engine, settings, db_url):
+    """Deactivated types are dropped, re-timed ones rescheduled, without a restart."""
+    from comms_pipeline.notifications.schedule import REFRESH_JOB, add_notification_jobs
+    from comms_pipeline.scheduler import build_scheduler
+
+    company_zx(engine, settings, db_url)
+    scheduler = build_scheduler(settings, engine)
+    assert scheduler.get_job(REFRESH_JOB) is not None
+    types = NotificationType.__table__
+    with engine.begin() as conn:
+        conn.execute(types.update().where(types.c.code == "LOW_WALLET_BALANCE")
+                     .values(active=False))
+        conn.execute(types.update().where(types.c.code == "UNSETTLED_SUBSCRIPTIONS")
+                     .values(cron="30 9 2 * *"))
+    add_notification_jobs(scheduler, settings, engine)  # what the refresh job runs
+    assert scheduler.get_job("notifications:LOW_WALLET_BALANCE") is None
+    monthly = scheduler.get_job("notifications:UNSETTLED_SUBSCRIPTIONS").trigger
+    fields = {f.name: str(f) for f in monthly.fields}
+    assert (fields["day"], fields["hour"], fields["minute"]) == ("2", "9", "30")

@@ -84,7 +84,7 @@ def test_graceful_stop_releases_the_unsent_batch(engine, settings):
 def test_scheduler_schedules_the_configured_jobs(settings, engine):
     settings.scheduler.jobs = {"monitor": "*/2 * * * *", "email-monitor": ""}
     jobs = build_scheduler(settings, engine).get_jobs()
-    assert [j.id for j in jobs] == ["monitor"]
+    assert [j.id for j in jobs] == ["monitor", "refresh-notification-types"]
     settings.scheduler.jobs = {"nope": "* * * * *"}
     with pytest.raises(ValueError, match="nope"):
         build_scheduler(settings, engine)
