@@ -79,6 +79,8 @@ def notifications_run(app: AppContext, type_code: str, dry_run: bool, batch_size
     summary = run_notifications(app.settings, app.engine, type_code, dry_run=dry_run,
                                 progress=progress, batch_size=batch_size)
     what = "dry run" if dry_run else f"run {summary['run_id']}"
+    if dry_run and summary.get("resumes_run"):
+        what += f" (from where run {summary['resumes_run']} stopped)"
     click.echo(f"{type_code} {what}: created {summary['created']}, skipped by consent "
                f"{summary['skipped_consent']}, skipped by condition "
                f"{summary['skipped_condition']}, errors {summary['errors']}"

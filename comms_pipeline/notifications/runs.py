@@ -92,10 +92,21 @@ def _key_from_text(value: str | None, key_type: str | None) -> Any:
 
 
 def _open_run(engine: Engine, type_id: int, type_code: str, dry_run: bool) -> RunState:
-    """Resume the type's unfinished run, or start one (a dry run starts nothing)."""
+    """Resume the type's unfinished run, or start one. A dry run starts and changes nothing:
+    it counts from where the unfinished run stopped, as the next real run would."""
     zero = dict.fromkeys(COUNTERS, 0)
     if dry_run:
-        return RunState(None, None, None, zero, {}, False)
+        with engine.connect() as conn:
+            found = conn.execute(
+                select(runs_t).where(runs_t.c.type_id == type_id,
+                                     runs_t.c.status.in_(UNFINISHED),
+                                     runs_t.c.dry_run.is_(False))
+                .order_by(runs_t.c.id.desc()).limit(1)).one_or_none()
+        if found is None:
+            return RunState(None, None, None, zero, {}, False)
+        key_type = (found.summary or {}).get("key_type")
+        return RunState(None, _key_from_text(found.resume_after, key_type), key_type, zero,
+                        {"resumes_run": found.id}, False)
     now = utcnow()
     with engine.begin() as conn:
         if is_postgres(conn):

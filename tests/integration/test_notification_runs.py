@@ -303,6 +303,14 @@ def test_a_run_failing_midway_is_interrupted_then_resumed(engine, settings):
     with engine.connect() as conn:
         run = conn.execute(select(runs_t)).one()
     assert run.status == "interrupted" and "database went away" in run.summary["error"]
+    # A dry run now counts what the resumed run will do, and writes nothing.
+    dry = run_notifications(settings, engine, "MASS_DUE", batch_size=MASS_BATCH * 2,
+                            dry_run=True)
+    assert dry["resumes_run"] == run.id and dry["run_id"] is None
+    assert dry["created"] + run.created == expected
+    with engine.connect() as conn:
+        assert conn.execute(select(runs_t.c.status, runs_t.c.created)).one() == (
+            "interrupted", run.created)
     run_notifications(settings, engine, "MASS_DUE", batch_size=MASS_BATCH * 2)
     assert_complete_without_duplicates(engine, expected)
 
