@@ -202,7 +202,8 @@ class LinkMap(Mapping[str, str]):
     """``$dynamic_link``: the enabled links of one contact, signed only when a template asks.
 
     In an HTML body a link renders as an anchor with the configured link text; elsewhere
-    (text alternative, SMS) as the bare URL. Disabled links are absent (render empty).
+    (text alternative, SMS) as the bare URL. Disabled links are absent (render empty), and
+    so are service-request acceptances when the communication is about no service request.
     """
 
     def __init__(self, builder: LinkBuilder, contact_ref: str, language: str | None,
@@ -218,6 +219,8 @@ class LinkMap(Mapping[str, str]):
             raise KeyError(name)
         subject = self._subjects.get("service_request") if name.startswith(
             "service_request") else None
+        if subject is None and name.startswith("service_request"):
+            raise KeyError(name)  # an acceptance of no service request: renders empty
         url = self._builder.url(name, self._contact, subject)
         if not rendering_html():
             return url

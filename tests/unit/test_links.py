@@ -105,6 +105,9 @@ def test_tags_render_links_bound_to_the_contact(builder):
     assert html.endswith('">Διαγραφή από τις προσφορές</a></p>')
     disabled = compile_template("[#dynamic_link.service_request_final_resolution_acceptance]")
     assert disabled.render(context) == "[]"
+    no_request = build_context(contact=contact, entities={}, params={}, links=builder)
+    assert compile_template("[#dynamic_link.service_request_response_acceptance]").render(
+        no_request) == "[]"
     no_links = build_context(contact=contact, entities={}, params={})
     assert compile_template("[#dynamic_link.opt_out_direct_marketing]").render(no_links) == "[]"
 
