@@ -92,7 +92,7 @@ class MonitorJob:
             self._templates.update({code: loaded.get(code) for code in wanted})
             self.media_rules = load_media_rules(conn)
             self.external_limits = load_external_limits(conn)
-            self.events.prepare(conn, rows)
+            self.events.prepare(conn, rows, contacts)
             self.policies = consent.load_policies(conn, rows)
         now = utcnow()
         return [self.expand(h, contacts.get(h.contact_ref), now) for h in rows]

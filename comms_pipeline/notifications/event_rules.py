@@ -22,7 +22,7 @@ Processing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,12 @@ import structlog
 from sqlalchemy import insert, select
 
 from comms_pipeline.claims import Outcome, record_transitions, transition_rows
+from comms_pipeline.entity_sources import (
+    EntitySourceError,
+    load_sources,
+    needed_entities,
+    resolve_entities,
+)
 from comms_pipeline.models import EventRule, SkippedRecipient, Template, headers_t
 from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.batch import CONDITION_NOT_MET, NOT_IN_SEGMENT
@@ -110,15 +116,21 @@ class EventRules:
         self.classifications: dict[str, str] = {}
         self.members: dict[int, set[str]] = {}
         self.today = date.today()
+        self.sources = load_sources(settings)
+        #: Each event trigger's entities, completed by the configured SQL entity sources (so
+        #: a trigger carrying only ids meets conditions and segments on the business data).
+        self.resolved: dict[int, dict[str, Any] | EntitySourceError] = {}
 
     @staticmethod
     def wants(h: Row) -> bool:
         return bool(h.event) and not h.template_code
 
-    def prepare(self, conn: Connection, headers: Sequence[Row]) -> None:
+    def prepare(self, conn: Connection, headers: Sequence[Row],
+                contacts: Mapping[str, Any] | None = None) -> None:
         """Load what expanding this batch's event triggers needs."""
         events = [h for h in headers if self.wants(h)]
         self.rules, self.members, self.today = {}, {}, date.today()
+        self.resolved = {}
         if not events:
             return
         names = {split_event(h.event)[1] for h in events}
@@ -140,13 +152,32 @@ class EventRules:
         self.classifications = dict(conn.execute(
             select(templates_t.c.code, templates_t.c.classification)
             .where(templates_t.c.code.in_(codes))).all()) if codes else {}
+        for h in events:
+            self.resolved[h.id] = self._resolve(h, (contacts or {}).get(h.contact_ref))
         self._load_members(conn, events, segments.values())
+
+    def _resolve(self, h: Row, contact: Any) -> dict[str, Any] | EntitySourceError:
+        given = dict(h.entities or {})
+        rules = self.matching(h)
+        if not self.sources or not rules:
+            return given
+        try:
+            return resolve_entities(
+                self.sources, given, contact=contact.as_tag_data() if contact else None,
+                default_url=self.settings.database_url, var_dir=self.settings.var_dir,
+                wanted=needed_entities(r.entity for r in rules))
+        except EntitySourceError as exc:
+            return exc
+
+    def entities(self, h: Row) -> dict[str, Any]:
+        found = self.resolved.get(h.id)
+        return found if isinstance(found, dict) else dict(h.entities or {})
 
     def _load_members(self, conn: Connection, events: Sequence[Row],
                       segments: Any) -> None:
         candidates = {h.contact_ref for h in events}
         for h in events:
-            for data in (h.entities or {}).values():
+            for data in self.entities(h).values():
                 if isinstance(data, dict):
                     candidates.update(str(data[k]) for k in ("id", "number") if k in data)
         for segment in segments:
@@ -176,12 +207,12 @@ class EventRules:
 
     def _excluded(self, rule: RuleInfo, h: Row) -> tuple[str, str] | None:
         if rule.segment is not None:
-            data = (h.entities or {}).get(rule.entity)
+            data = self.entities(h).get(rule.entity)
             refs = {h.contact_ref} | ({str(data[k]) for k in ("id", "number") if k in data}
                                       if isinstance(data, dict) else set())
             if not refs & self.members.get(rule.segment.id, set()):
                 return NOT_IN_SEGMENT, f"not a member of segment {rule.segment.code}"
-        why = cond.evaluate(rule.conditions, h.entities or {}, self.today)
+        why = cond.evaluate(rule.conditions, self.entities(h), self.today)
         return (CONDITION_NOT_MET, why) if why else None
 
     def expand(self, h: Row, contact: ContactInfo | None, now: Any) -> Outcome:
@@ -190,6 +221,9 @@ class EventRules:
             return Outcome.done(h.id, HeaderStatus.ERROR, ErrorCode.UNKNOWN_CONTACT,
                                 f"no contact with reference {h.contact_ref!r}")
         rules = self.matching(h)
+        failed = self.resolved.get(h.id)
+        if isinstance(failed, EntitySourceError):
+            return Outcome.done(h.id, HeaderStatus.ERROR, ErrorCode.ENTITY_DATA, str(failed))
         if not rules:
             return Outcome.done(h.id, HeaderStatus.NOT_SENT, NO_EVENT_RULE,
                                 f"no active event rule for event {h.event!r} of "
@@ -236,7 +270,8 @@ class EventRules:
                 continue
             send_to, address_type = rule.send_to, rule.address_type
             if rule.presentment:
-                send_to, address_type = "type", _presentment_type(h.entities or {}, rule.entity)
+                send_to, address_type = "type", _presentment_type(self.entities(h),
+                                                                  rule.entity)
             child = {c: getattr(h, c) for c in COPIED}
             child.update(template_code=template, rule_code=rule.code, copy_of_id=h.id,
                          send_to=send_to, address_type=address_type, media=None,

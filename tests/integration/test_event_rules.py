@@ -245,3 +245,35 @@ def test_triggers_from_python_cli_and_web_api_can_wait_for_resolution(engine, se
     assert by_python in released and len(released) == 3
     run_job("monitor", settings, engine)
     assert {h.status for h in headers(engine) if h.copy_of_id is None} == {"processed"}
+
+
+def test_conditions_see_the_business_data_of_a_trigger_that_carries_only_ids(
+        engine, settings, db_url):
+    """With SQL entity sources configured, a rule's conditions are evaluated on the payment
+    read from the business database, not only on the trigger's JSON."""
+    import tomllib
+    from pathlib import Path
+
+    from comms_pipeline import entity_sources as es
+
+    load_demo_business(db_url)
+    big = RuleDef(name="Big payments", entity="payment", event="posted",
+                  sms_template="PAYMENT_RECEIPT_SMS",
+                  conditions=[{"field": "payment.amount", "op": "more_than", "value": 40}])
+    setup(engine, settings, ("BIG_PAYMENT", big))
+    demo = Path(es.__file__).parent / "templates" / "demo_entity_sources.toml"
+    sources = tomllib.loads(demo.read_text())["entity_sources"]
+    settings.entity_sources = {name: es.EntitySource.model_validate(
+        {**cfg, "name": name, "database_url": db_url}) for name, cfg in sources.items()}
+    try:
+        big_one = trigger(engine, contact_ref="C-1002", event="posted", rule_code="BIG_PAYMENT",
+                          entities={"payment": {"id": 1}})     # P-5001, 42.50
+        small = trigger(engine, contact_ref="C-1002", event="posted", rule_code="BIG_PAYMENT",
+                        entities={"payment": {"id": 2}})       # P-5002, 20.00
+        run_job("monitor", settings, engine)
+    finally:
+        es.dispose_engines()
+    by_id = {h.id: h for h in headers(engine)}
+    assert by_id[big_one].status == "processed" and len(children_of(engine, big_one)) == 1
+    assert (by_id[small].status, by_id[small].status_code) == ("not_sent",
+                                                               "CONDITION_NOT_MET")
