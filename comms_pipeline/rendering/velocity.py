@@ -98,9 +98,12 @@ V.StoppableStream = _BudgetStream
 
 
 def _run_function(function: Any, params: list[Any], namespace: Any, loader: Any) -> str:
+    """A ``#define`` block or macro used as a value: its output was written through the
+    sandbox (values escaped in HTML), so in HTML it is markup already, not text to escape."""
     stream = _BudgetStream()
     function.execute_function(stream, namespace, params, loader)
-    return stream.getvalue()
+    text = stream.getvalue()
+    return SafeHtml(text) if sandbox.rendering_html() else text
 
 
 def _name_or_call(self: Any, current_object: Any, loader: Any, top_namespace: Any) -> Any:

@@ -92,6 +92,9 @@ def test_html_bodies_escape_every_value_but_not_the_authors_markup():
     assert out == ("<p class=\"x\">&lt;B&amp;1&gt; Tom &amp; &quot;Jerry&quot;</p>"
                    "<br><i>&lt;B&amp;1&gt;</i>")
     assert render("#bill.number $param.note", entities, params) == "<B&1> Tom & \"Jerry\""
+    # A #define block used as a value is markup already: its values escaped once, not twice.
+    defined = render("#define($b)<i>$param.note</i>#end$b", entities, params, html=True)
+    assert defined == "<i>Tom &amp; &quot;Jerry&quot;</i>"
 
 
 def test_render_flag_overrides_the_compiled_mode():
