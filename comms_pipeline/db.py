@@ -116,21 +116,17 @@ _COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 def _copy_text(value: object) -> str:
     """One value in COPY's text format (NULL is ``\\N``; backslash, tab, CR and LF escaped)."""
-    if type(value) is str:  # most values: no conversion, usually nothing to escape
-        return value if _COPY_SPECIAL.search(value) is None else _COPY_SPECIAL.sub(
-            lambda m: _COPY_ESCAPES[m.group()], value)
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict | list):
-        value = json.dumps(value, default=str)
-    plain = str(value)
-    if _COPY_SPECIAL.search(plain) is None:  # the common case: nothing to escape
-        return plain
-    return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], plain)
+    if type(value) is not str:  # most values are strings: no conversion
+        if value is None:
+            return "\\N"
+        if isinstance(value, bool):
+            return "t" if value else "f"
+        if isinstance(value, datetime):
+            return value.isoformat()
+        value = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    if _COPY_SPECIAL.search(value) is None:  # the common case: nothing to escape
+        return value
+    return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], value)
 
 
 #: Rows changed since the last ANALYZE, beyond which a table's statistics are refreshed before

@@ -177,9 +177,10 @@ class Runner:
         ctx = BatchContext(self, [r.id for r in rows])
         try:
             with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
-                outcomes = self.handler.handle(rows, ctx)
-        except Exception as exc:  # bad data or a bug: explained on the rows, the rest goes on
-            outcomes = self._after_failure(rows, ctx, exc)
+                try:
+                    outcomes = self.handler.handle(rows, ctx)
+                except Exception as exc:  # bad data or a bug: explained on the rows
+                    outcomes = self._after_failure(rows, ctx, exc)
         except BaseException:
             # Give the batch back at once rather than waiting for the lease to pass.
             self.claimer.finish(queue, [Outcome.release(r.id) for r in rows])

@@ -91,17 +91,21 @@ def _key_from_text(value: str | None, key_type: str | None) -> Any:
     return int(value) if key_type == "int" else value
 
 
+def _unfinished_run(conn: Connection, type_id: int) -> Any:
+    """The type's latest real run that did not finish, if any (the one to resume)."""
+    return conn.execute(
+        select(runs_t).where(runs_t.c.type_id == type_id, runs_t.c.status.in_(UNFINISHED),
+                             runs_t.c.dry_run.is_(False))
+        .order_by(runs_t.c.id.desc()).limit(1)).one_or_none()
+
+
 def _open_run(engine: Engine, type_id: int, type_code: str, dry_run: bool) -> RunState:
     """Resume the type's unfinished run, or start one. A dry run starts and changes nothing:
     it counts from where the unfinished run stopped, as the next real run would."""
     zero = dict.fromkeys(COUNTERS, 0)
     if dry_run:
         with engine.connect() as conn:
-            found = conn.execute(
-                select(runs_t).where(runs_t.c.type_id == type_id,
-                                     runs_t.c.status.in_(UNFINISHED),
-                                     runs_t.c.dry_run.is_(False))
-                .order_by(runs_t.c.id.desc()).limit(1)).one_or_none()
+            found = _unfinished_run(conn, type_id)
         if found is None:
             return RunState(None, None, None, zero, {}, False)
         key_type = (found.summary or {}).get("key_type")
@@ -113,10 +117,7 @@ def _open_run(engine: Engine, type_id: int, type_code: str, dry_run: bool) -> Ru
             # One opener per type at a time: a second concurrent `run` waits here and then
             # resumes the run the first one started, instead of starting another.
             conn.execute(select(types_t.c.id).where(types_t.c.id == type_id).with_for_update())
-        found = conn.execute(
-            select(runs_t).where(runs_t.c.type_id == type_id, runs_t.c.status.in_(UNFINISHED),
-                                 runs_t.c.dry_run.is_(False))
-            .order_by(runs_t.c.id.desc()).limit(1)).one_or_none()
+        found = _unfinished_run(conn, type_id)
         if found is not None:
             summary = dict(found.summary or {})
             summary["resumed"] = summary.get("resumed", 0) + 1
