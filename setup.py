@@ -3,7 +3,7 @@
 Everything else is declared in ``setup.cfg``. In a checkout (and an editable install) the
 migrations are read from ``sql/migrations``; an installed wheel has no checkout around it, so
 ``build_py`` copies them to ``comms_pipeline/sql_migrations``, where
-:data:`comms_pipeline.db.MIGRATIONS_DIR` finds them.
+:data:`comms_pipeline.store.db.MIGRATIONS_DIR` finds them.
 """
 
 from __future__ import annotations

@@ -30,13 +30,13 @@ from email.utils import make_msgid
 from sqlalchemy import func, insert, select
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
-from comms_pipeline.admin import add_contact
-from comms_pipeline.api import trigger
-from comms_pipeline.config import load_settings
 from comms_pipeline.daemons.email import EmailDaemon
-from comms_pipeline.db import make_engine, upgrade, utcnow
-from comms_pipeline.models import details_t, documents_t
-from comms_pipeline.worker import Runner
+from comms_pipeline.pipeline.admin_records import add_contact
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.settings.config import load_settings
+from comms_pipeline.store.db import make_engine, upgrade, utcnow
+from comms_pipeline.store.models import details_t, documents_t
 
 FROM = "no-reply@example.com"
 BODY = ("Dear customer,\n\nyour bill B-{i} for April 2026 is ready. The amount of EUR 42.95 "

@@ -32,14 +32,20 @@ if sys.path[1:2] == [str(Path(__file__).resolve().parent)]:
 from sqlalchemy import delete, func, select, update
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
-from comms_pipeline.admin import AddressSpec, TemplateSpec, VariantSpec, add_contact, save_template
-from comms_pipeline.api import trigger
-from comms_pipeline.config import load_settings
-from comms_pipeline.db import make_engine, upgrade
 from comms_pipeline.jobs.letter_monitor import LetterMonitorJob, sender_lines
-from comms_pipeline.models import details_t, documents_t, transitions_t
-from comms_pipeline.pdf import LAYOUT_DIR, LetterContent, LetterRenderer
-from comms_pipeline.worker import Runner
+from comms_pipeline.pipeline.admin_records import (
+    AddressSpec,
+    TemplateSpec,
+    VariantSpec,
+    add_contact,
+    save_template,
+)
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.rendering.pdf import LAYOUT_DIR, LetterContent, LetterRenderer
+from comms_pipeline.settings.config import load_settings
+from comms_pipeline.store.db import make_engine, upgrade
+from comms_pipeline.store.models import details_t, documents_t, transitions_t
 
 RESULTS = Path(__file__).resolve().parent / "results" / "letters.md"
 BODY = ("<p>Dear #contact_information.name,</p>"

@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, select, text
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
-from comms_pipeline.admin import TemplateSpec, VariantSpec, save_template
-from comms_pipeline.config import load_settings
-from comms_pipeline.db import make_engine, upgrade
 from comms_pipeline.jobs import run_job_workers
-from comms_pipeline.models import details_t
-from comms_pipeline.supervise import self_command
-from comms_pipeline.worker import Runner
+from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec, save_template
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.runtime.supervisor import self_command
+from comms_pipeline.settings.config import load_settings
+from comms_pipeline.store.db import make_engine, upgrade
+from comms_pipeline.store.models import details_t
 
 CONTACTS = 10_000
 

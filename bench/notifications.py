@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, select, text
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
-from comms_pipeline.admin import TemplateSpec, VariantSpec, save_template
-from comms_pipeline.config import load_settings
-from comms_pipeline.db import make_engine, upgrade
-from comms_pipeline.models import Notification, NotificationRun, headers_t
 from comms_pipeline.notifications.runs import run_notifications
 from comms_pipeline.notifications.types import Definitions, TypeDef, save_definitions
+from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec, save_template
+from comms_pipeline.settings.config import load_settings
+from comms_pipeline.store.db import make_engine, upgrade
+from comms_pipeline.store.models import Notification, NotificationRun, headers_t
 
 DEFAULT_N = {"postgresql": 200_000, "sqlite": 100_000}
 RSS_MARK = 100_000

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import airspeed
 
-from comms_pipeline.links import LinkBuilder, LinkSettings
+from comms_pipeline.pipeline.links import LinkBuilder, LinkSettings
 from comms_pipeline.rendering import build_context, compile_template, velocity
 
 BODY = """<p>Dear #contact_information.name,</p>

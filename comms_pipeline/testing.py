@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from comms_pipeline.errors import GatewayError, PermanentGatewayError, TransientGatewayError
+from comms_pipeline.core.errors import GatewayError, PermanentGatewayError, TransientGatewayError
 from comms_pipeline.gateways.protocols import Outcome, SendResult
 
 

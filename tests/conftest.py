@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from comms_pipeline import db as dbmod
-from comms_pipeline.config import load_settings
+from comms_pipeline.settings.config import load_settings
+from comms_pipeline.store import db as dbmod
 
 PG_URL = os.environ.get("COMMS_TEST_PG_URL",
                         "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

@@ -1,12 +1,19 @@
-"""Small builders of test data on top of comms_pipeline.admin and comms_pipeline.api."""
+"""Small builders of test data on top of comms_pipeline.pipeline.admin_records and
+comms_pipeline.pipeline.triggers."""
 
 from __future__ import annotations
 
 from sqlalchemy import insert
 
-from comms_pipeline.admin import AddressSpec, TemplateSpec, VariantSpec, add_contact, save_template
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import details_t, headers_t
+from comms_pipeline.pipeline.admin_records import (
+    AddressSpec,
+    TemplateSpec,
+    VariantSpec,
+    add_contact,
+    save_template,
+)
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import details_t, headers_t
 
 
 def contact(conn, ref="C-1", name="Maria Georgiou", language="en", email="maria@example.com",

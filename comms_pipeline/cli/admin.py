@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from comms_pipeline import admin
-from comms_pipeline.addressing import InvalidAddress, normalise
 from comms_pipeline.cli.common import AppContext, pass_app
-from comms_pipeline.db import upgrade
+from comms_pipeline.core.addressing import InvalidAddress, normalise
+from comms_pipeline.pipeline import admin_records as admin
+from comms_pipeline.store.db import upgrade
 
 
 @click.group()

@@ -12,10 +12,11 @@ import os
 import click
 from sqlalchemy import select, update
 
-from comms_pipeline import admin, apikeys
 from comms_pipeline.cli.common import AppContext, pass_app
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import ExternalSystem
+from comms_pipeline.pipeline import admin_records as admin
+from comms_pipeline.pipeline import apikeys
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import ExternalSystem
 from comms_pipeline.web.settings import web_settings
 
 systems_t = ExternalSystem.__table__
@@ -150,7 +151,7 @@ def systems_apply_status(app: AppContext, path: str, code: str) -> None:
     CSV header: entry_id,status,error_code,error_description
     status: Sent (Completed), Error (Rejected), Removed (Completed and Removed)
     """
-    from comms_pipeline.queue_actions import apply_status_file
+    from comms_pipeline.queue.actions import apply_status_file
 
     result = apply_status_file(app.engine, path, external_system=code)
     click.echo(f"{result.applied} entr{'y' if result.applied == 1 else 'ies'} updated, "

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from comms_pipeline.config import Settings, load_settings
-from comms_pipeline.db import engine_for
+from comms_pipeline.settings.config import Settings, load_settings
+from comms_pipeline.store.db import engine_for
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -18,7 +18,7 @@ def demo(app: AppContext) -> None:
     Triggers requests across media (some deliberately bad), runs every job and daemon to
     completion, and prints what was sent, what was rejected and why, and where it all is.
     """
-    from comms_pipeline.demo import run_demo
+    from comms_pipeline.runtime.demo import run_demo
 
     summary = run_demo(app.settings, lambda line: click.echo(f"  {line}"))
     headers, details = summary["headers"], summary["details"]

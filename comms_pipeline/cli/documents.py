@@ -6,12 +6,12 @@ import sys
 
 import click
 
-from comms_pipeline.documents import (
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.pipeline.documents import (
     contact_exists,
     fetch_document,
     list_documents,
 )
-from comms_pipeline.errors import CommsError
 
 
 def _app():  # type: ignore[no-untyped-def]

@@ -13,8 +13,8 @@ import click
 
 from comms_pipeline import __version__
 from comms_pipeline.cli.common import AppContext
-from comms_pipeline.errors import CommsError
-from comms_pipeline.logs import configure_logging
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.runtime.logs import configure_logging
 
 #: Subcommands, imported when used: name -> "module:attribute".
 COMMANDS = {

@@ -13,16 +13,16 @@ import click
 from sqlalchemy import func, select
 
 from comms_pipeline.cli.common import AppContext, pass_app
-from comms_pipeline.models import (
+from comms_pipeline.notifications import log as comm_log
+from comms_pipeline.notifications import types as defs
+from comms_pipeline.pipeline.tracking import run_report
+from comms_pipeline.store.models import (
     EventRule,
     NotificationRun,
     NotificationType,
     Segment,
     SkippedRecipient,
 )
-from comms_pipeline.notifications import log as comm_log
-from comms_pipeline.notifications import types as defs
-from comms_pipeline.tracking import run_report
 
 types_t = NotificationType.__table__
 runs_t = NotificationRun.__table__

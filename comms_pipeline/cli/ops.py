@@ -8,10 +8,10 @@ import sys
 
 import click
 
-from comms_pipeline import supervise
 from comms_pipeline.cli.common import AppContext, pass_app
 from comms_pipeline.daemons import DAEMONS, build_daemon
 from comms_pipeline.jobs import JOBS, JobFailed, run_job, run_job_workers
+from comms_pipeline.runtime import supervisor as supervise
 
 
 @click.group()
@@ -69,7 +69,7 @@ def daemon() -> None:
 @pass_app
 def daemon_run(app: AppContext, name: str, once: bool, batch_size: int | None) -> None:
     """Run daemon NAME in the foreground until SIGTERM (or, with --once, until idle)."""
-    from comms_pipeline.worker import Runner
+    from comms_pipeline.queue.runner import Runner
 
     handler = build_daemon(name, app.settings, app.engine)
     runner = Runner(app.settings, app.engine, handler, batch_size=batch_size, once=once)
@@ -115,7 +115,7 @@ def daemon_stop(app: AppContext, name: str | None) -> None:
 @pass_app
 def daemon_status(app: AppContext, as_json: bool) -> None:
     """Show daemons; exit 1 if a started daemon is dead or its heartbeat is stale."""
-    from comms_pipeline.daemon_health import daemon_health
+    from comms_pipeline.runtime.health import daemon_health
 
     rows, healthy = daemon_health(app.settings, app.engine)
     if as_json:
@@ -142,7 +142,7 @@ def scheduler() -> None:
 def scheduler_run(app: AppContext) -> None:
     """Run the jobs on the cron expressions of [scheduler.jobs], and every notification type
     that has a cron, until stopped (types are looked at again every minute)."""
-    from comms_pipeline.scheduler import run_scheduler
+    from comms_pipeline.runtime.scheduler import run_scheduler
 
     run_scheduler(app.settings, app.engine)
 
@@ -152,7 +152,7 @@ def scheduler_run(app: AppContext) -> None:
 @pass_app
 def status(app: AppContext, as_json: bool) -> None:
     """Backlog of every stage and the queue's entries by life-cycle state."""
-    from comms_pipeline.status import pipeline_status
+    from comms_pipeline.queue.status import pipeline_status
 
     data = pipeline_status(app.engine)
     if as_json:

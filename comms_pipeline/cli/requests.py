@@ -8,19 +8,19 @@ from datetime import UTC, datetime, timedelta
 import click
 from sqlalchemy import and_, select, update
 
-from comms_pipeline.api import SEND_TO
-from comms_pipeline.api import trigger as trigger_request
-from comms_pipeline.claims import record_transitions, transition_rows
 from comms_pipeline.cli.common import AppContext, parse_pairs, pass_app
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import Contact, details_t, transitions_t
-from comms_pipeline.queues import pending_details_queue
-from comms_pipeline.states import (
+from comms_pipeline.core.states import (
     DetailState,
     ErrorCode,
     PublicState,
     public_state,
 )
+from comms_pipeline.pipeline.triggers import SEND_TO
+from comms_pipeline.pipeline.triggers import trigger as trigger_request
+from comms_pipeline.queue.claims import record_transitions, transition_rows
+from comms_pipeline.queue.work_queues import pending_details_queue
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import Contact, details_t, transitions_t
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -14,21 +14,12 @@ import click
 from sqlalchemy import select
 
 from comms_pipeline.cli.common import parse_pairs
-from comms_pipeline.entity_sources import load_sources, needed_entities, resolve_entities
-from comms_pipeline.errors import CommsError
-from comms_pipeline.links import LinkBuilder, link_settings
-from comms_pipeline.models import Contact, ContactAddress
-from comms_pipeline.rendering import (
-    TemplateError,
-    available_tags,
-    build_context,
-    compile_template,
-    missing_params,
-    validate_template,
-)
-from comms_pipeline.sms_text import analyse
-from comms_pipeline.states import Media
-from comms_pipeline.template_files import (
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.core.sms_text import analyse
+from comms_pipeline.core.states import Media
+from comms_pipeline.pipeline.entity_sources import load_sources, needed_entities, resolve_entities
+from comms_pipeline.pipeline.links import LinkBuilder, link_settings
+from comms_pipeline.pipeline.template_files import (
     fetch_template,
     limit_for,
     list_templates,
@@ -38,6 +29,15 @@ from comms_pipeline.template_files import (
     save_checked,
     write_template_dir,
 )
+from comms_pipeline.rendering import (
+    TemplateError,
+    available_tags,
+    build_context,
+    compile_template,
+    missing_params,
+    validate_template,
+)
+from comms_pipeline.store.models import Contact, ContactAddress
 
 
 def _app() -> Any:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from comms_pipeline.errors import UnknownNameError
+from comms_pipeline.core.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import Handler
+    from comms_pipeline.queue.runner import Handler
+    from comms_pipeline.settings.config import Settings
 
 DAEMONS: dict[str, str] = {
     "sms": "comms_pipeline.daemons.sms:SmsDaemon",

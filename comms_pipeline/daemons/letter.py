@@ -10,19 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from comms_pipeline.claims import Outcome
-from comms_pipeline.db import utcnow
-from comms_pipeline.delivery import DeliveryHandler, outcome_for
-from comms_pipeline.documents import document_contents
-from comms_pipeline.errors import ConfigError
+from comms_pipeline.core.errors import ConfigError
+from comms_pipeline.core.states import DetailState
+from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.protocols import Letter, LetterDrop
-from comms_pipeline.states import DetailState
+from comms_pipeline.pipeline.documents import document_contents
+from comms_pipeline.queue.claims import Outcome
+from comms_pipeline.store.db import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 NO_DOCUMENT = "NO_DOCUMENT"
 NOT_PDF = "NOT_PDF"

@@ -22,21 +22,21 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import and_, select, update
 
-from comms_pipeline.claims import Outcome, WorkQueue
-from comms_pipeline.db import utcnow
-from comms_pipeline.delivery import DeliveryHandler, outcome_for
-from comms_pipeline.errors import ConfigError, GatewayError
+from comms_pipeline.core.errors import ConfigError, GatewayError
+from comms_pipeline.core.states import DetailState
+from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.protocols import SendResult, WebhookMessage, WebhookSender
 from comms_pipeline.gateways.webhook import ENDPOINT_ERRORS
-from comms_pipeline.models import ExternalSystem, details_t, headers_t
 from comms_pipeline.notifications.log import log_sends_on_change
-from comms_pipeline.states import DetailState
+from comms_pipeline.queue.claims import Outcome, WorkQueue
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import ExternalSystem, details_t, headers_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 systems_t = ExternalSystem.__table__
@@ -62,7 +62,7 @@ def external_queue() -> WorkQueue:
 def make_webhook_sender(settings: Settings) -> WebhookSender:
     cfg = settings.gateways.webhook
     if cfg.backend == "local":
-        from comms_pipeline.gateways.local import LocalWebhookSender
+        from comms_pipeline.gateways.local_jsonl import LocalWebhookSender
 
         return LocalWebhookSender(settings.var_dir / "out" / "webhooks")
     if cfg.backend == "http":

@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import and_, update
 
-from comms_pipeline.delivery import DeliveryHandler, outcome_for
-from comms_pipeline.errors import ConfigError
+from comms_pipeline.core.errors import ConfigError
+from comms_pipeline.core.states import AddressKind
+from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.fcm import UnregisteredToken
 from comms_pipeline.gateways.protocols import PushMessage, PushSender
-from comms_pipeline.models import ContactAddress
-from comms_pipeline.states import AddressKind
+from comms_pipeline.store.models import ContactAddress
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
 
-    from comms_pipeline.claims import Outcome
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.queue.claims import Outcome
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 addresses_t = ContactAddress.__table__
@@ -34,7 +34,7 @@ addresses_t = ContactAddress.__table__
 def make_push_sender(settings: Settings) -> PushSender:
     cfg = settings.gateways.push
     if cfg.backend == "local":
-        from comms_pipeline.gateways.local import LocalPushSender
+        from comms_pipeline.gateways.local_jsonl import LocalPushSender
 
         return LocalPushSender(settings.var_dir / "out" / "push")
     if cfg.backend == "fcm":

@@ -1,7 +1,7 @@
 """SMS daemon: sends SMS details through the configured SMS gateway.
 
-With the SMPP backend it also owns a :class:`~comms_pipeline.receipts.ReceiptApplier`, which
-records the delivery receipts the SMSC sends back on the details they belong to.
+With the SMPP backend it also owns a :class:`~comms_pipeline.pipeline.receipts.ReceiptApplier`,
+which records the delivery receipts the SMSC sends back on the details they belong to.
 """
 
 from __future__ import annotations
@@ -9,24 +9,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from comms_pipeline.delivery import DeliveryHandler, outcome_for
-from comms_pipeline.errors import ConfigError
+from comms_pipeline.core.errors import ConfigError
+from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
 
-    from comms_pipeline.claims import Outcome
-    from comms_pipeline.config import Settings
-    from comms_pipeline.receipts import Receipt
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.pipeline.receipts import Receipt
+    from comms_pipeline.queue.claims import Outcome
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 
 def make_sms_sender(settings: Settings, on_receipt=None) -> SmsSender:  # type: ignore[no-untyped-def]
     """The configured backend; ``on_receipt`` receives SMPP delivery receipts."""
     cfg = settings.gateways.sms
     if cfg.backend == "local":
-        from comms_pipeline.gateways.local import LocalSmsSender
+        from comms_pipeline.gateways.local_jsonl import LocalSmsSender
 
         return LocalSmsSender(settings.var_dir / "out" / "sms")
     if cfg.backend == "smpp":
@@ -49,7 +49,7 @@ class SmsDaemon(DeliveryHandler):
         self.receipts = None
         on_receipt = None
         if cfg.backend == "smpp":
-            from comms_pipeline.receipts import ReceiptApplier
+            from comms_pipeline.pipeline.receipts import ReceiptApplier
 
             self.receipts = ReceiptApplier(engine, fmt=cfg.receipt_id_format,
                                            hold_seconds=cfg.receipt_hold_seconds)

@@ -23,18 +23,18 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import select
 
-from comms_pipeline.claims import Outcome, backoff_delay
-from comms_pipeline.db import utcnow
-from comms_pipeline.documents import make_document_store, storage_key
-from comms_pipeline.errors import GatewayError
-from comms_pipeline.models import Contact, details_t
-from comms_pipeline.queues import storage_queue
+from comms_pipeline.core.errors import GatewayError
+from comms_pipeline.pipeline.documents import make_document_store, storage_key
+from comms_pipeline.queue.claims import Outcome, backoff_delay
+from comms_pipeline.queue.work_queues import storage_queue
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import Contact, details_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 contacts_t = Contact.__table__

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from comms_pipeline.errors import (
+from comms_pipeline.core.errors import (
     ConfigError,
     MissingExtraError,
     PermanentGatewayError,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from comms_pipeline.errors import (
+from comms_pipeline.core.errors import (
     ConfigError,
     GatewayError,
     MissingExtraError,

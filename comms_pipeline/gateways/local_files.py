@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from comms_pipeline.errors import GatewayError, PermanentGatewayError, TransientGatewayError
+from comms_pipeline.core.errors import GatewayError, PermanentGatewayError, TransientGatewayError
 from comms_pipeline.gateways.manifest import MANIFEST_NAME, build_manifest, new_batch_name
 from comms_pipeline.gateways.protocols import EmailMessage, Letter, Outcome, SendResult
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from comms_pipeline.errors import CommsError
+from comms_pipeline.core.errors import CommsError
 
 Resolver = Callable[[str, int], list[str]]
 

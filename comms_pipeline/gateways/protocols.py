@@ -1,7 +1,7 @@
 """One Protocol per delivery capability; each backend module implements one of them.
 
 Every sender takes a batch and answers, in order, one :class:`SendResult` or one
-:class:`~comms_pipeline.errors.GatewayError` per message, so that windowed protocols (SMPP)
+:class:`~comms_pipeline.core.errors.GatewayError` per message, so that windowed protocols (SMPP)
 and pooled connections (SMTP) can overlap work while simple backends loop. Backends raise
 only the project's own exceptions: library errors are translated at this boundary.
 """
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from comms_pipeline.errors import GatewayError
+from comms_pipeline.core.errors import GatewayError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from comms_pipeline.errors import (
+from comms_pipeline.core.errors import (
     ConfigError,
     GatewayError,
     MissingExtraError,

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from comms_pipeline.errors import GatewayError, MissingExtraError, TransientGatewayError
+from comms_pipeline.core.errors import GatewayError, MissingExtraError, TransientGatewayError
 from comms_pipeline.gateways.manifest import MANIFEST_NAME, build_manifest, new_batch_name
 from comms_pipeline.gateways.protocols import Letter, Outcome, SendResult
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from comms_pipeline.errors import GatewayError, PermanentGatewayError, TransientGatewayError
+from comms_pipeline.core.errors import GatewayError, PermanentGatewayError, TransientGatewayError
 from comms_pipeline.gateways.protocols import Outcome, SendResult, SmsMessage
 from comms_pipeline.gateways.smpp_pdu import (
     ESM_UDHI,
@@ -51,7 +51,7 @@ from comms_pipeline.gateways.smpp_pdu import (
     submit_sm_body,
     submit_sm_resp,
 )
-from comms_pipeline.receipts import Receipt, parse_receipt
+from comms_pipeline.pipeline.receipts import Receipt, parse_receipt
 
 if TYPE_CHECKING:
     from comms_pipeline.gateways.settings import SmsGateway

@@ -11,13 +11,13 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from comms_pipeline.errors import (
+from comms_pipeline.core.errors import (
     GatewayError,
     MissingExtraError,
     PermanentGatewayError,
     TransientGatewayError,
 )
-from comms_pipeline.sms_text import GSM7, split_parts
+from comms_pipeline.core.sms_text import GSM7, split_parts
 
 try:
     from smpplib import consts as _consts
@@ -99,7 +99,7 @@ def _ucs2_parts(text: str) -> list[bytes]:
 def encode_text(text: str) -> tuple[int, list[bytes]]:
     """(data_coding, part payloads without UDH): GSM-7 (0) when possible, else UCS-2 (8).
 
-    Where to split is :func:`comms_pipeline.sms_text.split_parts`'s decision (the same one the
+    Where to split is :func:`comms_pipeline.core.sms_text.split_parts`'s decision (the same one the
     Comms Monitor counted parts with): 160 GSM septets or 70 UCS-2 units in one message,
     153 / 67 per concatenated part, escapes and surrogate pairs kept whole.
     """

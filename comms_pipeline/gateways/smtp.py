@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from comms_pipeline.errors import (
+from comms_pipeline.core.errors import (
     GatewayError,
     MissingExtraError,
     PermanentGatewayError,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from comms_pipeline.errors import (
+from comms_pipeline.core.errors import (
     CommsError,
     MissingExtraError,
     PermanentGatewayError,

@@ -1,7 +1,7 @@
 """Batch jobs: each drains its backlog with the shared claim mechanism, then exits.
 
 ``comms job run NAME`` builds a job from this registry (modules imported lazily) and runs it
-with :class:`comms_pipeline.worker.Runner` in ``once`` mode.
+with :class:`comms_pipeline.queue.runner.Runner` in ``once`` mode.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from comms_pipeline.errors import CommsError, UnknownNameError
+from comms_pipeline.core.errors import CommsError, UnknownNameError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import Handler
+    from comms_pipeline.queue.runner import Handler
+    from comms_pipeline.settings.config import Settings
 
 JOBS: dict[str, str] = {
     "monitor": "comms_pipeline.jobs.monitor:MonitorJob",
@@ -42,8 +42,8 @@ def run_job(name: str, settings: Settings, engine: Engine, *, batch_size: int | 
 
     import click
 
-    from comms_pipeline.claims import backlog
-    from comms_pipeline.worker import Runner
+    from comms_pipeline.queue.claims import backlog
+    from comms_pipeline.queue.runner import Runner
 
     handler = build_job(name, settings, engine)
     size = batch_size or (settings.monitor.batch_size if name == "monitor"
@@ -92,8 +92,8 @@ def run_job_workers(name: str, settings: Settings, engine: Engine, workers: int,
 
     import click
 
-    from comms_pipeline.claims import backlog
-    from comms_pipeline.errors import CommsError
+    from comms_pipeline.core.errors import CommsError
+    from comms_pipeline.queue.claims import backlog
 
     queue = build_job(name, settings, engine).queue
     with engine.connect() as conn:

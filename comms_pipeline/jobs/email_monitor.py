@@ -2,7 +2,7 @@
 
 Each detail waiting for its merge gets its template variant rendered with its header's data,
 a text alternative (the template's text body, or one derived from the HTML), and a message
-built by :mod:`comms_pipeline.mime`: From / Reply-To from the configuration, a Message-ID,
+built by :mod:`comms_pipeline.rendering.mime`: From / Reply-To from the configuration, a Message-ID,
 and on marketing List-Unsubscribe with a signed opt-out token. The .eml is stored as the
 detail's document and the detail moves on to Awaiting Send (or Awaiting External) in the same
 transaction. A template error, a text over the media's limit or an unusable address rejects
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from comms_pipeline.claims import Outcome
-from comms_pipeline.errors import ConfigError
-from comms_pipeline.merge_data import (
+from comms_pipeline.core.errors import ConfigError
+from comms_pipeline.core.states import Classification, ErrorCode, Media
+from comms_pipeline.pipeline.merge_data import (
     MergeBatch,
     Merged,
     MergeJob,
@@ -26,7 +26,10 @@ from comms_pipeline.merge_data import (
     next_state,
     rejected,
 )
-from comms_pipeline.mime import (
+from comms_pipeline.pipeline.tracking import Tracker, record_links
+from comms_pipeline.queue.claims import Outcome
+from comms_pipeline.queue.work_queues import merge_queue
+from comms_pipeline.rendering.mime import (
     InvalidMessage,
     MessageSpec,
     build_message,
@@ -34,15 +37,12 @@ from comms_pipeline.mime import (
     parse_mailbox,
     unsubscribe_link,
 )
-from comms_pipeline.queues import merge_queue
-from comms_pipeline.states import Classification, ErrorCode, Media
-from comms_pipeline.tracking import Tracker, record_links
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 

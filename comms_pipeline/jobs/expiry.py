@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import and_
 
-from comms_pipeline.claims import Outcome, WorkQueue
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import details_t
-from comms_pipeline.states import PENDING_STATES, DetailState, ErrorCode
+from comms_pipeline.core.states import PENDING_STATES, DetailState, ErrorCode
+from comms_pipeline.queue.claims import Outcome, WorkQueue
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import details_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 
 def expired_queue() -> WorkQueue:

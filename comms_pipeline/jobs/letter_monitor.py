@@ -2,7 +2,7 @@
 
 Each detail's template variant is rendered with its header's data (an HTML body, or the text
 body as paragraphs) and laid into the letter frame (A4, window-envelope address block,
-sender block, page numbers) by :mod:`comms_pipeline.pdf`, a batch at a time. Each letter's
+sender block, page numbers) by :mod:`comms_pipeline.rendering.pdf`, a batch at a time. Each letter's
 PDF is stored as its detail's document and the detail moves on to Awaiting Send (or Awaiting
 External) in the same transaction. A template error, a text over the media limit or a
 letter WeasyPrint cannot render rejects that detail alone.
@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from comms_pipeline.claims import Outcome
-from comms_pipeline.db import utcnow
-from comms_pipeline.merge_data import (
+from comms_pipeline.core.states import ErrorCode, Media
+from comms_pipeline.pipeline.merge_data import (
     MergeBatch,
     Merged,
     MergeJob,
@@ -30,22 +29,23 @@ from comms_pipeline.merge_data import (
     next_state,
     rejected,
 )
-from comms_pipeline.mime import InvalidMessage, html_to_text, parse_mailbox, text_to_html
-from comms_pipeline.pdf import (
+from comms_pipeline.queue.claims import Outcome
+from comms_pipeline.queue.work_queues import merge_queue
+from comms_pipeline.rendering.mime import InvalidMessage, html_to_text, parse_mailbox, text_to_html
+from comms_pipeline.rendering.pdf import (
     DEFAULT_CHUNK,
     LetterContent,
     LetterError,
     LetterPool,
     RendererCrashed,
 )
-from comms_pipeline.queues import merge_queue
-from comms_pipeline.states import ErrorCode, Media
+from comms_pipeline.store.db import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 

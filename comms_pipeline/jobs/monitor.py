@@ -16,43 +16,43 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from comms_pipeline.addressing import InvalidAddress, normalise, select_targets
-from comms_pipeline.claims import Outcome, insert_with_history
-from comms_pipeline.db import utcnow
-from comms_pipeline.entity_sources import (
-    EntitySourceError,
-    load_sources,
-    needed_entities,
-    resolve_entities,
-)
-from comms_pipeline.links import LinkBuilder
-from comms_pipeline.lookups import (
-    ContactInfo,
-    TemplateInfo,
-    load_contacts,
-    load_templates,
-)
-from comms_pipeline.media import effective_limit, load_external_limits, load_media_rules
-from comms_pipeline.models import details_t
-from comms_pipeline.notifications import consent
-from comms_pipeline.notifications.event_rules import EventExpansion, EventRules, insert_expansions
-from comms_pipeline.queues import header_queue
-from comms_pipeline.rendering import TemplateError, build_context, compile_template
-from comms_pipeline.rules import processing_refusal
-from comms_pipeline.sms_text import split_parts
-from comms_pipeline.states import (
+from comms_pipeline.core.addressing import InvalidAddress, normalise, select_targets
+from comms_pipeline.core.processing_rules import processing_refusal
+from comms_pipeline.core.sms_text import split_parts
+from comms_pipeline.core.states import (
     ADDRESS_KIND,
     DetailState,
     ErrorCode,
     HeaderStatus,
     Media,
 )
+from comms_pipeline.notifications import consent
+from comms_pipeline.notifications.event_rules import EventExpansion, EventRules, insert_expansions
+from comms_pipeline.pipeline.entity_sources import (
+    EntitySourceError,
+    load_sources,
+    needed_entities,
+    resolve_entities,
+)
+from comms_pipeline.pipeline.links import LinkBuilder
+from comms_pipeline.pipeline.lookups import (
+    ContactInfo,
+    TemplateInfo,
+    load_contacts,
+    load_templates,
+)
+from comms_pipeline.pipeline.media import effective_limit, load_external_limits, load_media_rules
+from comms_pipeline.queue.claims import Outcome, insert_with_history
+from comms_pipeline.queue.work_queues import header_queue
+from comms_pipeline.rendering import TemplateError, build_context, compile_template
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import details_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
 
-    from comms_pipeline.config import Settings
-    from comms_pipeline.worker import BatchContext
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 

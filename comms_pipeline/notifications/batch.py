@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from comms_pipeline.db import bulk_insert
-from comms_pipeline.models import Contact, Notification
+from comms_pipeline.core.states import ErrorCode
 from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.consent import policy_for_type, refusal, stricter
 from comms_pipeline.notifications.segments import describe, members_among
-from comms_pipeline.states import ErrorCode
+from comms_pipeline.store.db import bulk_insert
+from comms_pipeline.store.models import Contact, Notification
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any
 
-from comms_pipeline.errors import CommsError
+from comms_pipeline.core.errors import CommsError
 
 OPS = ("more_than", "less_than", "at_most", "equals", "not_equals", "in", "not_in", "is_set",
        "is_not_set", "due_days_ago")

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from comms_pipeline.models import EventRule, Notification, NotificationType
-from comms_pipeline.states import Classification, ErrorCode
+from comms_pipeline.core.states import Classification, ErrorCode
+from comms_pipeline.store.models import EventRule, Notification, NotificationType
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Row

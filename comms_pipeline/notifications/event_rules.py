@@ -30,14 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import insert, select
 
-from comms_pipeline.claims import Outcome, record_transitions, transition_rows
-from comms_pipeline.entity_sources import (
-    EntitySourceError,
-    load_sources,
-    needed_entities,
-    resolve_entities,
-)
-from comms_pipeline.models import EventRule, SkippedRecipient, Template, headers_t
+from comms_pipeline.core.states import ErrorCode, HeaderStatus
 from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.batch import CONDITION_NOT_MET, NOT_IN_SEGMENT
 from comms_pipeline.notifications.consent import policy_for_rule, refusal
@@ -45,13 +38,20 @@ from comms_pipeline.notifications.population import reader_engine
 from comms_pipeline.notifications.segments import members_among
 from comms_pipeline.notifications.settings import business_url
 from comms_pipeline.notifications.types import SegmentInfo, segment_info
-from comms_pipeline.queues import header_queue
-from comms_pipeline.states import ErrorCode, HeaderStatus
+from comms_pipeline.pipeline.entity_sources import (
+    EntitySourceError,
+    load_sources,
+    needed_entities,
+    resolve_entities,
+)
+from comms_pipeline.queue.claims import Outcome, record_transitions, transition_rows
+from comms_pipeline.queue.work_queues import header_queue
+from comms_pipeline.store.models import EventRule, SkippedRecipient, Template, headers_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
 
-    from comms_pipeline.lookups import ContactInfo
+    from comms_pipeline.pipeline.lookups import ContactInfo
 
 log = structlog.get_logger(__name__)
 rules_t = EventRule.__table__

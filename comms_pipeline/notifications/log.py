@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from comms_pipeline.db import is_postgres, utcnow
-from comms_pipeline.errors import CommsError
-from comms_pipeline.models import Communication, Contact, Template, details_t
-from comms_pipeline.states import DetailState
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.core.states import DetailState
+from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.store.models import Communication, Contact, Template, details_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Row

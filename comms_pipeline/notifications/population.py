@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from comms_pipeline.errors import CommsError
+from comms_pipeline.core.errors import CommsError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -69,7 +69,7 @@ def plain(value: Any) -> Any:
 def reader_engine(url: str) -> Engine:
     """A plain engine for reading populations.
 
-    Not :func:`comms_pipeline.db.make_engine`: on SQLite that one begins every transaction
+    Not :func:`comms_pipeline.store.db.make_engine`: on SQLite that one begins every transaction
     IMMEDIATE, and a reader holding the write lock for the whole run would block the batches'
     own writes to the same file. Plain pysqlite reads in WAL mode never block the writer.
     """

@@ -32,25 +32,25 @@ import click
 import structlog
 from sqlalchemy import func, insert, select, text, update
 
-from comms_pipeline.db import is_postgres, utcnow
-from comms_pipeline.errors import CommsError
-from comms_pipeline.models import (
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.notifications import batch as nb
+from comms_pipeline.notifications import population as pop
+from comms_pipeline.notifications.settings import business_url, notification_settings
+from comms_pipeline.notifications.types import DefinitionError, load_type
+from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.store.models import (
     Notification,
     NotificationRun,
     NotificationType,
     SkippedRecipient,
     Template,
 )
-from comms_pipeline.notifications import batch as nb
-from comms_pipeline.notifications import population as pop
-from comms_pipeline.notifications.settings import business_url, notification_settings
-from comms_pipeline.notifications.types import DefinitionError, load_type
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-    from comms_pipeline.config import Settings
     from comms_pipeline.notifications.population import Recipient
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 runs_t = NotificationRun.__table__

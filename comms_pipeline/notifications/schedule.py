@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import select
 
-from comms_pipeline.models import NotificationType
+from comms_pipeline.store.models import NotificationType
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from comms_pipeline.config import Settings
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 types_t = NotificationType.__table__

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import DBAPIError
 
-from comms_pipeline.errors import CommsError
-from comms_pipeline.models import SegmentMember
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.store.models import SegmentMember
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

@@ -40,17 +40,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete, insert, select, update
 
-from comms_pipeline.cron import check_cron
-from comms_pipeline.errors import CommsError
-from comms_pipeline.models import (
+from comms_pipeline.core.cron import check_cron
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.notifications import conditions as cond
+from comms_pipeline.notifications.consent import RESPECT
+from comms_pipeline.store.models import (
     EventRule,
     NotificationType,
     Segment,
     SegmentMember,
     Template,
 )
-from comms_pipeline.notifications import conditions as cond
-from comms_pipeline.notifications.consent import RESPECT
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -237,7 +237,7 @@ def _segment_id(conn: Connection, code: str | None) -> int | None:
 
 def save_definitions(conn: Connection, defs: Definitions) -> list[str]:
     """Insert or replace every definition; return warnings (templates not loaded yet)."""
-    from comms_pipeline.db import utcnow
+    from comms_pipeline.store.db import utcnow
 
     now = utcnow()
     for code, s in defs.segments.items():

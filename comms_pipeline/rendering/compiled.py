@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from comms_pipeline.errors import CommsError
+from comms_pipeline.core.errors import CommsError
 from comms_pipeline.rendering import velocity
 from comms_pipeline.rendering.sandbox import DEFAULT_LIMITS, Budget, Limits, SandboxError
 from comms_pipeline.rendering.tags import Translation, line_column, translate

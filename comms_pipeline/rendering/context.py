@@ -19,7 +19,7 @@ from comms_pipeline.rendering.formatters import Formatters
 from comms_pipeline.rendering.tags import CATALOGUE, CONTACT, DYNAMIC_LINK, FORMATTERS, PARAM
 
 if TYPE_CHECKING:
-    from comms_pipeline.links import LinkBuilder
+    from comms_pipeline.pipeline.links import LinkBuilder
 
 RESERVED = frozenset({CONTACT, PARAM, DYNAMIC_LINK, FORMATTERS})
 MAX_DEPTH = 16

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from comms_pipeline.core.states import DEFAULT_MAX_CHARS, Classification, Direction, Media
 from comms_pipeline.rendering import velocity
 from comms_pipeline.rendering.compiled import CompiledTemplate, TemplateError, compile_template
 from comms_pipeline.rendering.context import build_context
@@ -27,11 +28,10 @@ from comms_pipeline.rendering.tags import (
     check_path,
     line_column,
 )
-from comms_pipeline.states import DEFAULT_MAX_CHARS, Classification, Direction, Media
 
 if TYPE_CHECKING:
-    from comms_pipeline.admin import TemplateSpec
-    from comms_pipeline.links import LinkSettings
+    from comms_pipeline.pipeline.admin_records import TemplateSpec
+    from comms_pipeline.pipeline.links import LinkSettings
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -68,7 +68,7 @@ class _Scope:
 
 def _enabled_links(links: LinkSettings | None) -> set[str]:
     if links is None:
-        from comms_pipeline.links import LinkSettings
+        from comms_pipeline.pipeline.links import LinkSettings
 
         links = LinkSettings()
     return set(links.enabled)
@@ -209,7 +209,7 @@ def _check_reference(path: tuple[str, ...], is_tag: bool, scope: _Scope,
 
 def _check_length(source: str, part: str, media: str, max_chars: int | None) -> list[Problem]:
     """The text with every tag empty must already fit the media's limit."""
-    from comms_pipeline.sms_text import analyse
+    from comms_pipeline.core.sms_text import analyse
 
     limit = max_chars or DEFAULT_MAX_CHARS[Media(media)]
     try:

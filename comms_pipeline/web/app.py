@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from comms_pipeline import __version__
-from comms_pipeline.db import engine_for
-from comms_pipeline.tracking import Tracker
+from comms_pipeline.pipeline.tracking import Tracker
+from comms_pipeline.store.db import engine_for
 from comms_pipeline.web import (
     routes_agents,
     routes_links,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from comms_pipeline.config import Settings
+    from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -137,8 +137,8 @@ def create_app_from_environment() -> FastAPI:
     ``COMMS_*``, log level from ``$COMMS_LOG_LEVEL`` (default info)."""
     import os
 
-    from comms_pipeline.config import load_settings
-    from comms_pipeline.logs import configure_logging
+    from comms_pipeline.runtime.logs import configure_logging
+    from comms_pipeline.settings.config import load_settings
 
     configure_logging(os.environ.get("COMMS_LOG_LEVEL", "info").lower())
     return create_app(load_settings())

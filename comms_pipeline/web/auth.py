@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from comms_pipeline.apikeys import ApiKeyError, Principal, authenticate
+from comms_pipeline.pipeline.apikeys import ApiKeyError, Principal, authenticate
 from comms_pipeline.web.errors import ApiError
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Stored documents over HTTP: streamed from wherever they are kept, or a presigned S3 link.
 
-The bytes come from :func:`comms_pipeline.documents.fetch_document`, which checks them against
-the SHA-256 recorded at merge time; a copy that does not match is refused, not served.
+The bytes come from :func:`comms_pipeline.pipeline.documents.fetch_document`, which checks them
+against the SHA-256 recorded at merge time; a copy that does not match is refused, not served.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from comms_pipeline.documents import (
+from comms_pipeline.core.errors import GatewayError
+from comms_pipeline.pipeline.documents import (
     DocumentInfo,
     DocumentUnavailableError,
     UnknownDocumentError,
     extension,
     fetch_document,
 )
-from comms_pipeline.errors import GatewayError
-from comms_pipeline.models import documents_t
+from comms_pipeline.store.models import documents_t
 from comms_pipeline.web.errors import ApiError, not_found
 
 if TYPE_CHECKING:

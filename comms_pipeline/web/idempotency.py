@@ -18,14 +18,14 @@ from fastapi import Header
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from comms_pipeline.db import is_postgres, utcnow
-from comms_pipeline.models import IdempotencyRecord
+from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.store.models import IdempotencyRecord
 from comms_pipeline.web.errors import ApiError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-    from comms_pipeline.apikeys import Principal
+    from comms_pipeline.pipeline.apikeys import Principal
 
 records_t = IdempotencyRecord.__table__
 REPLAYED_HEADER = "Idempotent-Replayed"

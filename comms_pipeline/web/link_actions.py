@@ -21,23 +21,23 @@ import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from comms_pipeline.admin import find_external_system
-from comms_pipeline.claims import record_transitions
-from comms_pipeline.db import is_postgres, utcnow
-from comms_pipeline.errors import CommsError
-from comms_pipeline.models import (
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.core.states import DetailState, HeaderStatus, Media
+from comms_pipeline.pipeline.admin_records import find_external_system
+from comms_pipeline.queue.claims import record_transitions
+from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.store.models import (
     Contact,
     LinkAction,
     details_t,
     headers_t,
 )
-from comms_pipeline.states import DetailState, HeaderStatus, Media
 from comms_pipeline.web.settings import web_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from comms_pipeline.links import LinkPayload
+    from comms_pipeline.pipeline.links import LinkPayload
 
 log = structlog.get_logger(__name__)
 contacts_t = Contact.__table__

@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from comms_pipeline.models import Contact, ExternalSystem, Template, details_t, documents_t
-from comms_pipeline.states import DetailState, PublicState, public_state
+from comms_pipeline.core.states import DetailState, PublicState, public_state
+from comms_pipeline.store.models import Contact, ExternalSystem, Template, details_t, documents_t
 from comms_pipeline.web.errors import invalid
 from comms_pipeline.web.schemas import DocumentRef, utc_out
 

@@ -12,12 +12,17 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from comms_pipeline.apikeys import Principal
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import Contact, NotificationRun, details_t
+from comms_pipeline.core.states import Media
 from comms_pipeline.notifications import log as comm_log
-from comms_pipeline.states import Media
-from comms_pipeline.tracking import run_report, strip_pixel, tracking_counts, tracking_events
+from comms_pipeline.pipeline.apikeys import Principal
+from comms_pipeline.pipeline.tracking import (
+    run_report,
+    strip_pixel,
+    tracking_counts,
+    tracking_events,
+)
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import Contact, NotificationRun, details_t
 from comms_pipeline.web.auth import require
 from comms_pipeline.web.downloads import document_bytes, document_response, presigned_url
 from comms_pipeline.web.errors import ApiError, error_responses, not_found

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from comms_pipeline.links import (
+from comms_pipeline.pipeline.links import (
     ExpiredLinkError,
     InvalidLinkError,
     LinkPayload,

@@ -14,10 +14,9 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import and_, or_, select
 
-from comms_pipeline.apikeys import Principal
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import Contact, details_t, documents_t
-from comms_pipeline.queue_actions import (
+from comms_pipeline.core.states import Media, public_state
+from comms_pipeline.pipeline.apikeys import Principal
+from comms_pipeline.queue.actions import (
     Ack,
     EntryNotFound,
     TransitionConflict,
@@ -25,7 +24,8 @@ from comms_pipeline.queue_actions import (
     apply_actions,
     owner_clause,
 )
-from comms_pipeline.states import Media, public_state
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import Contact, details_t, documents_t
 from comms_pipeline.web.auth import BearerKey, Gate, check, system_scope
 from comms_pipeline.web.downloads import document_response
 from comms_pipeline.web.errors import ApiError, error_responses, not_found

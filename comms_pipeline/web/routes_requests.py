@@ -1,9 +1,9 @@
 """Triggers over HTTP: a communication request for systems that cannot write SQL.
 
-The body becomes one request header through :func:`comms_pipeline.api.trigger`, exactly as a
-workflow system's INSERT would. What can be checked at once is checked at once (the template,
-rule and contact exist) and answered 422 with the reason; everything else is the Comms
-Monitor's, which records an explained state for it.
+The body becomes one request header through :func:`comms_pipeline.pipeline.triggers.trigger`,
+exactly as a workflow system's INSERT would. What can be checked at once is checked at once
+(the template, rule and contact exist) and answered 422 with the reason; everything else is
+the Comms Monitor's, which records an explained state for it.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from comms_pipeline.api import trigger
-from comms_pipeline.apikeys import Principal
-from comms_pipeline.models import Contact, EventRule, Template
+from comms_pipeline.pipeline.apikeys import Principal
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.store.models import Contact, EventRule, Template
 from comms_pipeline.web.auth import BearerKey, Gate
 from comms_pipeline.web.errors import ApiError, error_responses, invalid
 from comms_pipeline.web.idempotency import (

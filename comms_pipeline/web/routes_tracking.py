@@ -1,4 +1,4 @@
-"""Open pixel and click redirect (see :mod:`comms_pipeline.tracking`).
+"""Open pixel and click redirect (see :mod:`comms_pipeline.pipeline.tracking`).
 
 The pixel always answers the same GIF, so a guessed token learns nothing; only a token signed
 by us records an open. A click redirects only to the destination recorded for its opaque id
@@ -12,7 +12,7 @@ import re
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from comms_pipeline.tracking import record_click, record_open
+from comms_pipeline.pipeline.tracking import record_click, record_open
 from comms_pipeline.web.pages import error_page
 
 router = APIRouter(prefix="/t", tags=["tracking"])

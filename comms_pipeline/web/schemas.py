@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from comms_pipeline.states import Media
+from comms_pipeline.core.states import Media
 
 NO_NUL = r"^[^\x00]*$"
 Code = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]

@@ -1,7 +1,7 @@
 """The ``[web]`` section: where the Web API listens, its public address, and tracking.
 
-Until the lead's :class:`~comms_pipeline.config.Settings` carries a ``web`` field, every reader
-goes through :func:`web_settings`, which falls back to these defaults.
+Until the lead's :class:`~comms_pipeline.settings.config.Settings` carries a ``web`` field, every
+reader goes through :func:`web_settings`, which falls back to these defaults.
 """
 
 from __future__ import annotations

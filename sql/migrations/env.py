@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from comms_pipeline.db import make_engine
-from comms_pipeline.models import Base
+from comms_pipeline.store.db import make_engine
+from comms_pipeline.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

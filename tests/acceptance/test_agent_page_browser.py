@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from comms_pipeline.db import make_engine
+from comms_pipeline.store.db import make_engine
 from comms_pipeline.web.app import create_app
 from tests.conftest import make_settings, require_service
 from tests.integration.documents_factory import add_entries, make_pdf

@@ -12,8 +12,8 @@ import time
 import pytest
 from sqlalchemy import create_engine
 
-from comms_pipeline.api import trigger
-from comms_pipeline.db import upgrade
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.store.db import upgrade
 from tests import factories
 
 
@@ -137,7 +137,7 @@ def test_sigterm_stops_a_cron_job_gracefully(comms, tmp_path):
     what was done is kept, nothing is left claimed for the lease to free."""
     from sqlalchemy import func, select
 
-    from comms_pipeline.models import headers_t
+    from comms_pipeline.store.models import headers_t
 
     _seed(comms.url)
     comms("contacts", "add", "C-1", "--name", "Maria", "--phone", "+35799123456")

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from comms_pipeline.admin import AddressSpec, add_contact
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import ContactAddress, details_t, headers_t, transitions_t
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import ContactAddress, details_t, headers_t, transitions_t
 
 
 def add_details(engine, media: str, targets: Sequence[tuple[str, str]], *,  # type: ignore[no-untyped-def]

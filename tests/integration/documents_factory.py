@@ -12,10 +12,10 @@ from email.utils import format_datetime, make_msgid
 
 from sqlalchemy import insert, select
 
-from comms_pipeline.admin import AddressSpec, add_contact
-from comms_pipeline.api import trigger
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import Contact, details_t, documents_t
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import Contact, details_t, documents_t
 
 CONTENT_TYPES = {"email": "message/rfc822", "letter": "application/pdf"}
 

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from comms_pipeline.db import bulk_insert
-from comms_pipeline.models import headers_t
+from comms_pipeline.store.db import bulk_insert
+from comms_pipeline.store.models import headers_t
 
 AWKWARD = ["", "tab\there", "line\nbreak\r\n", "back\\slash \\N", "quote \" and ' and ,",
            "Γεια σας €", None]

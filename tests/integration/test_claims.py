@@ -7,10 +7,10 @@ import time
 
 from sqlalchemy import select, update
 
-from comms_pipeline.claims import Claimer, Outcome, backoff_delay
-from comms_pipeline.models import details_t, transitions_t
-from comms_pipeline.queues import detail_queue
-from comms_pipeline.states import DetailState, ErrorCode
+from comms_pipeline.core.states import DetailState, ErrorCode
+from comms_pipeline.queue.claims import Claimer, Outcome, backoff_delay
+from comms_pipeline.queue.work_queues import detail_queue
+from comms_pipeline.store.models import details_t, transitions_t
 from tests import factories
 
 
@@ -136,7 +136,7 @@ def test_a_bulk_loaded_queue_is_analyzed_before_it_is_claimed_from(pg_url, make_
     refreshes them when more rows changed since the last ANALYZE than the rule allows."""
     from sqlalchemy import text
 
-    from comms_pipeline import db
+    from comms_pipeline.store import db
 
     monkeypatch.setattr(db, "STALE_MIN_CHANGES", 50)
     settings, engine = make_engine_for(pg_url)
@@ -163,7 +163,7 @@ def test_a_slow_batch_keeps_its_lease_while_the_handler_works(make_engine_for, d
     again."""
     import threading
 
-    from comms_pipeline.worker import Runner
+    from comms_pipeline.queue.runner import Runner
 
     settings, engine = make_engine_for(db_url, COMMS_CLAIMS_LEASE_SECONDS="1.5")
     _setup(engine, 3)

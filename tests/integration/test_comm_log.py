@@ -11,10 +11,10 @@ from sqlalchemy import func, insert, select
 
 from comms_pipeline.cli.common import AppContext
 from comms_pipeline.cli.notifications import communications, notifications, rules
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import Communication, details_t, headers_t
 from comms_pipeline.notifications import log as comm_log
 from comms_pipeline.notifications.log import CommunicationError
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import Communication, details_t, headers_t
 from tests import factories
 
 comms_t = Communication.__table__
@@ -130,10 +130,10 @@ def test_the_cli_logs_follows_up_lists_and_shows(engine, settings):
 def test_a_daemon_completing_an_entry_logs_it_in_the_same_transaction(engine, settings):
     """No listing needed: the SMS daemon's finish writes the log entry with the Completed
     state, and an external system's acknowledgement does the same for its entries."""
-    from comms_pipeline.admin import add_external_system
     from comms_pipeline.daemons.sms import SmsDaemon
-    from comms_pipeline.queue_actions import apply_action
-    from comms_pipeline.worker import Runner
+    from comms_pipeline.pipeline.admin_records import add_external_system
+    from comms_pipeline.queue.actions import apply_action
+    from comms_pipeline.queue.runner import Runner
 
     with engine.begin() as conn:
         contact_id = factories.contact(conn, ref="C-1")

@@ -15,7 +15,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from comms_pipeline.models import details_t
+from comms_pipeline.store.models import details_t
 from tests import factories
 
 N = 20_000

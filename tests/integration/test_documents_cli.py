@@ -11,9 +11,9 @@ from sqlalchemy import update
 
 from comms_pipeline.cli.documents import documents as documents_cli
 from comms_pipeline.daemons.storage import StorageDaemon
-from comms_pipeline.db import make_engine
-from comms_pipeline.models import documents_t
-from comms_pipeline.worker import Runner
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.store.db import make_engine
+from comms_pipeline.store.models import documents_t
 from tests.conftest import make_settings
 from tests.integration.documents_factory import add_entries, documents, ensure_contact, make_pdf
 from tests.servers.s3 import s3_bucket, s3_endpoint  # noqa: F401

@@ -11,7 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import insert, select, update
 
-from comms_pipeline.admin import (
+from comms_pipeline.jobs import build_job
+from comms_pipeline.jobs.email_monitor import UNSUBSCRIBE_ACTION, EmailMonitorJob
+from comms_pipeline.pipeline.admin_records import (
     AddressSpec,
     TemplateSpec,
     VariantSpec,
@@ -20,15 +22,13 @@ from comms_pipeline.admin import (
     save_template,
     set_media,
 )
-from comms_pipeline.api import trigger
-from comms_pipeline.claims import Claimer
-from comms_pipeline.db import make_engine, utcnow
-from comms_pipeline.jobs import build_job
-from comms_pipeline.jobs.email_monitor import UNSUBSCRIBE_ACTION, EmailMonitorJob
-from comms_pipeline.links import verify_link
-from comms_pipeline.mime import parse_mailbox
-from comms_pipeline.models import Contact, details_t, documents_t, transitions_t
-from comms_pipeline.worker import Runner
+from comms_pipeline.pipeline.links import verify_link
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.queue.claims import Claimer
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.rendering.mime import parse_mailbox
+from comms_pipeline.store.db import make_engine, utcnow
+from comms_pipeline.store.models import Contact, details_t, documents_t, transitions_t
 from tests.conftest import make_settings
 
 OFFER_EN = ("<h1>Hello #contact_information.first_name</h1>"

@@ -8,10 +8,10 @@ from email import policy
 
 from sqlalchemy import select
 
-from comms_pipeline.admin import VariantSpec
-from comms_pipeline.api import trigger
 from comms_pipeline.jobs import run_job
-from comms_pipeline.models import TrackingEvent, TrackingLink, documents_t
+from comms_pipeline.pipeline.admin_records import VariantSpec
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.store.models import TrackingEvent, TrackingLink, documents_t
 from tests import factories
 from tests.integration.web_support import client, with_sections
 

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import tomllib
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from comms_pipeline import entity_sources as es
-from comms_pipeline.entity_sources import (
+from comms_pipeline.pipeline import entity_sources as es
+from comms_pipeline.pipeline.entity_sources import (
     EntitySourceError,
     load_demo_business,
     load_sources,
     needed_entities,
     resolve_entities,
 )
+from comms_pipeline.pipeline.template_files import BUILTIN_DIR, load_template_dir
 from comms_pipeline.rendering import build_context, compile_template
-from comms_pipeline.template_files import BUILTIN_DIR, load_template_dir
 
-DEMO_SOURCES = Path(es.__file__).parent / "templates" / "demo_entity_sources.toml"
+DEMO_SOURCES = es.DEMO_SOURCES
 
 
 @pytest.fixture

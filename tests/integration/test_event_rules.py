@@ -6,12 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from comms_pipeline.admin import AddressSpec
-from comms_pipeline.api import trigger
-from comms_pipeline.db import utcnow
-from comms_pipeline.entity_sources import load_demo_business
 from comms_pipeline.jobs import run_job
-from comms_pipeline.models import SkippedRecipient, details_t, headers_t, transitions_t
 from comms_pipeline.notifications.event_rules import resolve_event
 from comms_pipeline.notifications.types import (
     Definitions,
@@ -20,7 +15,12 @@ from comms_pipeline.notifications.types import (
     load_builtin_notifications,
     save_definitions,
 )
-from comms_pipeline.template_files import load_builtin_templates
+from comms_pipeline.pipeline.admin_records import AddressSpec
+from comms_pipeline.pipeline.entity_sources import load_demo_business
+from comms_pipeline.pipeline.template_files import load_builtin_templates
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import SkippedRecipient, details_t, headers_t, transitions_t
 from tests import factories
 
 skipped_t = SkippedRecipient.__table__
@@ -252,16 +252,15 @@ def test_conditions_see_the_business_data_of_a_trigger_that_carries_only_ids(
     """With SQL entity sources configured, a rule's conditions are evaluated on the payment
     read from the business database, not only on the trigger's JSON."""
     import tomllib
-    from pathlib import Path
 
-    from comms_pipeline import entity_sources as es
+    from comms_pipeline.pipeline import entity_sources as es
 
     load_demo_business(db_url)
     big = RuleDef(name="Big payments", entity="payment", event="posted",
                   sms_template="PAYMENT_RECEIPT_SMS",
                   conditions=[{"field": "payment.amount", "op": "more_than", "value": 40}])
     setup(engine, settings, ("BIG_PAYMENT", big))
-    demo = Path(es.__file__).parent / "templates" / "demo_entity_sources.toml"
+    demo = es.DEMO_SOURCES
     sources = tomllib.loads(demo.read_text())["entity_sources"]
     settings.entity_sources = {name: es.EntitySource.model_validate(
         {**cfg, "name": name, "database_url": db_url}) for name, cfg in sources.items()}

@@ -8,8 +8,8 @@ import json
 from sqlalchemy import update
 
 from comms_pipeline.daemons.letter import LetterDaemon
-from comms_pipeline.models import details_t
-from comms_pipeline.worker import Runner
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.store.models import details_t
 from tests.integration.documents_factory import add_entries, details, make_pdf
 from tests.servers.sftp import SftpServer, sftp_server  # noqa: F401
 

@@ -11,14 +11,20 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import select
 
-from comms_pipeline import pdf as pdfmod
-from comms_pipeline.admin import AddressSpec, TemplateSpec, VariantSpec, add_contact, save_template
-from comms_pipeline.api import trigger
-from comms_pipeline.db import make_engine
 from comms_pipeline.jobs import build_job
 from comms_pipeline.jobs.letter_monitor import LetterMonitorJob
-from comms_pipeline.models import details_t, documents_t
-from comms_pipeline.worker import Runner
+from comms_pipeline.pipeline.admin_records import (
+    AddressSpec,
+    TemplateSpec,
+    VariantSpec,
+    add_contact,
+    save_template,
+)
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.rendering import pdf as pdfmod
+from comms_pipeline.store.db import make_engine
+from comms_pipeline.store.models import details_t, documents_t
 from tests.conftest import make_settings
 
 BODY_EN = ("<p>Dear #contact_information.name,</p>"

@@ -9,11 +9,16 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
-from comms_pipeline.admin import AddressSpec, VariantSpec, add_external_system, set_media
-from comms_pipeline.api import trigger
-from comms_pipeline.db import utcnow
 from comms_pipeline.jobs import run_job
-from comms_pipeline.models import details_t, headers_t, transitions_t
+from comms_pipeline.pipeline.admin_records import (
+    AddressSpec,
+    VariantSpec,
+    add_external_system,
+    set_media,
+)
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import details_t, headers_t, transitions_t
 from tests import factories
 
 

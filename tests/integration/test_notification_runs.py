@@ -15,16 +15,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, text
 
-from comms_pipeline.entity_sources import load_demo_business
 from comms_pipeline.jobs import run_job
-from comms_pipeline.models import (
-    Notification,
-    NotificationRun,
-    NotificationType,
-    SkippedRecipient,
-    details_t,
-    headers_t,
-)
 from comms_pipeline.notifications.runs import run_notifications
 from comms_pipeline.notifications.settings import NotificationSettings
 from comms_pipeline.notifications.types import (
@@ -35,7 +26,16 @@ from comms_pipeline.notifications.types import (
     load_builtin_notifications,
     save_definitions,
 )
-from comms_pipeline.template_files import load_builtin_templates
+from comms_pipeline.pipeline.entity_sources import load_demo_business
+from comms_pipeline.pipeline.template_files import load_builtin_templates
+from comms_pipeline.store.models import (
+    Notification,
+    NotificationRun,
+    NotificationType,
+    SkippedRecipient,
+    details_t,
+    headers_t,
+)
 from tests import factories
 
 notifications_t = Notification.__table__
@@ -173,7 +173,7 @@ def test_an_opt_out_after_the_run_is_respected_by_the_type_not_just_the_template
         engine, settings):
     """A marketing type sending a customer-care template: the run checks the stricter
     classification, and so does the monitor when the contact opted out in between."""
-    from comms_pipeline.models import Contact
+    from comms_pipeline.store.models import Contact
 
     with engine.begin() as conn:
         factories.email_template(conn, code="CARE_NEWS", classification="customer_care")
@@ -259,8 +259,8 @@ def assert_complete_without_duplicates(engine, expected: int) -> None:
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    from comms_pipeline.config import load_settings
-    from comms_pipeline.db import make_engine
+    from comms_pipeline.settings.config import load_settings
+    from comms_pipeline.store.db import make_engine
     from comms_pipeline.notifications.runs import run_notifications
 
     settings = load_settings(path=None, environ={"COMMS_DATABASE_URL": sys.argv[1],
@@ -425,7 +425,7 @@ def test_a_saved_bad_cron_is_skipped_and_the_other_jobs_still_run(engine, settin
                                                                    capsys):
     """A type saved before its cron was checked (or written in SQL) cannot stop the scheduler:
     it is left out with an error naming it, and everything else is scheduled."""
-    from comms_pipeline.scheduler import build_scheduler
+    from comms_pipeline.runtime.scheduler import build_scheduler
 
     company_zx(engine, settings, db_url)
     with engine.begin() as conn:
@@ -443,7 +443,7 @@ def test_a_saved_bad_cron_is_skipped_and_the_other_jobs_still_run(engine, settin
 def test_a_running_scheduler_follows_the_types_as_they_change(engine, settings, db_url):
     """Deactivated types are dropped, re-timed ones rescheduled, without a restart."""
     from comms_pipeline.notifications.schedule import REFRESH_JOB, add_notification_jobs
-    from comms_pipeline.scheduler import build_scheduler
+    from comms_pipeline.runtime.scheduler import build_scheduler
 
     company_zx(engine, settings, db_url)
     scheduler = build_scheduler(settings, engine)

@@ -12,12 +12,12 @@ from sqlalchemy import select, update
 from comms_pipeline.cli.common import AppContext
 from comms_pipeline.cli.main import cli
 from comms_pipeline.daemons import build_daemon
-from comms_pipeline.db import utcnow
 from comms_pipeline.jobs import run_job
-from comms_pipeline.models import details_t
-from comms_pipeline.scheduler import build_scheduler
-from comms_pipeline.status import pipeline_status
-from comms_pipeline.worker import Runner
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.queue.status import pipeline_status
+from comms_pipeline.runtime.scheduler import build_scheduler
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import details_t
 from tests import factories
 
 

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from comms_pipeline.admin import add_external_system
 from comms_pipeline.daemons.push_external import PushExternalDaemon
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import ExternalSystem, details_t
-from comms_pipeline.worker import Runner
+from comms_pipeline.pipeline.admin_records import add_external_system
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import ExternalSystem, details_t
 from tests.integration.details_factory import add_details, details, transitions
 from tests.servers.http_gateways import webhook_receiver  # noqa: F401
 
@@ -188,7 +188,7 @@ def test_an_unusable_secret_disables_the_endpoint(webhook_receiver, hook_env, se
 def test_a_disabled_external_server_is_named_in_the_refusal(webhook_receiver, hook_env):
     """The rule checked is the push-external daemon's (media external), and so is the name
     in SPEC's message, whatever the entry's own media."""
-    from comms_pipeline.admin import set_media
+    from comms_pipeline.pipeline.admin_records import set_media
 
     settings, engine = hook_env()
     system_id = add_system(engine, webhook_receiver)

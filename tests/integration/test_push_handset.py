@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import update
 
 from comms_pipeline.daemons.push_handset import PushHandsetDaemon
-from comms_pipeline.models import details_t
-from comms_pipeline.worker import Runner
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.store.models import details_t
 from tests.integration.details_factory import add_details, details, device_addresses
 from tests.servers.http_gateways import fcm_server  # noqa: F401
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from comms_pipeline.jobs import run_job
-from comms_pipeline.models import details_t, headers_t
+from comms_pipeline.store.models import details_t, headers_t
 from tests import factories
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from comms_pipeline.daemons.sms import SmsDaemon
-from comms_pipeline.worker import Runner
+from comms_pipeline.queue.runner import Runner
 from tests.integration.details_factory import add_details, details, transitions
 from tests.servers.smpp import Smsc, smsc, wait_for  # noqa: F401
 
@@ -217,8 +217,8 @@ def test_enquire_link_both_ways(smsc, sms_env):
 def test_early_receipts_are_held_until_their_entry_is_recorded(engine):
     from sqlalchemy import update
 
-    from comms_pipeline.models import details_t
-    from comms_pipeline.receipts import Receipt, ReceiptApplier
+    from comms_pipeline.pipeline.receipts import Receipt, ReceiptApplier
+    from comms_pipeline.store.models import details_t
 
     ids = add_details(engine, "sms", numbers(3), state="completed")
     applier = ReceiptApplier(engine, interval=3600)  # flushed by hand below
@@ -249,7 +249,7 @@ def test_early_receipts_are_held_until_their_entry_is_recorded(engine):
 
 
 def test_receipts_for_nothing_are_dropped_after_a_last_search(engine):
-    from comms_pipeline.receipts import Receipt, ReceiptApplier
+    from comms_pipeline.pipeline.receipts import Receipt, ReceiptApplier
 
     applier = ReceiptApplier(engine, interval=3600)
     applier.submit(Receipt("999999", "DELIVRD"))

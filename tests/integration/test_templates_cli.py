@@ -10,11 +10,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from comms_pipeline import admin, entity_sources
-from comms_pipeline.admin import AddressSpec
 from comms_pipeline.cli.templates import templates
-from comms_pipeline.links import verify_link
-from comms_pipeline.template_files import BUILTIN_DIR, load_template_dir
+from comms_pipeline.pipeline import admin_records as admin
+from comms_pipeline.pipeline import entity_sources
+from comms_pipeline.pipeline.admin_records import AddressSpec
+from comms_pipeline.pipeline.links import verify_link
+from comms_pipeline.pipeline.template_files import BUILTIN_DIR, load_template_dir
 
 
 @click.group()
@@ -92,7 +93,7 @@ def test_preview_renders_a_verifiable_dynamic_link(cli):
 def test_preview_reads_entities_from_data_sources(cli, db_url):
     cli("load-builtin")
     entity_sources.load_demo_business(db_url)
-    demo = Path(entity_sources.__file__).parent / "templates" / "demo_entity_sources.toml"
+    demo = entity_sources.DEMO_SOURCES
     sources = tomllib.loads(demo.read_text())["entity_sources"]
     for section in sources.values():
         section["database_url"] = db_url

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from comms_pipeline.db import make_engine
 from comms_pipeline.gateways.s3 import S3DocumentStore
-from comms_pipeline.models import documents_t
+from comms_pipeline.store.db import make_engine
+from comms_pipeline.store.models import documents_t
 from tests.conftest import make_settings
 from tests.integration.documents_factory import add_entries, make_eml, make_pdf
 from tests.integration.web_support import add_system, bearer, client, role_key

@@ -60,7 +60,7 @@ def test_api_keys_for_agents_and_admins(settings, engine):
 def test_apply_status_from_the_command_line(settings, engine, tmp_path):
     added = _run(external_systems, ["add", "CAS", "--name", "CA system"], settings, engine)
     assert added.exit_code == 0
-    from comms_pipeline.apikeys import system_id
+    from comms_pipeline.pipeline.apikeys import system_id
 
     with engine.connect() as conn:
         sid = system_id(conn, "CAS")

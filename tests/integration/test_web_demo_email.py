@@ -12,12 +12,18 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from comms_pipeline.admin import AddressSpec, TemplateSpec, VariantSpec, add_contact, save_template
-from comms_pipeline.api import trigger
 from comms_pipeline.jobs import build_job
-from comms_pipeline.models import Contact, LinkAction, details_t, documents_t
-from comms_pipeline.tracking import rewrite_html_for_tracking
-from comms_pipeline.worker import Runner
+from comms_pipeline.pipeline.admin_records import (
+    AddressSpec,
+    TemplateSpec,
+    VariantSpec,
+    add_contact,
+    save_template,
+)
+from comms_pipeline.pipeline.tracking import rewrite_html_for_tracking
+from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.queue.runner import Runner
+from comms_pipeline.store.models import Contact, LinkAction, details_t, documents_t
 from tests.integration.web_support import client, with_sections
 
 BODY = ('<p>Dear #contact_information.name, see <a href="https://shop.example/offers/spring">'

@@ -11,8 +11,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from comms_pipeline.links import LinkBuilder
-from comms_pipeline.models import Contact, LinkAction, details_t
+from comms_pipeline.pipeline.links import LinkBuilder
+from comms_pipeline.store.models import Contact, LinkAction, details_t
 from tests.integration.web_support import (
     add_system,
     bearer,

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
-from comms_pipeline.queue_actions import apply_status_file
+from comms_pipeline.queue.actions import apply_status_file
 from comms_pipeline.web.app import create_app
 from tests.integration.details_factory import transitions
 from tests.integration.web_support import add_system, bearer, detail, external_entries

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from comms_pipeline.models import headers_t
+from comms_pipeline.store.models import headers_t
 from tests.factories import sms_template
 from tests.integration.web_support import add_system, bearer, client, ensure_contact, role_key
 

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
 from comms_pipeline.cli.notifications import report_chart
-from comms_pipeline.db import utcnow
-from comms_pipeline.models import (
+from comms_pipeline.pipeline.tracking import Tracker, rewrite_html_for_tracking, strip_pixel
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import (
     Notification,
     NotificationRun,
     NotificationType,
@@ -21,7 +22,6 @@ from comms_pipeline.models import (
     TrackingLink,
     details_t,
 )
-from comms_pipeline.tracking import Tracker, rewrite_html_for_tracking, strip_pixel
 from tests.integration.web_support import (
     bearer,
     client,

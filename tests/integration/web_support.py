@@ -8,12 +8,12 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
-from comms_pipeline.admin import AddressSpec, add_contact, add_external_system
-from comms_pipeline.apikeys import create_key, create_system_key
-from comms_pipeline.config import Settings
-from comms_pipeline.db import utcnow
-from comms_pipeline.links import LinkSettings
-from comms_pipeline.models import Contact, details_t, headers_t
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, add_external_system
+from comms_pipeline.pipeline.apikeys import create_key, create_system_key
+from comms_pipeline.pipeline.links import LinkSettings
+from comms_pipeline.settings.config import Settings
+from comms_pipeline.store.db import utcnow
+from comms_pipeline.store.models import Contact, details_t, headers_t
 from comms_pipeline.web.app import create_app
 from comms_pipeline.web.settings import WebSettings
 

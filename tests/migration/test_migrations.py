@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
-from comms_pipeline.db import MIGRATIONS_DIR, alembic_config, upgrade
-from comms_pipeline.models import Base
+from comms_pipeline.store.db import MIGRATIONS_DIR, alembic_config, upgrade
+from comms_pipeline.store.models import Base
 
 
 def test_migrated_schema_equals_models(db_url):

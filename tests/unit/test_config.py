@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from comms_pipeline.config import load_settings
-from comms_pipeline.errors import ConfigError
+from comms_pipeline.core.errors import ConfigError
+from comms_pipeline.settings.config import load_settings
 
 
 def test_defaults_work_without_any_file(tmp_path, monkeypatch):

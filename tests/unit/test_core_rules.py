@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from comms_pipeline.addressing import Address, InvalidAddress, normalise, select_targets
-from comms_pipeline.delivery import outcome_for
-from comms_pipeline.errors import PermanentGatewayError, TransientGatewayError
+from comms_pipeline.core.addressing import Address, InvalidAddress, normalise, select_targets
+from comms_pipeline.core.errors import PermanentGatewayError, TransientGatewayError
+from comms_pipeline.core.processing_rules import processing_refusal
+from comms_pipeline.core.states import DetailState, PublicState, public_state
+from comms_pipeline.daemons.delivery import outcome_for
 from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
-from comms_pipeline.rules import processing_refusal
-from comms_pipeline.states import DetailState, PublicState, public_state
 from comms_pipeline.testing import FakeSender
 
 

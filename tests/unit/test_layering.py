@@ -42,6 +42,6 @@ def test_nothing_below_the_shells_imports_them():
 
 def test_gateways_know_nothing_of_the_queue():
     """Backends translate library errors into ours; claiming and states are not their job."""
-    assert _violations(_modules("gateways"), ("comms_pipeline.claims", "comms_pipeline.jobs",
+    assert _violations(_modules("gateways"), ("comms_pipeline.queue.claims", "comms_pipeline.jobs",
                                               "comms_pipeline.daemons",
-                                              "comms_pipeline.worker")) == []
+                                              "comms_pipeline.queue.runner")) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from comms_pipeline.worker import LeaseKeeper
+from comms_pipeline.queue.runner import LeaseKeeper
 
 
 class CountingContext:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from comms_pipeline.pdf import ANCHOR, address_lines, clean_fragment, page_ranges
+from comms_pipeline.rendering.pdf import ANCHOR, address_lines, clean_fragment, page_ranges
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from comms_pipeline.links import (
+from comms_pipeline.pipeline.links import (
     DEFAULT_TEXT,
     ExpiredLinkError,
     InvalidLinkError,

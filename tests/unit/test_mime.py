@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from comms_pipeline.mime import (
+from comms_pipeline.rendering.mime import (
     InvalidMessage,
     MessageSpec,
     build_message,

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from comms_pipeline.errors import TransientGatewayError
+from comms_pipeline.core.errors import TransientGatewayError
 from comms_pipeline.gateways import netguard
 from comms_pipeline.gateways.fcm import UnregisteredToken, classify
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from comms_pipeline.admin import TemplateSpec, VariantSpec
-from comms_pipeline.links import LinkSettings
+from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec
+from comms_pipeline.pipeline.links import LinkSettings
 from comms_pipeline.rendering import available_tags, missing_params, validate_template
 
 

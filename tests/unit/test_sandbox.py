@@ -17,7 +17,7 @@ from types import MappingProxyType
 import airspeed
 import pytest
 
-from comms_pipeline.links import LinkBuilder, LinkSettings
+from comms_pipeline.pipeline.links import LinkBuilder, LinkSettings
 from comms_pipeline.rendering import Limits, TemplateError, build_context, compile_template
 
 CANARY = Path("/tmp/comms-sandbox-canary")

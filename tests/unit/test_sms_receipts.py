@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from comms_pipeline.errors import PermanentGatewayError, TransientGatewayError
+from comms_pipeline.core.errors import PermanentGatewayError, TransientGatewayError
 from comms_pipeline.gateways.smpp_pdu import (
     THROTTLED,
     encode_text,
@@ -14,7 +14,7 @@ from comms_pipeline.gateways.smpp_pdu import (
     submit_sm_body,
     submit_sm_resp,
 )
-from comms_pipeline.receipts import Receipt, _status_values, id_candidates, parse_receipt
+from comms_pipeline.pipeline.receipts import Receipt, _status_values, id_candidates, parse_receipt
 
 TEXT = (b"id:1A2B3C sub:001 dlvrd:001 submit date:2611230750 done date:2611230751 "
         b"stat:DELIVRD err:000 text:Hello")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from comms_pipeline.sms_text import (
+from comms_pipeline.core.sms_text import (
     GSM7,
     UCS2,
     SmsTooLong,

@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from comms_pipeline.errors import PermanentGatewayError, TransientGatewayError
+from comms_pipeline.core.errors import PermanentGatewayError, TransientGatewayError
 from comms_pipeline.gateways import smtp
 from comms_pipeline.gateways.smtp import (
     RateLimiter,

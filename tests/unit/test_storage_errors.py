@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from paramiko.ssh_exception import NoValidConnectionsError
 
-from comms_pipeline.errors import PermanentGatewayError, TransientGatewayError
+from comms_pipeline.core.errors import PermanentGatewayError, TransientGatewayError
 from comms_pipeline.gateways.s3 import s3_error
 from comms_pipeline.gateways.sftp import UnknownHostKeyError, sftp_error
 

@@ -6,17 +6,17 @@ import re
 
 import pytest
 
-from comms_pipeline.admin import TemplateSpec, VariantSpec
-from comms_pipeline.links import LinkBuilder, LinkSettings
-from comms_pipeline.rendering import build_context, compile_template, validate_template
-from comms_pipeline.sms_text import analyse
-from comms_pipeline.template_files import (
+from comms_pipeline.core.sms_text import analyse
+from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec
+from comms_pipeline.pipeline.links import LinkBuilder, LinkSettings
+from comms_pipeline.pipeline.template_files import (
     TemplateFileError,
     builtin_dirs,
     load_template_dir,
     pick_variant,
     write_template_dir,
 )
+from comms_pipeline.rendering import build_context, compile_template, validate_template
 
 SAMPLE = {
     "accounts_receivable": {"number": "AR-1001", "name": "Maria Georgiou", "balance": "-42.50",

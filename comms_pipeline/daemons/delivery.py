@@ -1,0 +1,88 @@
+"""The shared shape of every delivery daemon: checks, one gateway call per batch, outcomes.
+
+A daemon supplies only :meth:`DeliveryHandler.deliver` (turn rows into gateway messages and
+the gateway's answers into outcomes, usually with :func:`outcome_for`). Expiry and SPEC's
+processing rules are applied here, once, for every media.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import structlog
+
+from comms_pipeline.core.errors import GatewayError
+from comms_pipeline.core.processing_rules import processing_refusal
+from comms_pipeline.core.states import DetailState, ErrorCode
+from comms_pipeline.gateways.protocols import SendResult
+from comms_pipeline.pipeline.media import load_media_rules
+from comms_pipeline.queue.claims import Outcome
+from comms_pipeline.queue.work_queues import detail_queue
+from comms_pipeline.store.db import utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine, Row
+
+    from comms_pipeline.queue.runner import BatchContext
+    from comms_pipeline.settings.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def outcome_for(row_id: int, result: SendResult | GatewayError, media: str) -> Outcome:
+    """Map a gateway's answer to the queue entry's next state."""
+    if isinstance(result, SendResult):
+        log.info(f"{media}.sent", detail_id=row_id, ref=result.ref)
+        return Outcome.done(row_id, DetailState.COMPLETED, gateway_ref=result.ref,
+                            gateway_status=result.reply, completed_at=utcnow(),
+                            error_code=None, error_description=None)
+    if result.transient:
+        log.warning(f"{media}.deferred", detail_id=row_id, code=result.code,
+                    error=result.description)
+        return Outcome.retry(row_id, result.code, result.description)
+    log.warning(f"{media}.rejected", detail_id=row_id, code=result.code,
+                error=result.description)
+    return Outcome.done(row_id, DetailState.REJECTED, result.code, result.description,
+                        completed_at=utcnow())
+
+
+class DeliveryHandler(ABC):
+    """Base of the daemons that send details of one media through a gateway."""
+
+    media: str = ""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.name = self.media
+        self.queue = detail_queue(self.media)
+
+    def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        with self.engine.connect() as conn:
+            rule = load_media_rules(conn)[self.media]
+        now = utcnow()
+        outcomes: list[Outcome] = []
+        sendable = []
+        for row in rows:
+            refusal = processing_refusal(row.media, row.direction, rule.enabled, self.media)
+            if row.expires_at is not None and row.expires_at <= now:
+                outcomes.append(Outcome.done(
+                    row.id, DetailState.EXPIRED, ErrorCode.EXPIRED,
+                    f"expired at {row.expires_at:%Y-%m-%d %H:%M} UTC before it was sent"))
+            elif refusal:
+                outcomes.append(Outcome.done(row.id, DetailState.REJECTED, *refusal,
+                                             completed_at=now))
+            else:
+                sendable.append(row)
+        if sendable and not ctx.stopping:
+            outcomes.extend(self.deliver(sendable, ctx))
+        return outcomes
+
+    @abstractmethod
+    def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        """Send ``rows`` through the gateway; return one outcome per row sent."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: most daemons close their sender
+        """Release gateway connections."""

@@ -1,0 +1,117 @@
+"""Contacts (with their addresses) and templates (with their variants), loaded for a whole
+batch in a handful of queries: shared by the Comms Monitor and the merge jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from comms_pipeline.core.addressing import Address
+from comms_pipeline.store.models import Contact, ContactAddress, Template, TemplateVariant
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+contacts_t = Contact.__table__
+addresses_t = ContactAddress.__table__
+templates_t = Template.__table__
+variants_t = TemplateVariant.__table__
+
+
+@dataclass
+class ContactInfo:
+    id: int
+    ref: str
+    name: str
+    language: str | None
+    direct_marketing: bool
+    affiliate_marketing: bool
+    data: dict[str, Any] | None
+    addresses: list[Address] = field(default_factory=list)
+
+    def as_tag_data(self) -> dict[str, Any]:
+        """What ``#contact_information.*`` shows: the contact's fields and primary addresses."""
+        data: dict[str, Any] = dict(self.data or {})
+        data.update(ref=self.ref, name=self.name, language=self.language,
+                    preferred_language=self.language,
+                    opt_in_direct_marketing=self.direct_marketing,
+                    opt_in_affiliate_marketing=self.affiliate_marketing)
+        for a in self.addresses:
+            if a.is_primary or a.kind not in data:
+                data.setdefault(a.kind, a.value)
+        return data
+
+
+@dataclass
+class Variant:
+    language: str
+    subject: str | None
+    body_html: str | None
+    body_text: str | None
+
+
+@dataclass
+class TemplateInfo:
+    id: int
+    code: str
+    media: str
+    direction: str
+    classification: str
+    referring_entities: list[str]
+    external_system_id: int | None
+    default_language: str
+    variants: dict[str, Variant]
+
+    def variant_for(self, *preferred: str | None) -> Variant | None:
+        """The first preferred language that has a variant, else the default language's."""
+        for language in (*preferred, self.default_language):
+            if language and language in self.variants:
+                return self.variants[language]
+        return None
+
+
+def load_contacts(conn: Connection, *, refs: Iterable[str] | None = None,
+                  ids: Iterable[int] | None = None) -> dict[Any, ContactInfo]:
+    """Contacts with their addresses: keyed by reference when asked by ``refs``, else by id."""
+    if refs is not None:
+        wanted: list[Any] = sorted(set(refs))
+        where = contacts_t.c.ref.in_(wanted)
+    else:
+        wanted = sorted(set(ids or ()))
+        where = contacts_t.c.id.in_(wanted)
+    if not wanted:
+        return {}
+    by_id: dict[int, ContactInfo] = {
+        r.id: ContactInfo(r.id, r.ref, r.name, r.preferred_language,
+                          bool(r.opt_in_direct_marketing), bool(r.opt_in_affiliate_marketing),
+                          r.data)
+        for r in conn.execute(select(contacts_t).where(where))}
+    if by_id:
+        q = (select(addresses_t).where(addresses_t.c.contact_id.in_(list(by_id)))
+             .order_by(addresses_t.c.id))
+        for a in conn.execute(q):
+            by_id[a.contact_id].addresses.append(Address(
+                a.kind, a.value, a.address_type, bool(a.is_primary), a.invalid_reason))
+    return by_id if refs is None else {c.ref: c for c in by_id.values()}
+
+
+def load_templates(conn: Connection, codes: Iterable[str]) -> dict[str, TemplateInfo]:
+    codes = sorted(set(codes))
+    if not codes:
+        return {}
+    found: dict[str, TemplateInfo] = {}
+    by_id: dict[int, TemplateInfo] = {}
+    q = select(templates_t).where(templates_t.c.code.in_(codes), templates_t.c.active.is_(True))
+    for t in conn.execute(q):
+        info = TemplateInfo(t.id, t.code, t.media, t.direction, t.classification,
+                            list(t.referring_entities or []), t.external_system_id,
+                            t.default_language, {})
+        found[t.code] = by_id[t.id] = info
+    if by_id:
+        for v in conn.execute(select(variants_t).where(variants_t.c.template_id.in_(list(by_id)))):
+            by_id[v.template_id].variants[v.language] = Variant(
+                v.language, v.subject, v.body_html, v.body_text)
+    return found

@@ -1,0 +1,82 @@
+"""The Python API for workflow systems: record that a communication must be made.
+
+    from comms_pipeline.pipeline.triggers import trigger
+    header_id = trigger(engine, contact_ref="C-1001", template_code="WELCOME",
+                        entities={"subscription": {"number": "S-1"}},
+                        idempotency_key="crm-event-42")
+
+A repeated call with the same idempotency key returns the first header's id and writes
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from comms_pipeline.core.states import HeaderStatus
+from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.store.models import headers_t
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+SEND_TO = ("all", "primary", "type")
+
+
+def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str | None = None,
+            event: str | None = None, event_number: str | None = None,
+            rule_code: str | None = None, media: str | None = None, send_to: str = "primary",
+            address_type: str | None = None, language: str | None = None,
+            entities: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+            send_after: datetime | None = None, expires_at: datetime | None = None,
+            priority: int = 2, idempotency_key: str | None = None,
+            copy_of_id: int | None = None, override_consent: bool = False,
+            await_resolution: bool = False) -> int:
+    """Write one request header; return its id (the existing one for a repeated key).
+
+    ``override_consent`` sends an important message whatever the contact's marketing opt-outs.
+    ``await_resolution`` is a workflow event created "on create": the header waits in Awaiting
+    Event Resolution until its ``event_number`` is resolved (``comms rules resolve``).
+    """
+    if send_to not in SEND_TO:
+        raise ValueError(f"send_to must be one of {', '.join(SEND_TO)}, not {send_to!r}")
+    if send_to == "type" and not address_type:
+        raise ValueError("send_to='type' needs address_type (e.g. 'work')")
+    if priority not in (1, 2, 3):
+        raise ValueError("priority must be 1 (high), 2 (medium) or 3 (low)")
+    if not template_code and not event:
+        raise ValueError("a trigger names a template_code or an event")
+    if await_resolution and not event_number:
+        raise ValueError("await_resolution needs the event_number that will be resolved")
+    values = {
+        "contact_ref": contact_ref, "template_code": template_code, "event": event,
+        "event_number": event_number, "rule_code": rule_code, "media": media,
+        "send_to": send_to, "address_type": address_type, "language": language,
+        "entities": dict(entities) if entities else None,
+        "params": dict(params) if params else None, "send_after": send_after,
+        "expires_at": expires_at, "priority": priority, "idempotency_key": idempotency_key,
+        "copy_of_id": copy_of_id, "override_consent": override_consent,
+        "status": (HeaderStatus.AWAITING_EVENT_RESOLUTION if await_resolution
+                   else HeaderStatus.AWAITING_PROCESSING), "created_at": utcnow(),
+    }
+    if hasattr(target, "begin") and not hasattr(target, "in_transaction"):
+        with target.begin() as conn:  # an Engine
+            return _insert(conn, values)
+    return _insert(target, values)  # a Connection inside the caller's transaction
+
+
+def _insert(conn: Connection, values: dict[str, Any]) -> int:
+    dialect = postgresql if is_postgres(conn) else sqlite
+    stmt = dialect.insert(headers_t).values(values)
+    if values["idempotency_key"] is not None:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+    new_id = conn.execute(stmt.returning(headers_t.c.id)).scalar_one_or_none()
+    if new_id is not None:
+        return new_id
+    return conn.execute(select(headers_t.c.id).where(
+        headers_t.c.idempotency_key == values["idempotency_key"])).scalar_one()

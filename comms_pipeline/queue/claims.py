@@ -1,0 +1,404 @@
+"""The one claim / lease / retry / transition mechanism used by every job and daemon.
+
+A worker *claims* a batch of rows by stamping them with its id and a lease deadline. On
+PostgreSQL the candidates are chosen with ``FOR UPDATE SKIP LOCKED``, so any number of workers
+on any number of machines claim disjoint batches; on SQLite every transaction is
+``BEGIN IMMEDIATE`` (see :mod:`comms_pipeline.store.db`), which makes the claim a single writer's.
+A row whose lease has passed is claimable again: that is how the work of a worker killed with
+SIGKILL is taken over. Finishing a row is compare-and-set: it only applies to rows the worker
+still holds, and a completion that arrives after a takeover is refused. Every state change is
+written to ``state_transitions`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    String,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+
+from comms_pipeline.core.states import ErrorCode
+from comms_pipeline.store.db import analyze_if_stale, bulk_insert, is_postgres, utcnow
+from comms_pipeline.store.models import transitions_t
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, Row
+    from sqlalchemy.sql.elements import ColumnElement
+
+    from comms_pipeline.settings.config import ClaimSettings
+
+log = structlog.get_logger(__name__)
+
+#: How often a claimer looks whether its queue's table statistics went stale.
+STATS_CHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class WorkQueue:
+    """A claimable table and the predicate that selects its pending work.
+
+    ``pending`` is called at every claim, so it may depend on the clock (send-after times).
+    """
+
+    kind: str
+    table: Table
+    pending: Callable[[], ColumnElement[bool]]
+    state_column: str | None = None
+    failed_state: str | None = None
+    order_by: tuple[Any, ...] = ()
+    #: Called as ``on_change(conn, new_state, ids)`` in the transaction that moves rows to a
+    #: new state (after the rows and their history are written), whoever moves them.
+    on_change: Callable[[Connection, str, list[int]], None] | None = None
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed row.
+
+    ``action`` is ``done`` (set ``state`` and ``values``), ``retry`` (transient failure: try
+    again after a backoff, or fail for good after the last attempt) or ``release`` (not
+    processed: give it back untouched, e.g. on shutdown).
+    """
+
+    id: int
+    action: str = "done"
+    state: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    code: str | None = None
+    description: str | None = None
+    #: What the handler produced for this row (details to insert, a document), written by the
+    #: handler's ``persist`` hook in the finishing transaction, only if the row is still held.
+    payload: Any = None
+
+    @classmethod
+    def done(cls, id: int, state: str | None = None, code: str | None = None,
+             description: str | None = None, payload: Any = None, **values: Any) -> Outcome:
+        """Set ``state`` (and ``values``); ``code``/``description`` explain a failure."""
+        return cls(id, "done", state, values, code, description, payload)
+
+    @classmethod
+    def retry(cls, id: int, code: str, description: str) -> Outcome:
+        return cls(id, "retry", code=code, description=description)
+
+    @classmethod
+    def release(cls, id: int) -> Outcome:
+        return cls(id, "release")
+
+
+def backoff_delay(attempts: int, settings: ClaimSettings) -> float:
+    """Exponential backoff: base, 2*base, 4*base, ... capped at the maximum."""
+    return min(settings.backoff_base_seconds * (2 ** max(attempts - 1, 0)),
+               settings.backoff_max_seconds)
+
+
+def record_transitions(conn: Connection, kind: str, changes: Iterable[tuple[int, str | None, str]],
+                       actor: str | None, code: str | None = None, at=None) -> None:
+    """Write ``(row_id, from_state, to_state)`` changes to the transition history."""
+    at = at or utcnow()
+    rows = [{"kind": kind, "row_id": rid, "from_state": old, "to_state": new, "actor": actor,
+             "code": code, "at": at} for rid, old, new in changes]
+    if rows:
+        conn.execute(insert(transitions_t), rows)
+
+
+def insert_with_history(conn: Connection, kind: str, table: Table,
+                        rows: Sequence[dict[str, Any]], actor: str | None,
+                        state_key: str = "state", code_key: str = "error_code") -> list[int]:
+    """Create rows and record the state each one is born in, in one pass each.
+
+    The ids come back from the insert itself, so the history is written from what is in
+    hand (``COPY`` on PostgreSQL): no query has to find the new rows again, which on a
+    table that grows during a long run would hang on statistics gathered when it was small.
+    """
+    ids = bulk_insert(conn, table, rows, return_ids=True)
+    at = utcnow()
+    bulk_insert(conn, transitions_t, [
+        {"kind": kind, "row_id": i, "from_state": None, "to_state": row[state_key],
+         "actor": actor, "code": row.get(code_key), "at": at}
+        for i, row in zip(ids, rows, strict=True)])
+    return ids
+
+
+def record_transitions_from(conn: Connection, kind: str, table: Table,
+                            where: ColumnElement[bool], from_state: str | None,
+                            to_state: Any, actor: str | None, code: Any = None,
+                            at=None) -> None:
+    """Record the transitions of every row of ``table`` matching ``where`` in one statement.
+
+    ``to_state`` and ``code`` may be columns of ``table`` (e.g. the state a row was created
+    in), so a whole batch is recorded server-side without shipping rows back and forth.
+    """
+    def value(v: Any) -> Any:
+        return v if hasattr(v, "table") else literal(v, String)
+
+    source = select(literal(kind, String), table.c.id, literal(from_state, String),
+                    value(to_state), literal(actor, String), value(code),
+                    literal(at or utcnow(), DateTime)).where(where)
+    conn.execute(insert(transitions_t).from_select(
+        ["kind", "row_id", "from_state", "to_state", "actor", "code", "at"], source))
+
+
+class Claimer:
+    """Claims, extends, and finishes rows of :class:`WorkQueue` s for one worker."""
+
+    def __init__(self, engine: Engine, worker_id: str, settings: ClaimSettings) -> None:
+        self.engine = engine
+        self.worker_id = worker_id
+        self.settings = settings
+        self._pg = is_postgres(engine)
+        self._stats_checked: dict[str, float] = {}
+
+    # -- claiming -------------------------------------------------------------------------
+    def _refresh_statistics(self, table: Table) -> None:
+        """Every few seconds per table: keep the planner's picture of the queue current."""
+        now = time.monotonic()
+        if now - self._stats_checked.get(table.name, -STATS_CHECK_SECONDS) < STATS_CHECK_SECONDS:
+            return
+        self._stats_checked[table.name] = now
+        with self.engine.begin() as conn:
+            if analyze_if_stale(conn, table):
+                log.info("claims.analyzed", table=table.name)
+
+    def claim(self, queue: WorkQueue, limit: int) -> list[Row]:
+        """Claim up to ``limit`` rows; rows that used up their attempts are failed instead."""
+        t = queue.table
+        if self._pg:
+            self._refresh_statistics(t)
+        now = utcnow()
+        candidates = (
+            select(t.c.id)
+            .where(queue.pending())
+            .where(or_(t.c.lease_until.is_(None), t.c.lease_until < now))
+            .where(or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now))
+            .order_by(*(queue.order_by or (t.c.id,)))
+            .limit(limit)
+        )
+        chosen: ColumnElement[bool] = t.c.id.in_(candidates.scalar_subquery())
+        if self._pg:
+            # ``id = ANY(ARRAY(subquery))``: the locking subquery runs once, as an InitPlan,
+            # and the update probes the primary key; ``IN (subquery)`` lets the planner
+            # hash-join a sequential scan of the whole table against the batch instead.
+            chosen = t.c.id == func.any(func.array(
+                candidates.with_for_update(skip_locked=True).scalar_subquery()))
+        stmt = (
+            update(t)
+            .where(chosen)
+            .values(claimed_by=self.worker_id,
+                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                    attempts=t.c.attempts + 1)
+            .returning(*t.c)
+        )
+        with self.engine.begin() as conn:
+            rows = sorted(conn.execute(stmt).all(), key=lambda r: r.id)
+            spent = [r for r in rows if r.attempts > self.settings.max_attempts]
+            if spent:
+                self._fail_spent(conn, queue, spent)
+        if spent:
+            spent_ids = {r.id for r in spent}
+            rows = [r for r in rows if r.id not in spent_ids]
+        return rows
+
+    def _fail_spent(self, conn: Connection, queue: WorkQueue, rows: Sequence[Row]) -> None:
+        """Rows whose claimants kept dying: fail them rather than loop forever."""
+        outcomes = [
+            Outcome.done(r.id, queue.failed_state, ErrorCode.MAX_ATTEMPTS,
+                         f"gave up after {r.attempts - 1} attempts (claimant lost each time)")
+            for r in rows
+        ]
+        self._apply(conn, queue, outcomes, {r.id: r for r in rows})
+        log.warning("claims.gave_up", kind=queue.kind, ids=[r.id for r in rows])
+
+    def extend(self, queue: WorkQueue, ids: Sequence[int]) -> set[int]:
+        """Push the lease of rows still held further out; returns the ids still held."""
+        if not ids:
+            return set()
+        t = queue.table
+        until = utcnow() + timedelta(seconds=self.settings.lease_seconds)
+        with self.engine.begin() as conn:
+            held = conn.execute(
+                update(t)
+                .where(t.c.id.in_(list(ids)), t.c.claimed_by == self.worker_id)
+                .values(lease_until=until)
+                .returning(t.c.id)
+            ).scalars().all()
+        return set(held)
+
+    # -- finishing ------------------------------------------------------------------------
+    def finish(self, queue: WorkQueue, outcomes: Sequence[Outcome],
+               conn: Connection | None = None,
+               persist: Callable[[Connection, list[Outcome]], None] | None = None) -> set[int]:
+        """Apply outcomes to rows this worker still holds; return the ids that were refused.
+
+        ``persist(conn, held_outcomes)`` runs first in the same transaction, so what a handler
+        produced (request details, documents) is written if and only if its row was still held.
+        """
+        if not outcomes:
+            return set()
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.finish(queue, outcomes, own, persist)
+        t = queue.table
+        cols = [t.c.id, t.c.attempts]
+        if queue.state_column:
+            cols.append(t.c[queue.state_column])
+        held_q = select(*cols).where(t.c.id.in_([o.id for o in outcomes]),
+                                     t.c.claimed_by == self.worker_id)
+        if self._pg:
+            held_q = held_q.with_for_update()
+        held = {r.id: r for r in conn.execute(held_q)}
+        refused = {o.id for o in outcomes} - set(held)
+        if refused:
+            log.warning("claims.lease_lost", kind=queue.kind, worker=self.worker_id,
+                        ids=sorted(refused)[:20], count=len(refused))
+        kept = [o for o in outcomes if o.id in held]
+        if persist is not None and kept:
+            persist(conn, kept)
+        self._apply(conn, queue, kept, held)
+        return refused
+
+    def _apply(self, conn: Connection, queue: WorkQueue, outcomes: Sequence[Outcome],
+               held: dict[int, Row]) -> None:
+        now = utcnow()
+        same: dict[tuple, list[int]] = {}  # identical new values: one UPDATE ... WHERE id IN
+        varied: dict[tuple, list[dict]] = {}  # per-row values: one executemany per key set
+        changes: dict[tuple, list[int]] = {}
+        for o in outcomes:
+            values, new_state = self._values_for(queue, o, held[o.id], now)
+            if new_state is not None and queue.state_column:
+                old = held[o.id]._mapping.get(queue.state_column)
+                if old != new_state:
+                    changes.setdefault((old, new_state, o.code), []).append(o.id)
+            try:
+                same.setdefault(tuple(sorted(values.items())), []).append(o.id)
+            except TypeError:  # unhashable values (JSON): row by row
+                varied.setdefault(tuple(sorted(values)), []).append({"_id": o.id, **values})
+        t = queue.table
+        for items, ids in same.items():
+            if len(ids) == 1:
+                varied.setdefault(tuple(k for k, _ in items), []).append(
+                    {"_id": ids[0], **dict(items)})
+            else:
+                conn.execute(update(t).where(t.c.id.in_(ids)).values(dict(items)))
+        for keys, params in varied.items():
+            if self._pg and len(params) > 1 and not any(
+                    isinstance(t.c[k].type, JSON) for k in keys):
+                _update_from_values(conn, t, keys, params)
+            else:
+                stmt = update(t).where(t.c.id == bindparam("_id"))
+                conn.execute(stmt.values({k: bindparam(k) for k in keys}), params)
+        for (old, new, code), ids in changes.items():
+            record_transitions_from(conn, queue.kind, t, t.c.id.in_(ids), old, new,
+                                    self.worker_id, code, now)
+            if queue.on_change is not None:
+                queue.on_change(conn, new, ids)
+
+    def _values_for(self, queue: WorkQueue, o: Outcome, row: Row, now) -> tuple[dict, str | None]:
+        values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
+        new_state = None
+        cols = _error_columns(queue.table)
+        if o.action == "release":
+            values["attempts"] = max(row.attempts - 1, 0)
+        elif o.action == "retry":
+            description = o.description
+            if row.attempts >= self.settings.max_attempts:
+                new_state = queue.failed_state
+                description = f"{o.description} (gave up after {row.attempts} attempts)"
+            else:
+                delay = backoff_delay(row.attempts, self.settings)
+                values["next_attempt_at"] = now + timedelta(seconds=delay)
+            if cols:
+                values.update({cols[0]: o.code, cols[1]: description})
+        else:
+            new_state = o.state
+            if cols and o.code is not None:
+                values.update({cols[0]: o.code, cols[1]: o.description})
+            values.update(o.values)
+        if new_state is not None and queue.state_column:
+            values[queue.state_column] = new_state
+        if "updated_at" in queue.table.c:
+            values["updated_at"] = now
+        return values, new_state
+
+
+def _update_from_values(conn: Connection, t: Table, keys: tuple[str, ...],
+                        params: list[dict]) -> None:
+    """Per-row values in one statement: ``UPDATE t SET ... FROM unnest(arrays) v WHERE ...``.
+
+    PostgreSQL only (SQLite's executemany is in-process and already cheap). The statement's
+    text depends only on the columns, so it is compiled once; the rows travel as one typed
+    array per column.
+    """
+    arrays = ", ".join(f"CAST(:{k} AS {t.c[k].type.compile(dialect=conn.dialect)}[])"
+                       for k in keys)
+    sets = ", ".join(f"{k} = v.{k}" for k in keys)
+    sql = text(f"UPDATE {t.name} SET {sets} "
+               f"FROM unnest(CAST(:_id AS BIGINT[]), {arrays}) AS v(_id, {', '.join(keys)}) "
+               f"WHERE {t.name}.id = v._id")
+    conn.execute(sql, {"_id": [p["_id"] for p in params],
+                       **{k: [p[k] for p in params] for k in keys}})
+
+
+def _error_columns(table: Table) -> tuple[str, str] | None:
+    """Where a table keeps the explanation of a failure (details: error_*, headers: status_*)."""
+    if "error_code" in table.c:
+        return "error_code", "error_description"
+    if "status_code" in table.c:
+        return "status_code", "status_reason"
+    return None
+
+
+def transition_rows(conn: Connection, queue: WorkQueue, where: ColumnElement[bool],
+                    new_state: str, actor: str, code: str | None = None,
+                    values: dict[str, Any] | None = None, limit: int | None = None) -> list[int]:
+    """Move unclaimed rows matching ``where`` to ``new_state`` (compare-and-set on ``where``).
+
+    Used for transitions that are not a worker's claim: expiry sweeps, cancellations,
+    acknowledgements by external systems. Returns the ids that changed.
+    """
+    t = queue.table
+    state_col = t.c[queue.state_column]
+    sel = select(t.c.id, state_col).where(where).where(
+        or_(t.c.claimed_by.is_(None), t.c.lease_until < utcnow()))
+    if limit:
+        sel = sel.order_by(t.c.id).limit(limit)
+    if is_postgres(conn):
+        sel = sel.with_for_update(skip_locked=True)
+    rows = conn.execute(sel).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    now = utcnow()
+    vals: dict[str, Any] = {queue.state_column: new_state, "claimed_by": None,
+                            "lease_until": None, **(values or {})}
+    if "updated_at" in t.c:
+        vals["updated_at"] = now
+    conn.execute(update(t).where(and_(t.c.id.in_(ids))).values(vals))
+    record_transitions(conn, queue.kind, [(r.id, r[1], new_state) for r in rows], actor, code,
+                       now)
+    if queue.on_change is not None:
+        queue.on_change(conn, new_state, ids)
+    return ids
+
+
+def backlog(conn: Connection, queue: WorkQueue) -> int:
+    """How many rows of ``queue`` are pending (claimed or not): the work left to do."""
+    return conn.execute(select(func.count()).select_from(queue.table)
+                        .where(queue.pending())).scalar_one()

@@ -1,0 +1,64 @@
+"""Daemon heartbeats: one row per running instance, refreshed while it works."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.store.models import DaemonHeartbeat
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+hb_t = DaemonHeartbeat.__table__
+
+
+def instance_id(name: str) -> str:
+    return f"{name}@{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    def __init__(self, engine: Engine, name: str, every: float) -> None:
+        self.engine = engine
+        self.name = name
+        self.instance = instance_id(name)
+        self.every = every
+        self._last = None
+        self.processed = 0
+
+    def beat(self, force: bool = False) -> None:
+        now = utcnow()
+        if not force and self._last and (now - self._last).total_seconds() < self.every:
+            return
+        self._last = now
+        values = {"instance": self.instance, "name": self.name, "host": socket.gethostname(),
+                  "pid": os.getpid(), "started_at": now, "beat_at": now, "stopped_at": None,
+                  "processed": self.processed}
+        dialect = postgresql if is_postgres(self.engine) else sqlite
+        stmt = dialect.insert(hb_t).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["instance"],
+            set_={"beat_at": now, "processed": self.processed, "stopped_at": None},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def stopped(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(hb_t).where(hb_t.c.instance == self.instance)
+                         .values(stopped_at=utcnow(), beat_at=utcnow(),
+                                 processed=self.processed))
+
+
+def live_instances(engine: Engine, stale_after: float) -> list[dict]:
+    """Every known instance with ``alive`` = not stopped and beat within ``stale_after``."""
+    limit = utcnow() - timedelta(seconds=stale_after)
+    with engine.connect() as conn:
+        rows = conn.execute(select(hb_t).order_by(hb_t.c.name, hb_t.c.instance)).mappings()
+        return [{**r, "fresh": r["stopped_at"] is None and r["beat_at"] >= limit} for r in rows]

@@ -1,0 +1,202 @@
+"""The loop shared by every daemon and batch job: claim a batch, handle it, finish it.
+
+A :class:`Handler` says which queue it works and what happened to each claimed row; the
+:class:`Runner` does the rest: claiming with a lease, extending the lease on long batches,
+heartbeats, graceful SIGTERM (rows not yet handled are released, the rest finished) and
+``once`` mode (drain the backlog, then exit) for cron-style runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from comms_pipeline.core.states import ErrorCode
+from comms_pipeline.queue.claims import Claimer, Outcome, WorkQueue
+from comms_pipeline.queue.heartbeat import Heartbeat
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, Row
+
+    from comms_pipeline.settings.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Handler(Protocol):
+    """Processes claimed rows of one queue."""
+
+    name: str
+    queue: WorkQueue
+
+    def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        """Return one outcome per handled row; rows left out are released."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PersistingHandler(Handler, Protocol):
+    """A handler whose outcomes carry products (``Outcome.payload``) to write atomically."""
+
+    def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
+        """Write the products of ``outcomes`` (rows still held) in the finishing transaction."""
+        ...
+
+
+class BatchContext:
+    """What a handler may ask of the runner while it works through a batch."""
+
+    def __init__(self, runner: Runner, ids: Sequence[int]) -> None:
+        self._runner = runner
+        self._ids = list(ids)
+        self._started = time.monotonic()
+
+    @property
+    def stopping(self) -> bool:
+        return self._runner.stop_event.is_set()
+
+    def keep_alive(self) -> None:
+        """Extend the batch's lease when a third of it has passed (long batches)."""
+        lease = self._runner.settings.claims.lease_seconds
+        if time.monotonic() - self._started > lease / 3:
+            self._runner.claimer.extend(self._runner.handler.queue, self._ids)
+            self._started = time.monotonic()
+        self._runner.heartbeat.beat()
+
+
+class LeaseKeeper:
+    """Extends a batch's lease (and beats the heartbeat) from a side thread while the handler
+    works, so that a slow gateway call (SMPP throttling, a slow webhook) cannot let another
+    copy take over a batch that is being sent. It gives up after ``MAX_LEASES`` leases: a
+    handler stuck for that long loses its claim to the next worker, as a dead one would."""
+
+    MAX_LEASES = 10
+
+    def __init__(self, ctx: BatchContext, lease_seconds: float) -> None:
+        self.ctx = ctx
+        self.interval = lease_seconds / 3
+        self.deadline = time.monotonic() + lease_seconds * self.MAX_LEASES
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval) and time.monotonic() < self.deadline:
+            try:
+                self.ctx.keep_alive()
+            except Exception:  # the database is away: the finish will say whether we held on
+                log.warning("worker.keep_alive_failed", exc_info=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+class Runner:
+    def __init__(self, settings: Settings, engine: Engine, handler: Handler, *,
+                 batch_size: int | None = None, once: bool = False,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.handler = handler
+        self.batch_size = batch_size or settings.daemons.batch_size
+        self.once = once
+        self.on_progress = on_progress
+        self.heartbeat = Heartbeat(engine, handler.name, settings.daemons.heartbeat_seconds)
+        self.claimer = Claimer(engine, self.heartbeat.instance, settings.claims)
+        self.stop_event = threading.Event()
+        self.processed = 0
+        self.refused = 0
+        #: Batches whose handler raised: their rows were retried (or failed) with the error.
+        self.failed_batches = 0
+
+    def install_signal_handlers(self) -> None:
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("worker.stopping", worker=self.heartbeat.instance, signal=signum)
+            self.stop_event.set()
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # e.g. a job run by the scheduler's thread pool: the scheduler stops it
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    def run(self) -> int:
+        """Work until stopped (or, with ``once``, until nothing is left); return rows handled."""
+        log.info("worker.started", worker=self.heartbeat.instance, once=self.once)
+        self.heartbeat.beat(force=True)
+        try:
+            while not self.stop_event.is_set():
+                if not self.run_batch():
+                    if self.once:
+                        break
+                    self.stop_event.wait(self.settings.daemons.poll_interval)
+                self.heartbeat.beat()
+        finally:
+            self.handler.close()
+            self.heartbeat.processed = self.processed
+            self.heartbeat.stopped()
+            log.info("worker.stopped", worker=self.heartbeat.instance,
+                     processed=self.processed, refused=self.refused)
+        return self.processed
+
+    def _after_failure(self, rows: Sequence[Row], ctx: BatchContext,
+                       exc: Exception) -> list[Outcome]:
+        """A handler raised. A handler without side effects (``isolates_failures``: the
+        merge jobs) is run again row by row, so that only the rows that fail again fail;
+        a daemon's batch may have been partly sent, so it is not run again: every row is
+        retried later, and fails for good after ``claims.max_attempts``. Either way the
+        error is on the row (code INTERNAL_ERROR), not only in a log."""
+        self.failed_batches += 1
+        log.error("worker.batch_failed", worker=self.heartbeat.instance, rows=len(rows),
+                  error=type(exc).__name__, ids=[r.id for r in rows][:20])
+        if len(rows) == 1 or not getattr(self.handler, "isolates_failures", False):
+            return [_failed(r.id, exc) for r in rows]
+        outcomes: list[Outcome] = []
+        for row in rows:
+            try:
+                outcomes.extend(self.handler.handle([row], ctx))
+            except Exception as again:
+                outcomes.append(_failed(row.id, again))
+        return outcomes
+
+    def run_batch(self) -> int:
+        """Claim and handle one batch; return how many rows were claimed."""
+        queue = self.handler.queue
+        rows = self.claimer.claim(queue, self.batch_size)
+        if not rows:
+            return 0
+        ctx = BatchContext(self, [r.id for r in rows])
+        try:
+            with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
+                try:
+                    outcomes = self.handler.handle(rows, ctx)
+                except Exception as exc:  # bad data or a bug: explained on the rows
+                    outcomes = self._after_failure(rows, ctx, exc)
+        except BaseException:
+            # Give the batch back at once rather than waiting for the lease to pass.
+            self.claimer.finish(queue, [Outcome.release(r.id) for r in rows])
+            raise
+        handled = {o.id for o in outcomes}
+        outcomes = list(outcomes) + [Outcome.release(r.id) for r in rows if r.id not in handled]
+        persist = getattr(self.handler, "persist", None)
+        self.refused += len(self.claimer.finish(queue, outcomes, persist=persist))
+        done = sum(1 for o in outcomes if o.action != "release")
+        self.processed += done
+        self.heartbeat.processed = self.processed
+        if self.on_progress:
+            self.on_progress(done)
+        return len(rows)
+
+
+def _failed(row_id: int, exc: Exception) -> Outcome:
+    return Outcome.retry(row_id, ErrorCode.INTERNAL_ERROR,
+                         f"{type(exc).__name__}: {exc}"[:500])

@@ -1,0 +1,2 @@
+"""Configuration: every section, validated. Imports only :mod:`comms_pipeline.core`.
+"""

@@ -1,0 +1,198 @@
+"""Configuration: defaults in code, a TOML file on top, ``COMMS_*`` environment variables last.
+
+Every key has a working default for the embedded setup (SQLite and local folders under
+``var/``), so the pipeline runs with no file at all. An environment variable is named after the
+key's path: ``database.url`` -> ``COMMS_DATABASE_URL``,
+``gateways.sms.backend`` -> ``COMMS_GATEWAYS_SMS_BACKEND``. Invalid configuration raises
+:class:`ConfigError` naming the key and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from comms_pipeline.core.cron import check_cron
+from comms_pipeline.core.errors import ConfigError
+from comms_pipeline.gateways.settings import GatewaysSettings
+from comms_pipeline.notifications.settings import NotificationSettings
+from comms_pipeline.pipeline.entity_sources import EntitySource
+from comms_pipeline.pipeline.links import LinkSettings
+from comms_pipeline.web.settings import WebSettings
+
+ENV_PREFIX = "COMMS_"
+DEFAULT_CONFIG_PATHS = (Path("config/comms.toml"),)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///{var}/comms.db"
+    echo: bool = False
+    pool_size: int = Field(5, ge=1)
+
+
+class PathSettings(_Section):
+    var: Path = Path("var")
+
+
+class ClaimSettings(_Section):
+    lease_seconds: float = Field(60.0, gt=0)
+    #: With the backoff below, retries span about three hours: a gateway down for a while
+    #: (a restart, an outage) delays its backlog rather than rejecting it.
+    max_attempts: int = Field(10, ge=1)
+    backoff_base_seconds: float = Field(30.0, ge=0)
+    backoff_max_seconds: float = Field(3600.0, ge=0)
+
+
+class MonitorSettings(_Section):
+    batch_size: int = Field(1000, ge=1)
+    default_language: str = "en"
+    default_country: str = Field("GB", min_length=2, max_length=2)
+
+
+class DaemonSettings(_Section):
+    batch_size: int = Field(100, ge=1)
+    poll_interval: float = Field(1.0, gt=0)
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    stale_after_seconds: float = Field(30.0, gt=0)
+    stop_timeout_seconds: float = Field(30.0, gt=0)
+
+
+class EmailSettings(_Section):
+    from_address: str = "Comms Demo <no-reply@example.com>"
+    reply_to: str | None = None
+    message_id_domain: str = "comms.example.com"
+    unsubscribe_url: str = "http://127.0.0.1:8000/links/unsubscribe"
+
+
+class LetterSettings(_Section):
+    processes: int = Field(1, ge=1, le=64, description="letter rendering processes")
+    sender: list[str] = Field(default_factory=list,
+                              description="sender block lines (default: the From name)")
+
+
+class SchedulerSettings(_Section):
+    """Cron expressions (five fields) per job name; an empty string disables the job."""
+
+    jobs: dict[str, str] = Field(
+        default_factory=lambda: {
+            "monitor": "* * * * *",
+            "email-monitor": "* * * * *",
+            "letter-monitor": "*/5 * * * *",
+            "expiry-sweep": "*/15 * * * *",
+        }
+    )
+    timezone: str = "UTC"
+
+    @field_validator("jobs")
+    @classmethod
+    def _five_fields(cls, jobs: dict[str, str]) -> dict[str, str]:
+        from comms_pipeline.jobs import JOBS  # the registry names only: nothing imported
+
+        for name, expr in jobs.items():
+            if name not in JOBS:
+                raise ValueError(f"no job named {name!r} (known: {', '.join(sorted(JOBS))})")
+            if expr:
+                try:
+                    check_cron(expr)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return jobs
+
+
+class Settings(_Section):
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    paths: PathSettings = Field(default_factory=PathSettings)
+    claims: ClaimSettings = Field(default_factory=ClaimSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    daemons: DaemonSettings = Field(default_factory=DaemonSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    gateways: GatewaysSettings = Field(default_factory=GatewaysSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    letters: LetterSettings = Field(default_factory=LetterSettings)
+    links: LinkSettings = Field(default_factory=LinkSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
+    source: str = "defaults"
+
+    @property
+    def var_dir(self) -> Path:
+        return self.paths.var.resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url.replace("{var}", str(self.var_dir))
+
+
+def _env_overrides(model: type[BaseModel], prefix: str, environ: dict[str, str]) -> dict:
+    """Collect ``COMMS_*`` variables for every known key of ``model`` (recursively)."""
+    found: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        env_name = f"{prefix}{name.upper()}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            nested = _env_overrides(annotation, env_name + "_", environ)
+            if nested:
+                found[name] = nested
+        elif env_name in environ:
+            raw = environ[env_name]
+            if raw[:1] in ("{", "["):
+                try:
+                    found[name] = json.loads(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"invalid configuration ({env_name}): not valid JSON "
+                                      f"({exc})") from None
+            else:
+                found[name] = raw
+    return found
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for problem in err.errors():
+        key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        lines.append(f"  {key}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Load settings from ``path`` (or ``$COMMS_CONFIG``, or ``config/comms.toml`` if present)."""
+    environ = dict(os.environ if environ is None else environ)
+    path = path or environ.get("COMMS_CONFIG")
+    data: dict[str, Any] = {}
+    source = "defaults"
+    candidates = [Path(path)] if path else [p for p in DEFAULT_CONFIG_PATHS if p.is_file()]
+    for candidate in candidates:
+        if not candidate.is_file():
+            raise ConfigError(f"configuration file not found: {candidate}")
+        try:
+            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{candidate}: not valid TOML: {exc}") from exc
+        source = str(candidate)
+    data = _merge(data, _env_overrides(Settings, ENV_PREFIX, environ))
+    data["source"] = source
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
