@@ -39,8 +39,10 @@ test-fast: $(TSTAMP)
 services:
 	@bash .ci/services
 
+## Style (ruff), the layers' import contracts (import-linter).
 lint: $(TSTAMP)
 	$(BIN)/ruff check comms_pipeline tests bench sql setup.py
+	$(BIN)/lint-imports
 
 format: $(TSTAMP)
 	$(BIN)/ruff check --fix comms_pipeline tests bench sql setup.py

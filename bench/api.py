@@ -27,9 +27,10 @@ import httpx
 from sqlalchemy import bindparam, func, insert, select, text
 
 from bench.common import OUT, fresh_database, peak_rss_mb, row, timer
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, add_external_system
 from comms_pipeline.pipeline.apikeys import create_system_key
-from comms_pipeline.store.db import make_engine, upgrade, utcnow
+from comms_pipeline.store.db import make_engine, upgrade
 from comms_pipeline.store.models import details_t, headers_t
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,14 +32,9 @@ if sys.path[1:2] == [str(Path(__file__).resolve().parent)]:
 from sqlalchemy import delete, func, select, update
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.jobs.letter_monitor import LetterMonitorJob, sender_lines
-from comms_pipeline.pipeline.admin_records import (
-    AddressSpec,
-    TemplateSpec,
-    VariantSpec,
-    add_contact,
-    save_template,
-)
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, save_template
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.rendering.pdf import LAYOUT_DIR, LetterContent, LetterRenderer

@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, select, text
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.jobs import run_job_workers
-from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec, save_template
+from comms_pipeline.pipeline.admin_records import save_template
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.runtime.supervisor import self_command
 from comms_pipeline.settings.config import load_settings

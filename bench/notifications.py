@@ -25,23 +25,24 @@ import sys
 import time
 from pathlib import Path
 
+from comms_pipeline.store.models import notifications_t, runs_t
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import func, select, text
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.notifications.runs import run_notifications
 from comms_pipeline.notifications.types import Definitions, TypeDef, save_definitions
-from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec, save_template
+from comms_pipeline.pipeline.admin_records import save_template
 from comms_pipeline.settings.config import load_settings
 from comms_pipeline.store.db import make_engine, upgrade
-from comms_pipeline.store.models import Notification, NotificationRun, headers_t
+from comms_pipeline.store.models import headers_t
 
 DEFAULT_N = {"postgresql": 200_000, "sqlite": 100_000}
 RSS_MARK = 100_000
 TYPE = "BENCH_BALANCE"
-notifications_t = Notification.__table__
-runs_t = NotificationRun.__table__
 
 POPULATION = """
 SELECT ar.id AS recipient_key, ar.contact_ref AS contact_ref,

@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import airspeed
 
-from comms_pipeline.pipeline.links import LinkBuilder, LinkSettings
+from comms_pipeline.pipeline.links import LinkBuilder
 from comms_pipeline.rendering import build_context, compile_template, velocity
+from comms_pipeline.settings.links import LinkSettings
 
 BODY = """<p>Dear #contact_information.name,</p>
 <p>We would like to inform you that your payment, with payment number

@@ -24,10 +24,11 @@ import subprocess
 from sqlalchemy import func, insert, select
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.daemons.sms import SmsDaemon
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.settings.config import load_settings
-from comms_pipeline.store.db import make_engine, upgrade, utcnow
+from comms_pipeline.store.db import make_engine, upgrade
 from comms_pipeline.store.models import details_t, headers_t
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, insert, select
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.daemons.storage import StorageDaemon
 from comms_pipeline.pipeline.admin_records import add_contact
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.settings.config import load_settings
-from comms_pipeline.store.db import make_engine, upgrade, utcnow
+from comms_pipeline.store.db import make_engine, upgrade
 from comms_pipeline.store.models import details_t, documents_t
 
 KEY_ID, SECRET = "bench-key", "bench-secret"

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import insert
 
-from comms_pipeline.pipeline.admin_records import (
-    AddressSpec,
-    TemplateSpec,
-    VariantSpec,
-    add_contact,
-    save_template,
-)
-from comms_pipeline.store.db import utcnow
+from comms_pipeline.core.clock import utcnow
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, save_template
 from comms_pipeline.store.models import details_t, headers_t
 
 

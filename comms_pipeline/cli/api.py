@@ -13,13 +13,10 @@ import click
 from sqlalchemy import select, update
 
 from comms_pipeline.cli.common import AppContext, pass_app
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline import admin_records as admin
 from comms_pipeline.pipeline import apikeys
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import ExternalSystem
-from comms_pipeline.web.settings import web_settings
-
-systems_t = ExternalSystem.__table__
+from comms_pipeline.store.models import systems_t
 
 
 def _show_key(key: apikeys.NewKey, owner: str) -> None:
@@ -46,7 +43,7 @@ def serve(app: AppContext, host: str | None, port: int | None, workers: int) -> 
     except ImportError:
         raise click.ClickException("the Web API needs the 'api' extra: "
                                    "pip install 'comms-pipeline[api]'") from None
-    web = web_settings(app.settings)
+    web = app.settings.web
     host, port = host or web.host, port or web.port
     click.echo(f"serving the Web API on http://{host}:{port} (docs: /docs)", err=True)
     if workers > 1:

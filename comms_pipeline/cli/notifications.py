@@ -17,18 +17,12 @@ from comms_pipeline.notifications import log as comm_log
 from comms_pipeline.notifications import types as defs
 from comms_pipeline.pipeline.tracking import run_report
 from comms_pipeline.store.models import (
-    EventRule,
-    NotificationRun,
-    NotificationType,
-    Segment,
-    SkippedRecipient,
+    rules_t,
+    runs_t,
+    segments_t,
+    skipped_t,
+    types_t,
 )
-
-types_t = NotificationType.__table__
-runs_t = NotificationRun.__table__
-rules_t = EventRule.__table__
-segments_t = Segment.__table__
-skipped_t = SkippedRecipient.__table__
 
 
 def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> None:

@@ -9,6 +9,7 @@ import click
 from sqlalchemy import and_, select, update
 
 from comms_pipeline.cli.common import AppContext, parse_pairs, pass_app
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import (
     DetailState,
     ErrorCode,
@@ -19,8 +20,7 @@ from comms_pipeline.pipeline.triggers import SEND_TO
 from comms_pipeline.pipeline.triggers import trigger as trigger_request
 from comms_pipeline.queue.claims import record_transitions, transition_rows
 from comms_pipeline.queue.work_queues import pending_details_queue
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import Contact, details_t, transitions_t
+from comms_pipeline.store.models import contacts_t, details_t, transitions_t
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -102,7 +102,7 @@ def queue() -> None:
 def queue_list(app: AppContext, state: str | None, media: str | None, contact_ref: str | None,
                limit: int, as_json: bool) -> None:
     """List queue entries, newest first."""
-    contacts = Contact.__table__
+    contacts = contacts_t
     q = (select(details_t, contacts.c.ref.label("contact_ref"))
          .join(contacts, contacts.c.id == details_t.c.contact_id, isouter=True)
          .order_by(details_t.c.id.desc()).limit(limit))

@@ -18,7 +18,7 @@ from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.sms_text import analyse
 from comms_pipeline.core.states import Media
 from comms_pipeline.pipeline.entity_sources import load_sources, needed_entities, resolve_entities
-from comms_pipeline.pipeline.links import LinkBuilder, link_settings
+from comms_pipeline.pipeline.links import LinkBuilder
 from comms_pipeline.pipeline.template_files import (
     fetch_template,
     limit_for,
@@ -61,7 +61,7 @@ def _save(path: str, mode: str) -> None:
     try:
         spec = load_template_dir(path)
         with app.engine.begin() as conn:
-            result = save_checked(conn, spec, links=link_settings(app.settings), mode=mode)
+            result = save_checked(conn, spec, links=app.settings.links, mode=mode)
     except CommsError as exc:
         raise _fail(exc) from None
     for warning in result.warnings:
@@ -139,7 +139,7 @@ def validate(target: str) -> None:
             spec = load_template_dir(target) if Path(target).is_dir() else _load(conn, target)
         except CommsError as exc:
             raise _fail(exc) from None
-        problems = validate_template(spec, links=link_settings(app.settings),
+        problems = validate_template(spec, links=app.settings.links,
                                      max_chars=limit_for(conn, spec))
     for problem in problems:
         click.echo(str(problem))
@@ -220,7 +220,7 @@ def _print_variant(media: str, variant: Any, context: dict[str, Any]) -> None:
 @click.option("--prefix", default="", help="Only tags starting with this (e.g. '#pay').")
 def tags(entities: tuple[str, ...], prefix: str) -> None:
     """The tags a '#' auto-complete offers for the given entities."""
-    enabled = link_settings(_app().settings).enabled
+    enabled = _app().settings.links.enabled
     for tag in available_tags(entities, prefix, enabled_links=enabled):
         click.echo(tag)
 

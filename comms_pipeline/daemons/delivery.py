@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import GatewayError
 from comms_pipeline.core.processing_rules import processing_refusal
 from comms_pipeline.core.states import DetailState, ErrorCode
@@ -20,7 +21,6 @@ from comms_pipeline.gateways.protocols import SendResult
 from comms_pipeline.pipeline.media import load_media_rules
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.queue.work_queues import detail_queue
-from comms_pipeline.store.db import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row

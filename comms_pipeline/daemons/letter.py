@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.states import DetailState
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.protocols import Letter, LetterDrop
 from comms_pipeline.pipeline.documents import document_contents
 from comms_pipeline.queue.claims import Outcome
-from comms_pipeline.store.db import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import and_, select, update
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import ConfigError, GatewayError
 from comms_pipeline.core.states import DetailState
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.protocols import SendResult, WebhookMessage, WebhookSender
 from comms_pipeline.gateways.webhook import ENDPOINT_ERRORS
-from comms_pipeline.notifications.log import log_sends_on_change
 from comms_pipeline.queue.claims import Outcome, WorkQueue
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import ExternalSystem, details_t, headers_t
+from comms_pipeline.queue.hooks import log_sends_on_change
+from comms_pipeline.store.models import details_t, headers_t, systems_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
-systems_t = ExternalSystem.__table__
 
 
 def external_queue() -> WorkQueue:

@@ -18,7 +18,7 @@ from comms_pipeline.core.states import AddressKind
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.fcm import UnregisteredToken
 from comms_pipeline.gateways.protocols import PushMessage, PushSender
-from comms_pipeline.store.models import ContactAddress
+from comms_pipeline.store.models import addresses_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
-addresses_t = ContactAddress.__table__
 
 
 def make_push_sender(settings: Settings) -> PushSender:

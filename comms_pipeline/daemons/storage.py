@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import GatewayError
 from comms_pipeline.pipeline.documents import make_document_store, storage_key
 from comms_pipeline.queue.claims import Outcome, backoff_delay
 from comms_pipeline.queue.work_queues import storage_queue
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import Contact, details_t
+from comms_pipeline.store.models import contacts_t, details_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
-contacts_t = Contact.__table__
 
 
 class StorageDaemon:

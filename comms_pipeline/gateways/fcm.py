@@ -27,7 +27,7 @@ from comms_pipeline.core.errors import (
 from comms_pipeline.gateways.protocols import Outcome, PushMessage, SendResult
 
 if TYPE_CHECKING:
-    from comms_pipeline.gateways.settings import PushGateway
+    from comms_pipeline.settings.gateways import PushGateway
 
 TRANSIENT_STATUSES = frozenset({401, 408, 429})
 

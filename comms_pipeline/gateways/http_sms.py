@@ -30,7 +30,7 @@ from comms_pipeline.core.errors import (
 from comms_pipeline.gateways.protocols import Outcome, SendResult, SmsMessage
 
 if TYPE_CHECKING:
-    from comms_pipeline.gateways.settings import SmsGateway
+    from comms_pipeline.settings.gateways import SmsGateway
 
 log = structlog.get_logger(__name__)
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.gateways.protocols import (
     Outcome,
     PushMessage,
@@ -18,7 +19,6 @@ from comms_pipeline.gateways.protocols import (
     SmsMessage,
     WebhookMessage,
 )
-from comms_pipeline.store.db import utcnow
 
 
 class JsonLinesOutbox:

@@ -15,8 +15,8 @@ import json
 import uuid
 from collections.abc import Sequence
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.gateways.protocols import Letter
-from comms_pipeline.store.db import utcnow
 
 MANIFEST_NAME = "manifest.json"
 

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - boto3 is part of the test extra
     raise MissingExtraError("boto3", "s3") from exc
 
 if TYPE_CHECKING:
-    from comms_pipeline.gateways.settings import StorageGateway
+    from comms_pipeline.settings.gateways import StorageGateway
 
 TRANSIENT_CODES = frozenset({
     "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",

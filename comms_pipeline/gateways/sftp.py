@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - paramiko is part of the test ex
     raise MissingExtraError("paramiko", "sftp") from exc
 
 if TYPE_CHECKING:
-    from comms_pipeline.gateways.settings import LetterGateway, StorageGateway
+    from comms_pipeline.settings.gateways import LetterGateway, StorageGateway
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

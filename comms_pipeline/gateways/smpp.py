@@ -54,7 +54,7 @@ from comms_pipeline.gateways.smpp_pdu import (
 from comms_pipeline.pipeline.receipts import Receipt, parse_receipt
 
 if TYPE_CHECKING:
-    from comms_pipeline.gateways.settings import SmsGateway
+    from comms_pipeline.settings.gateways import SmsGateway
 
 log = structlog.get_logger(__name__)
 

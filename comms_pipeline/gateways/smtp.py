@@ -45,7 +45,7 @@ from comms_pipeline.core.errors import (
 from comms_pipeline.gateways.protocols import EmailMessage, Outcome, SendResult
 
 if TYPE_CHECKING:
-    from comms_pipeline.gateways.settings import EmailGateway
+    from comms_pipeline.settings.gateways import EmailGateway
 
 log = structlog.get_logger(__name__)
 

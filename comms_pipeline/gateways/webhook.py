@@ -36,7 +36,7 @@ from comms_pipeline.gateways.netguard import TargetRefused, TargetUnresolved, ch
 from comms_pipeline.gateways.protocols import Outcome, SendResult, WebhookMessage
 
 if TYPE_CHECKING:
-    from comms_pipeline.gateways.settings import WebhookGateway
+    from comms_pipeline.settings.gateways import WebhookGateway
 
 log = structlog.get_logger(__name__)
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import and_
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import PENDING_STATES, DetailState, ErrorCode
 from comms_pipeline.queue.claims import Outcome, WorkQueue
-from comms_pipeline.store.db import utcnow
 from comms_pipeline.store.models import details_t
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import ErrorCode, Media
 from comms_pipeline.pipeline.merge_data import (
     MergeBatch,
@@ -39,7 +40,6 @@ from comms_pipeline.rendering.pdf import (
     LetterPool,
     RendererCrashed,
 )
-from comms_pipeline.store.db import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row

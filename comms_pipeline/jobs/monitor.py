@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from comms_pipeline.core.addressing import InvalidAddress, normalise, select_targets
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.processing_rules import processing_refusal
 from comms_pipeline.core.sms_text import split_parts
 from comms_pipeline.core.states import (
@@ -45,7 +46,6 @@ from comms_pipeline.pipeline.media import effective_limit, load_external_limits,
 from comms_pipeline.queue.claims import Outcome, insert_with_history
 from comms_pipeline.queue.work_queues import header_queue
 from comms_pipeline.rendering import TemplateError, build_context, compile_template
-from comms_pipeline.store.db import utcnow
 from comms_pipeline.store.models import details_t
 
 if TYPE_CHECKING:

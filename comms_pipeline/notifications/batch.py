@@ -22,7 +22,7 @@ from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.consent import policy_for_type, refusal, stricter
 from comms_pipeline.notifications.segments import describe, members_among
 from comms_pipeline.store.db import bulk_insert
-from comms_pipeline.store.models import Contact, Notification
+from comms_pipeline.store.models import contacts_t, notifications_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from comms_pipeline.notifications.population import Recipient
     from comms_pipeline.notifications.types import TypeInfo
 
-contacts_t = Contact.__table__
-notifications_t = Notification.__table__
 
 #: Reason codes of skipped recipients besides the monitor's (OPTED_OUT, UNKNOWN_CONTACT).
 CONDITION_NOT_MET = ErrorCode.CONDITION_NOT_MET

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from comms_pipeline.core.states import Classification, ErrorCode
-from comms_pipeline.store.models import EventRule, Notification, NotificationType
+from comms_pipeline.store.models import Notification, NotificationType, rules_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Row
@@ -96,7 +96,7 @@ def load_policies(conn: Connection, headers: Sequence[Row]) -> dict[int, Policy]
     by_rule: dict[str, Policy] = {}
     by_notification: dict[int, Policy] = {}
     if rules:
-        t = EventRule.__table__
+        t = rules_t
         for r in conn.execute(select(t.c.code, t.c.respect_consent).where(t.c.code.in_(rules))):
             by_rule[r.code] = policy_for_rule(r.code, r.respect_consent)
     if notified:

@@ -36,7 +36,6 @@ from comms_pipeline.notifications.batch import CONDITION_NOT_MET, NOT_IN_SEGMENT
 from comms_pipeline.notifications.consent import policy_for_rule, refusal
 from comms_pipeline.notifications.population import reader_engine
 from comms_pipeline.notifications.segments import members_among
-from comms_pipeline.notifications.settings import business_url
 from comms_pipeline.notifications.types import SegmentInfo, segment_info
 from comms_pipeline.pipeline.entity_sources import (
     EntitySourceError,
@@ -46,7 +45,13 @@ from comms_pipeline.pipeline.entity_sources import (
 )
 from comms_pipeline.queue.claims import Outcome, record_transitions, transition_rows
 from comms_pipeline.queue.work_queues import header_queue
-from comms_pipeline.store.models import EventRule, SkippedRecipient, Template, headers_t
+from comms_pipeline.settings.notifications import business_url
+from comms_pipeline.store.models import (
+    headers_t,
+    rules_t,
+    skipped_t,
+    templates_t,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -54,9 +59,6 @@ if TYPE_CHECKING:
     from comms_pipeline.pipeline.lookups import ContactInfo
 
 log = structlog.get_logger(__name__)
-rules_t = EventRule.__table__
-templates_t = Template.__table__
-skipped_t = SkippedRecipient.__table__
 
 NO_EVENT_RULE = ErrorCode.NO_EVENT_RULE
 #: Header columns a child copies from its trigger.

@@ -32,18 +32,19 @@ import click
 import structlog
 from sqlalchemy import func, insert, select, text, update
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.notifications import batch as nb
 from comms_pipeline.notifications import population as pop
-from comms_pipeline.notifications.settings import business_url, notification_settings
 from comms_pipeline.notifications.types import DefinitionError, load_type
-from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.settings.notifications import business_url
+from comms_pipeline.store.db import is_postgres
 from comms_pipeline.store.models import (
-    Notification,
-    NotificationRun,
-    NotificationType,
-    SkippedRecipient,
-    Template,
+    notifications_t,
+    runs_t,
+    skipped_t,
+    templates_t,
+    types_t,
 )
 
 if TYPE_CHECKING:
@@ -53,11 +54,6 @@ if TYPE_CHECKING:
     from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
-runs_t = NotificationRun.__table__
-types_t = NotificationType.__table__
-notifications_t = Notification.__table__
-skipped_t = SkippedRecipient.__table__
-templates_t = Template.__table__
 
 RUNNING, INTERRUPTED, FINISHED = "running", "interrupted", "finished"
 UNFINISHED = (RUNNING, INTERRUPTED)
@@ -243,7 +239,7 @@ def run_notifications(settings: Settings, engine: Engine, type_code: str, *,
                       batch_size: int | None = None, today: date | None = None,
                       on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) notification type ``type_code``; return the run's summary."""
-    ns = notification_settings(settings)
+    ns = settings.notifications
     ctx = _context(engine, type_code, today)
     query = pop.base_query(ctx.type)
     url = settings.database_url if pop.reads_comms_database(ctx.type) else business_url(settings)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import select
 
-from comms_pipeline.store.models import NotificationType
+from comms_pipeline.store.models import types_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from comms_pipeline.settings.config import Settings
 
 log = structlog.get_logger(__name__)
-types_t = NotificationType.__table__
 JOB_PREFIX = "notifications:"
 
 

@@ -16,14 +16,13 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import DBAPIError
 
 from comms_pipeline.core.errors import CommsError
-from comms_pipeline.store.models import SegmentMember
+from comms_pipeline.store.models import members_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from comms_pipeline.notifications.types import SegmentInfo
 
-members_t = SegmentMember.__table__
 CHUNK = 900
 
 

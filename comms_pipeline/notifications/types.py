@@ -45,22 +45,17 @@ from comms_pipeline.core.errors import CommsError
 from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.consent import RESPECT
 from comms_pipeline.store.models import (
-    EventRule,
-    NotificationType,
-    Segment,
-    SegmentMember,
-    Template,
+    members_t,
+    rules_t,
+    segments_t,
+    templates_t,
+    types_t,
 )
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "templates" / "notifications"
-segments_t = Segment.__table__
-members_t = SegmentMember.__table__
-rules_t = EventRule.__table__
-types_t = NotificationType.__table__
-templates_t = Template.__table__
 
 SEND_TO = {"all": "all", "primary": "primary", "type": "type", "specific": "type"}
 
@@ -237,7 +232,7 @@ def _segment_id(conn: Connection, code: str | None) -> int | None:
 
 def save_definitions(conn: Connection, defs: Definitions) -> list[str]:
     """Insert or replace every definition; return warnings (templates not loaded yet)."""
-    from comms_pipeline.store.db import utcnow
+    from comms_pipeline.core.clock import utcnow
 
     now = utcnow()
     for code, s in defs.segments.items():

@@ -4,28 +4,26 @@ media settings, external systems. Each function takes an open connection (one tr
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 
-from comms_pipeline.store.db import utcnow
+from comms_pipeline.core.clock import utcnow
+from comms_pipeline.core.template_spec import TemplateSpec
 from comms_pipeline.store.models import (
-    Contact,
-    ContactAddress,
-    ExternalSystem,
-    MediaSetting,
-    Template,
-    TemplateVariant,
+    addresses_t,
+    contacts_t,
+    media_settings_t,
+    systems_t,
+    templates_t,
+    variants_t,
 )
+from comms_pipeline.store.queries import find_external_system
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-contacts_t = Contact.__table__
-addresses_t = ContactAddress.__table__
-templates_t = Template.__table__
-variants_t = TemplateVariant.__table__
 
 
 @dataclass
@@ -34,29 +32,6 @@ class AddressSpec:
     value: str
     address_type: str = "home"
     is_primary: bool = False
-
-
-@dataclass
-class VariantSpec:
-    language: str
-    subject: str | None = None
-    body_html: str | None = None
-    body_text: str | None = None
-
-
-@dataclass
-class TemplateSpec:
-    code: str
-    name: str
-    media: str
-    variants: list[VariantSpec]
-    direction: str = "outgoing"
-    category: str | None = None
-    classification: str = "customer_care"
-    referring_entities: list[str] = field(default_factory=list)
-    unrestricted_params: list[str] = field(default_factory=list)
-    external_system: str | None = None
-    default_language: str = "en"
 
 
 def add_contact(conn: Connection, ref: str, name: str, *, language: str | None = None,
@@ -75,12 +50,6 @@ def add_contact(conn: Connection, ref: str, name: str, *, language: str | None =
     return contact_id
 
 
-def find_external_system(conn: Connection, code: str) -> int | None:
-    """The id of external system ``code``, or None when there is none."""
-    t = ExternalSystem.__table__
-    return conn.execute(select(t.c.id).where(t.c.code == code)).scalar_one_or_none()
-
-
 def external_system_id(conn: Connection, code: str | None) -> int | None:
     """The id of external system ``code`` (None for no code); LookupError when unknown."""
     if code is None:
@@ -93,7 +62,7 @@ def external_system_id(conn: Connection, code: str | None) -> int | None:
 
 def add_external_system(conn: Connection, code: str, name: str, *, max_chars: int | None = None,
                         webhook_url: str | None = None, webhook_secret: str | None = None) -> int:
-    t = ExternalSystem.__table__
+    t = systems_t
     return conn.execute(insert(t).values(
         code=code, name=name, max_chars=max_chars, webhook_url=webhook_url,
         webhook_secret=webhook_secret, created_at=utcnow(),
@@ -128,7 +97,7 @@ def save_template(conn: Connection, spec: TemplateSpec) -> int:
 
 def set_media(conn: Connection, media: str, *, enabled: bool | None = None,
               max_chars: int | None = None) -> None:
-    t = MediaSetting.__table__
+    t = media_settings_t
     current = conn.execute(select(t).where(t.c.media == media)).mappings().first()
     if current is None:
         conn.execute(insert(t).values(media=media, enabled=True if enabled is None else enabled,

@@ -17,16 +17,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
-from comms_pipeline.pipeline.admin_records import find_external_system
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import ApiKey, ExternalSystem
+from comms_pipeline.store.models import keys_t, systems_t
+from comms_pipeline.store.queries import find_external_system
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-keys_t = ApiKey.__table__
-systems_t = ExternalSystem.__table__
 
 ROLES = ("external", "agent", "admin")
 KEY_SCHEME = "cp"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from comms_pipeline.core.errors import CommsError, ConfigError
-from comms_pipeline.store.models import Contact, details_t, documents_t
+from comms_pipeline.store.models import contacts_t, details_t, documents_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from comms_pipeline.gateways.protocols import DocumentStore
     from comms_pipeline.settings.config import Settings
 
-contacts_t = Contact.__table__
 EXTENSIONS = {"email": "eml", "letter": "pdf"}
 _BY_TYPE = {"message/rfc822": "eml", "application/pdf": "pdf"}
 

@@ -22,25 +22,21 @@ trigger gave win over the query's.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.settings.entity_sources import EntitySource
 
 log = structlog.get_logger(__name__)
-
-#: SQLAlchemy's own rule for ``:name`` bind parameters in ``text()``.
-BIND_RE = re.compile(r"(?<![:\w\\]):(\w+)(?![:\w])")
-
 
 class EntitySourceError(CommsError):
     """An entity data source failed."""
@@ -48,27 +44,6 @@ class EntitySourceError(CommsError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-class EntitySource(BaseModel):
-    """One ``[entity_sources.<name>]`` section."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = ""
-    query: str = Field(min_length=1)
-    database_url: str | None = None
-    entity: str | None = None
-    field: str | None = None
-    many: bool = False
-
-    @property
-    def target(self) -> str:
-        return self.entity or self.name
-
-    @property
-    def parameters(self) -> list[str]:
-        return list(dict.fromkeys(BIND_RE.findall(self.query)))
 
 
 def load_sources(config: Any) -> list[EntitySource]:

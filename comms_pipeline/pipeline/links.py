@@ -22,35 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from comms_pipeline.core.dynamic_links import DYNAMIC_LINK_NAMES
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.rendering.sandbox import SafeHtml, rendering_html
-from comms_pipeline.rendering.tags import DYNAMIC_LINK_NAMES
+from comms_pipeline.settings.links import LinkSettings
 
 SALT_PREFIX = "comms.dynamic-link."
-
-DEFAULT_TEXT: dict[str, dict[str, str]] = {
-    "en": {
-        "opt_in_direct_marketing": "Yes, send me offers",
-        "opt_out_direct_marketing": "Unsubscribe from offers",
-        "opt_in_affiliate_marketing": "Yes, send me partners' offers",
-        "opt_out_affiliate_marketing": "Unsubscribe from partners' offers",
-        "service_request_response_acceptance": "I accept the response",
-        "service_request_temporary_resolution_acceptance": "I accept the temporary resolution",
-        "service_request_final_resolution_acceptance": "I accept the final resolution",
-    },
-    "el": {
-        "opt_in_direct_marketing": "Ναι, θέλω να λαμβάνω προσφορές",
-        "opt_out_direct_marketing": "Διαγραφή από τις προσφορές",
-        "opt_in_affiliate_marketing": "Ναι, θέλω προσφορές συνεργατών",
-        "opt_out_affiliate_marketing": "Διαγραφή από τις προσφορές συνεργατών",
-        "service_request_response_acceptance": "Αποδέχομαι την απάντηση",
-        "service_request_temporary_resolution_acceptance": "Αποδέχομαι την προσωρινή λύση",
-        "service_request_final_resolution_acceptance": "Αποδέχομαι την οριστική λύση",
-    },
-}
-
 
 class InvalidLinkError(CommsError):
     """The link is not valid: tampered with, for another action, or malformed."""
@@ -58,61 +36,6 @@ class InvalidLinkError(CommsError):
 
 class ExpiredLinkError(InvalidLinkError):
     """The link has expired."""
-
-
-class LinkSettings(BaseModel):
-    """The ``[links]`` section: which dynamic links are enabled and where they point."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: list[str] = Field(default_factory=lambda: [
-        "opt_in_direct_marketing", "opt_out_direct_marketing", "opt_in_affiliate_marketing",
-        "opt_out_affiliate_marketing", "service_request_response_acceptance"])
-    endpoint: str = "http://127.0.0.1:8000"
-    custom_url: str | None = None
-    redirection_url: str | None = None
-    link_text: dict[str, dict[str, str]] = Field(default_factory=dict)
-    secret: SecretStr | None = None
-    max_age_days: float = Field(30.0, gt=0)
-
-    @field_validator("enabled")
-    @classmethod
-    def _known_names(cls, names: list[str]) -> list[str]:
-        unknown = sorted(set(names) - set(DYNAMIC_LINK_NAMES))
-        if unknown:
-            raise ValueError(f"unknown dynamic link(s): {', '.join(unknown)}; known: "
-                             f"{', '.join(DYNAMIC_LINK_NAMES)}")
-        return names
-
-    @model_validator(mode="after")
-    def _address_when_enabled(self) -> LinkSettings:
-        if self.enabled and not (self.endpoint or self.custom_url):
-            raise ValueError("an endpoint or a custom_url is needed when links are enabled")
-        return self
-
-    @property
-    def base_url(self) -> str:
-        return self.custom_url or self.endpoint.rstrip("/") + "/links"
-
-    def text(self, name: str, language: str | None) -> str:
-        for lang in (language or "en", "en"):
-            configured = self.link_text.get(lang, {}).get(name)
-            if configured:
-                return configured
-            default = DEFAULT_TEXT.get(lang, {}).get(name)
-            if default:
-                return default
-        return name.replace("_", " ")
-
-
-def link_settings(settings: Any) -> LinkSettings:
-    """``settings.links`` when the configuration has that section, else the defaults."""
-    found = getattr(settings, "links", None)
-    if isinstance(found, LinkSettings):
-        return found
-    if isinstance(found, Mapping):
-        return LinkSettings.model_validate(found)
-    return LinkSettings()
 
 
 def link_secret(links: LinkSettings, var_dir: Path | None) -> str:
@@ -157,7 +80,7 @@ class LinkBuilder:
 
     @classmethod
     def from_settings(cls, settings: Any) -> LinkBuilder:
-        links = link_settings(settings)
+        links = settings.links
         return cls(links, link_secret(links, getattr(settings, "var_dir", None)))
 
     def _serializer(self, action: str) -> URLSafeTimedSerializer:

@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from comms_pipeline.core.addressing import Address
-from comms_pipeline.store.models import Contact, ContactAddress, Template, TemplateVariant
+from comms_pipeline.store.models import (
+    addresses_t,
+    contacts_t,
+    templates_t,
+    variants_t,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-contacts_t = Contact.__table__
-addresses_t = ContactAddress.__table__
-templates_t = Template.__table__
-variants_t = TemplateVariant.__table__
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from comms_pipeline.core.states import DEFAULT_MAX_CHARS, Media
-from comms_pipeline.store.models import ExternalSystem, MediaSetting
+from comms_pipeline.store.models import MediaSetting, systems_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -30,7 +30,7 @@ def load_media_rules(conn: Connection) -> dict[str, MediaRule]:
 
 
 def load_external_limits(conn: Connection) -> dict[int, int | None]:
-    t = ExternalSystem.__table__
+    t = systems_t
     return {r.id: r.max_chars for r in conn.execute(select(t.c.id, t.c.max_chars))}
 
 

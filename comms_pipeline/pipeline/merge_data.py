@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import delete, insert, select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import DetailState, ErrorCode
 from comms_pipeline.pipeline.entity_sources import (
     EntitySourceError,
@@ -33,12 +34,11 @@ from comms_pipeline.pipeline.lookups import ContactInfo, Variant, load_contacts
 from comms_pipeline.pipeline.media import effective_limit, load_external_limits, load_media_rules
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.rendering import TemplateError, build_context, compile_template
-from comms_pipeline.store.db import utcnow
 from comms_pipeline.store.models import (
-    Template,
-    TemplateVariant,
     documents_t,
     headers_t,
+    templates_t,
+    variants_t,
 )
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-templates_t = Template.__table__
-variants_t = TemplateVariant.__table__
 
 
 class MergeRejected(Exception):

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import bindparam, or_, select, update
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import DetailState, Media
 from comms_pipeline.queue.claims import transition_rows
 from comms_pipeline.queue.work_queues import detail_queue
-from comms_pipeline.store.db import utcnow
 from comms_pipeline.store.models import details_t
 
 if TYPE_CHECKING:

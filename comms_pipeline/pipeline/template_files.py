@@ -27,16 +27,21 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.pipeline import admin_records as admin
-from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec
 from comms_pipeline.pipeline.media import effective_limit, load_media_rules
 from comms_pipeline.rendering import Problem, validate_template
-from comms_pipeline.store.models import ExternalSystem, Template, TemplateVariant
+from comms_pipeline.settings.links import LinkSettings
+from comms_pipeline.store.models import (
+    systems_t,
+    templates_t,
+    variants_t,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from comms_pipeline.pipeline.links import LinkSettings
+    from comms_pipeline.settings.config import Settings
 
 TEMPLATE_TOML = "template.toml"
 PART_FILES = {"subject": "subject", "html": "body_html", "txt": "body_text"}
@@ -45,8 +50,6 @@ META_KEYS = ("code", "name", "media", "direction", "category", "classification",
              "referring_entities", "unrestricted_params", "external_system", "default_language")
 REQUIRED_KEYS = ("code", "name", "media")
 
-templates_t = Template.__table__
-variants_t = TemplateVariant.__table__
 
 
 class TemplateFileError(CommsError):
@@ -129,7 +132,7 @@ def fetch_template(conn: Connection, code: str) -> TemplateSpec | None:
         return None
     external = None
     if row["external_system_id"] is not None:
-        t = ExternalSystem.__table__
+        t = systems_t
         external = conn.execute(select(t.c.code).where(
             t.c.id == row["external_system_id"])).scalar_one_or_none()
     variants = sorted((VariantSpec(v.language, v.subject, v.body_html, v.body_text)
@@ -175,7 +178,7 @@ def limit_for(conn: Connection, spec: TemplateSpec) -> int:
         return 100_000
     external = None
     if spec.external_system:
-        t = ExternalSystem.__table__
+        t = systems_t
         external = conn.execute(select(t.c.max_chars).where(
             t.c.code == spec.external_system)).scalar_one_or_none()
     return effective_limit(rule, external)
@@ -200,7 +203,7 @@ def save_checked(conn: Connection, spec: TemplateSpec, *, links: LinkSettings | 
     if mode == "update" and not exists:
         errors.append(Problem(f"no template with code {spec.code!r}; use add"))
     if spec.external_system:
-        t = ExternalSystem.__table__
+        t = systems_t
         if conn.execute(select(t.c.id).where(
                 t.c.code == spec.external_system)).scalar_one_or_none() is None:
             errors.append(Problem(f"no external system with code {spec.external_system!r}"))
@@ -213,11 +216,9 @@ def builtin_dirs() -> list[Path]:
     return sorted(p for p in BUILTIN_DIR.iterdir() if (p / TEMPLATE_TOML).is_file())
 
 
-def load_builtin_templates(conn: Connection, settings: Any = None) -> list[str]:
+def load_builtin_templates(conn: Connection, settings: Settings | None = None) -> list[str]:
     """Validate and save (insert or replace) every built-in template; return their codes."""
-    from comms_pipeline.pipeline.links import link_settings
-
-    links = link_settings(settings)
+    links = settings.links if settings is not None else LinkSettings()
     codes = []
     for folder in builtin_dirs():
         spec = load_template_dir(folder)

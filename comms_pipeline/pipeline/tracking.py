@@ -22,16 +22,21 @@ from typing import TYPE_CHECKING, Any
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import case, exists, func, insert, literal, select
 
-from comms_pipeline.pipeline.links import link_secret, link_settings
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import TrackingEvent, TrackingLink, details_t, headers_t
-from comms_pipeline.web.settings import web_settings
+from comms_pipeline.core.clock import utcnow
+from comms_pipeline.pipeline.links import link_secret
+from comms_pipeline.store.models import (
+    details_t,
+    headers_t,
+    notifications_t,
+    tracking_events_t,
+    tracking_links_t,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-links_t = TrackingLink.__table__
-events_t = TrackingEvent.__table__
+links_t = tracking_links_t
+events_t = tracking_events_t
 OPEN_SALT = "comms.tracking.open"
 USER_AGENT_MAX = 300
 
@@ -52,10 +57,10 @@ class Tracker:
     """Tracking for one configuration: which emails are tracked, and how links are rewritten."""
 
     def __init__(self, settings: Any) -> None:
-        web = web_settings(settings)
+        web = settings.web
         self.mode = web.tracking
         self.base_url = web.tracking_url
-        links = link_settings(settings)
+        links = settings.links
         self._skip = tuple(p for p in (links.base_url, self.base_url + "/t/") if p)
         self._settings = settings
         self._signer: URLSafeSerializer | None = None
@@ -67,7 +72,7 @@ class Tracker:
     @property
     def signer(self) -> URLSafeSerializer:
         if self._signer is None:
-            secret = link_secret(link_settings(self._settings),
+            secret = link_secret(self._settings.links,
                                  getattr(self._settings, "var_dir", None))
             self._signer = URLSafeSerializer(secret, salt=OPEN_SALT)
         return self._signer
@@ -195,9 +200,8 @@ def tracking_events(conn: Connection, detail_id: int) -> list[dict[str, Any]]:
 
 def run_report(conn: Connection, run_id: int) -> dict[str, int]:
     """A notification run's communications: how many, sent (Completed), opened, clicked."""
-    from comms_pipeline.store.models import Notification
 
-    notes = Notification.__table__
+    notes = notifications_t
     run_details = (select(details_t.c.id, details_t.c.state)
                    .join(headers_t, headers_t.c.id == details_t.c.header_id)
                    .join(notes, notes.c.id == headers_t.c.notification_id)

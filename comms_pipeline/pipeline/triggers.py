@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import HeaderStatus
-from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.store.db import is_postgres
 from comms_pipeline.store.models import headers_t
 
 if TYPE_CHECKING:

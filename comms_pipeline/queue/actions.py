@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import and_, or_, select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import DetailState, public_state
-from comms_pipeline.notifications.log import log_sends_on_change
-from comms_pipeline.pipeline.admin_records import find_external_system
 from comms_pipeline.queue.claims import WorkQueue, transition_rows
-from comms_pipeline.store.db import utcnow
+from comms_pipeline.queue.hooks import log_sends_on_change
 from comms_pipeline.store.models import details_t
+from comms_pipeline.store.queries import find_external_system
 
 if TYPE_CHECKING:
     from datetime import datetime

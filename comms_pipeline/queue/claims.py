@@ -35,8 +35,9 @@ from sqlalchemy import (
     update,
 )
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import ErrorCode
-from comms_pipeline.store.db import analyze_if_stale, bulk_insert, is_postgres, utcnow
+from comms_pipeline.store.db import analyze_if_stale, bulk_insert, is_postgres
 from comms_pipeline.store.models import transitions_t
 
 if TYPE_CHECKING:

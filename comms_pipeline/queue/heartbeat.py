@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from comms_pipeline.store.db import is_postgres, utcnow
-from comms_pipeline.store.models import DaemonHeartbeat
+from comms_pipeline.core.clock import utcnow
+from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.models import heartbeats_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-hb_t = DaemonHeartbeat.__table__
+hb_t = heartbeats_t
 
 
 def instance_id(name: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import and_, or_, true
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import PENDING_STATES, DetailState, HeaderStatus
-from comms_pipeline.notifications.log import log_sends_on_change
 from comms_pipeline.queue.claims import WorkQueue
-from comms_pipeline.store.db import utcnow
+from comms_pipeline.queue.hooks import log_sends_on_change
 from comms_pipeline.store.models import details_t, documents_t, headers_t
 
 

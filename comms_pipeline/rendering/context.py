@@ -13,13 +13,17 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from comms_pipeline.rendering.formatters import Formatters
 from comms_pipeline.rendering.tags import CATALOGUE, CONTACT, DYNAMIC_LINK, FORMATTERS, PARAM
 
-if TYPE_CHECKING:
-    from comms_pipeline.pipeline.links import LinkBuilder
+
+class LinkBuilder(Protocol):
+    """What renders ``#dynamic_link.*`` tags (the pipeline's ``links.LinkBuilder``)."""
+
+    def for_contact(self, contact_ref: str, language: str | None = None,
+                    subjects: Mapping[str, str] | None = None) -> Any: ...
 
 RESERVED = frozenset({CONTACT, PARAM, DYNAMIC_LINK, FORMATTERS})
 MAX_DEPTH = 16

@@ -357,10 +357,11 @@ class LetterPool:
         assert self._executor is not None
         pieces = max(self.processes, math.ceil(len(letters) / self.chunk_size))
         size = math.ceil(len(letters) / pieces)
-        futures = [self._executor.submit(_render_in_worker, letters[i:i + size])
-                   for i in range(0, len(letters), size)]
         results: list[bytes | LetterError] = []
         try:
+            # ``submit`` itself raises once the pool has noticed a dead worker.
+            futures = [self._executor.submit(_render_in_worker, letters[i:i + size])
+                       for i in range(0, len(letters), size)]
             for future in futures:
                 results.extend(future.result())
                 if keep_alive is not None:

@@ -17,6 +17,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from comms_pipeline.core.dynamic_links import DYNAMIC_LINK_NAMES
+
 #: Velocity directives: ``#end.`` at the end of a sentence is not a tag.
 DIRECTIVES = frozenset({
     "if", "elseif", "else", "end", "foreach", "set", "macro", "define", "stop", "include",
@@ -32,15 +34,6 @@ PARAM = "param"
 DYNAMIC_LINK = "dynamic_link"
 FORMATTERS = "fmt"
 
-DYNAMIC_LINK_NAMES = (
-    "opt_in_direct_marketing",
-    "opt_out_direct_marketing",
-    "opt_in_affiliate_marketing",
-    "opt_out_affiliate_marketing",
-    "service_request_response_acceptance",
-    "service_request_temporary_resolution_acceptance",
-    "service_request_final_resolution_acceptance",
-)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from comms_pipeline.core.dynamic_links import DYNAMIC_LINK_NAMES
 from comms_pipeline.core.states import DEFAULT_MAX_CHARS, Classification, Direction, Media
 from comms_pipeline.rendering import velocity
 from comms_pipeline.rendering.compiled import CompiledTemplate, TemplateError, compile_template
@@ -22,7 +23,6 @@ from comms_pipeline.rendering.tags import (
     CATALOGUE,
     CONTACT,
     DYNAMIC_LINK,
-    DYNAMIC_LINK_NAMES,
     FORMATTERS,
     PARAM,
     check_path,
@@ -30,8 +30,8 @@ from comms_pipeline.rendering.tags import (
 )
 
 if TYPE_CHECKING:
-    from comms_pipeline.pipeline.admin_records import TemplateSpec
-    from comms_pipeline.pipeline.links import LinkSettings
+    from comms_pipeline.core.template_spec import TemplateSpec
+    from comms_pipeline.settings.links import LinkSettings
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -68,7 +68,7 @@ class _Scope:
 
 def _enabled_links(links: LinkSettings | None) -> set[str]:
     if links is None:
-        from comms_pipeline.pipeline.links import LinkSettings
+        from comms_pipeline.settings.links import LinkSettings
 
         links = LinkSettings()
     return set(links.enabled)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import public_state
 from comms_pipeline.daemons import DAEMONS, build_daemon
 from comms_pipeline.jobs import run_job
@@ -23,8 +24,8 @@ from comms_pipeline.pipeline import admin_records as admin
 from comms_pipeline.pipeline.admin_records import AddressSpec
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
-from comms_pipeline.store.db import make_engine, upgrade, utcnow
-from comms_pipeline.store.models import Contact, details_t, documents_t, headers_t
+from comms_pipeline.store.db import make_engine, upgrade
+from comms_pipeline.store.models import contacts_t, details_t, documents_t, headers_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -168,7 +169,7 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
 
 
 def summarise(engine: Engine) -> dict[str, Any]:
-    contacts = Contact.__table__
+    contacts = contacts_t
     with engine.connect() as conn:
         headers = conn.execute(select(headers_t).order_by(headers_t.c.id)).mappings().all()
         details = conn.execute(

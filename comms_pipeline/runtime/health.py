@@ -6,9 +6,9 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.queue.heartbeat import live_instances
 from comms_pipeline.runtime import supervisor as supervise
-from comms_pipeline.store.db import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -19,11 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from comms_pipeline.core.cron import check_cron
 from comms_pipeline.core.errors import ConfigError
-from comms_pipeline.gateways.settings import GatewaysSettings
-from comms_pipeline.notifications.settings import NotificationSettings
-from comms_pipeline.pipeline.entity_sources import EntitySource
-from comms_pipeline.pipeline.links import LinkSettings
-from comms_pipeline.web.settings import WebSettings
+from comms_pipeline.core.stages import JOB_NAMES
+from comms_pipeline.settings.entity_sources import EntitySource
+from comms_pipeline.settings.gateways import GatewaysSettings
+from comms_pipeline.settings.links import LinkSettings
+from comms_pipeline.settings.notifications import NotificationSettings
+from comms_pipeline.settings.web import WebSettings
 
 ENV_PREFIX = "COMMS_"
 DEFAULT_CONFIG_PATHS = (Path("config/comms.toml"),)
@@ -95,11 +96,9 @@ class SchedulerSettings(_Section):
     @field_validator("jobs")
     @classmethod
     def _five_fields(cls, jobs: dict[str, str]) -> dict[str, str]:
-        from comms_pipeline.jobs import JOBS  # the registry names only: nothing imported
-
         for name, expr in jobs.items():
-            if name not in JOBS:
-                raise ValueError(f"no job named {name!r} (known: {', '.join(sorted(JOBS))})")
+            if name not in JOB_NAMES:
+                raise ValueError(f"no job named {name!r} (known: {', '.join(sorted(JOB_NAMES))})")
             if expr:
                 try:
                     check_cron(expr)

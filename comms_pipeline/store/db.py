@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,11 +30,6 @@ _CHECKOUT_MIGRATIONS = Path(__file__).resolve().parents[2] / "sql" / "migrations
 #: ``sql/migrations`` in a checkout; the copy a wheel carries in the package otherwise.
 MIGRATIONS_DIR = (_CHECKOUT_MIGRATIONS if _CHECKOUT_MIGRATIONS.is_dir()
                   else Path(__file__).resolve().parents[1] / "sql_migrations")
-
-
-def utcnow() -> datetime:
-    """Naive UTC now: the one clock every timestamp in the database is written with."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:

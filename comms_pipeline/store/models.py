@@ -8,6 +8,7 @@ insert a header with plain SQL. Bulk paths use ``Model.__table__`` with SQLAlche
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -444,7 +446,33 @@ class Communication(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-headers_t = RequestHeader.__table__
-details_t = RequestDetail.__table__
-documents_t = Document.__table__
-transitions_t = StateTransition.__table__
+def _table(model: type[Base]) -> Table:
+    """A model's table, typed as a Table (SQLAlchemy types ``__table__`` as a FromClause)."""
+    return cast(Table, model.__table__)
+
+
+#: Every table's alias, defined here once; the rest of the package imports these.
+contacts_t = _table(Contact)
+addresses_t = _table(ContactAddress)
+systems_t = _table(ExternalSystem)
+media_settings_t = _table(MediaSetting)
+templates_t = _table(Template)
+variants_t = _table(TemplateVariant)
+headers_t = _table(RequestHeader)
+details_t = _table(RequestDetail)
+documents_t = _table(Document)
+transitions_t = _table(StateTransition)
+heartbeats_t = _table(DaemonHeartbeat)
+keys_t = _table(ApiKey)
+idempotency_t = _table(IdempotencyRecord)
+tracking_links_t = _table(TrackingLink)
+tracking_events_t = _table(TrackingEvent)
+link_actions_t = _table(LinkAction)
+segments_t = _table(Segment)
+members_t = _table(SegmentMember)
+rules_t = _table(EventRule)
+types_t = _table(NotificationType)
+runs_t = _table(NotificationRun)
+notifications_t = _table(Notification)
+skipped_t = _table(SkippedRecipient)
+comms_t = _table(Communication)

@@ -28,7 +28,6 @@ from comms_pipeline.web import (
 )
 from comms_pipeline.web.errors import install_error_handlers
 from comms_pipeline.web.schemas import Health
-from comms_pipeline.web.settings import web_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -109,7 +108,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                   description=DESCRIPTION)
     app.state.settings = settings
     app.state.engine = engine if engine is not None else engine_for(settings)
-    app.state.web = web_settings(settings)
+    app.state.web = settings.web
     app.state.tracker = Tracker(settings)
     install_error_handlers(app)
 

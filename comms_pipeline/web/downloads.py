@@ -26,7 +26,7 @@ from comms_pipeline.store.models import documents_t
 from comms_pipeline.web.errors import ApiError, not_found
 
 if TYPE_CHECKING:
-    from comms_pipeline.gateways.settings import StorageGateway
+    from comms_pipeline.settings.gateways import StorageGateway
 
 CHUNK = 64 * 1024
 

@@ -18,8 +18,9 @@ from fastapi import Header
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from comms_pipeline.store.db import is_postgres, utcnow
-from comms_pipeline.store.models import IdempotencyRecord
+from comms_pipeline.core.clock import utcnow
+from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.models import idempotency_t
 from comms_pipeline.web.errors import ApiError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     from comms_pipeline.pipeline.apikeys import Principal
 
-records_t = IdempotencyRecord.__table__
+records_t = idempotency_t
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 IdempotencyKey = Annotated[str | None, Header(

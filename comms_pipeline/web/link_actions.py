@@ -21,18 +21,18 @@ import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import DetailState, HeaderStatus, Media
-from comms_pipeline.pipeline.admin_records import find_external_system
 from comms_pipeline.queue.claims import record_transitions
-from comms_pipeline.store.db import is_postgres, utcnow
+from comms_pipeline.store.db import is_postgres
 from comms_pipeline.store.models import (
-    Contact,
-    LinkAction,
+    contacts_t,
     details_t,
     headers_t,
+    link_actions_t,
 )
-from comms_pipeline.web.settings import web_settings
+from comms_pipeline.store.queries import find_external_system
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -40,8 +40,7 @@ if TYPE_CHECKING:
     from comms_pipeline.pipeline.links import LinkPayload
 
 log = structlog.get_logger(__name__)
-contacts_t = Contact.__table__
-actions_t = LinkAction.__table__
+actions_t = link_actions_t
 
 CONSENT = {
     "opt_in_direct_marketing": ("opt_in_direct_marketing", True),
@@ -142,7 +141,7 @@ def _own_detail(conn: Connection, payload: LinkPayload, contact_id: int) -> int 
 def _push_to_system(conn: Connection, settings: Any, payload: LinkPayload, contact_id: int,
                     now: datetime) -> int | None:
     """A queue entry awaiting the configured external system; None when none is configured."""
-    code = web_settings(settings).service_request_system
+    code = settings.web.service_request_system
     if not code:
         return None
     system_id = find_external_system(conn, code)

@@ -20,13 +20,14 @@ from typing import Any
 from sqlalchemy import select
 
 from comms_pipeline.core.states import DetailState, PublicState, public_state
-from comms_pipeline.store.models import Contact, ExternalSystem, Template, details_t, documents_t
+from comms_pipeline.store.models import (
+    contacts_t,
+    details_t,
+    documents_t,
+    systems_t,
+)
 from comms_pipeline.web.errors import invalid
 from comms_pipeline.web.schemas import DocumentRef, utc_out
-
-contacts_t = Contact.__table__
-systems_t = ExternalSystem.__table__
-templates_t = Template.__table__
 
 ENTRY_COLUMNS = ("id", "state", "media", "address", "language", "subject", "priority",
                  "error_code", "error_description", "created_at", "updated_at", "completed_at",

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import Media
 from comms_pipeline.notifications import log as comm_log
 from comms_pipeline.pipeline.apikeys import Principal
@@ -21,8 +22,7 @@ from comms_pipeline.pipeline.tracking import (
     tracking_counts,
     tracking_events,
 )
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import Contact, NotificationRun, details_t
+from comms_pipeline.store.models import contacts_t, details_t, runs_t, systems_t, templates_t
 from comms_pipeline.web.auth import require
 from comms_pipeline.web.downloads import document_bytes, document_response, presigned_url
 from comms_pipeline.web.errors import ApiError, error_responses, not_found
@@ -34,8 +34,6 @@ from comms_pipeline.web.queries import (
     entry_select,
     filters_fingerprint,
     parse_eml,
-    systems_t,
-    templates_t,
 )
 from comms_pipeline.web.schemas import (
     NO_NUL,
@@ -52,8 +50,6 @@ from comms_pipeline.web.schemas import (
 router = APIRouter(tags=["agents"], responses=error_responses(401, 403, 404, 422))
 Agent = Annotated[Principal, Depends(require("agent", "admin"))]
 DocId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-contacts_t = Contact.__table__
-runs_t = NotificationRun.__table__
 
 
 @router.get("/v1/me", response_model=Me, summary="Who the key belongs to", tags=["keys"])

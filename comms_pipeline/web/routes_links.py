@@ -19,14 +19,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from comms_pipeline.core.dynamic_links import DYNAMIC_LINK_NAMES
 from comms_pipeline.pipeline.links import (
     ExpiredLinkError,
     InvalidLinkError,
     LinkPayload,
-    link_settings,
     verify_link,
 )
-from comms_pipeline.rendering.tags import DYNAMIC_LINK_NAMES
 from comms_pipeline.web.link_actions import (
     QUESTIONS,
     LinkResult,
@@ -156,7 +155,7 @@ async def act(request: Request, name: str) -> Response:
             f"This link was already used on {result.at:%Y-%m-%d at %H:%M} UTC."))
     log.info("link.followed", action=action, one_click=one_click,
              repeated=result.already_done)
-    redirect = link_settings(request.app.state.settings).redirection_url
+    redirect = request.app.state.settings.links.redirection_url
     if one_click or not redirect:
         return page("Done", paragraph("Thank you: your choice has been recorded."))
     return RedirectResponse(redirect, status_code=303, headers={"Cache-Control": "no-store"})

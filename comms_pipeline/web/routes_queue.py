@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import and_, or_, select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import Media, public_state
 from comms_pipeline.pipeline.apikeys import Principal
 from comms_pipeline.queue.actions import (
@@ -24,8 +25,7 @@ from comms_pipeline.queue.actions import (
     apply_actions,
     owner_clause,
 )
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import Contact, details_t, documents_t
+from comms_pipeline.store.models import contacts_t, details_t, documents_t
 from comms_pipeline.web.auth import BearerKey, Gate, check, system_scope
 from comms_pipeline.web.downloads import document_response
 from comms_pipeline.web.errors import ApiError, error_responses, not_found
@@ -60,7 +60,6 @@ router = APIRouter(prefix="/v1/queue", tags=["queue"],
                    responses=error_responses(401, 403, 404, 422))
 ROLES = ("external", "admin")
 EntryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The entry's number")]
-contacts_t = Contact.__table__
 
 
 @router.get("", response_model=QueuePage, summary="List your queue entries")

@@ -16,7 +16,11 @@ from sqlalchemy import select
 
 from comms_pipeline.pipeline.apikeys import Principal
 from comms_pipeline.pipeline.triggers import trigger
-from comms_pipeline.store.models import Contact, EventRule, Template
+from comms_pipeline.store.models import (
+    contacts_t,
+    rules_t,
+    templates_t,
+)
 from comms_pipeline.web.auth import BearerKey, Gate
 from comms_pipeline.web.errors import ApiError, error_responses, invalid
 from comms_pipeline.web.idempotency import (
@@ -30,9 +34,6 @@ from comms_pipeline.web.schemas import CommunicationRequest, RequestAccepted
 router = APIRouter(prefix="/v1/requests", tags=["requests"],
                    responses=error_responses(401, 403, 422))
 ROLES = ("external", "admin")
-templates_t = Template.__table__
-contacts_t = Contact.__table__
-rules_t = EventRule.__table__
 
 
 def _foreign(principal: Principal, system_id: int | None) -> bool:

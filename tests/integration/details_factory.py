@@ -8,9 +8,14 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import ContactAddress, details_t, headers_t, transitions_t
+from comms_pipeline.store.models import (
+    addresses_t,
+    details_t,
+    headers_t,
+    transitions_t,
+)
 
 
 def add_details(engine, media: str, targets: Sequence[tuple[str, str]], *,  # type: ignore[no-untyped-def]
@@ -51,7 +56,7 @@ def transitions(engine, detail_id: int) -> list[tuple[str | None, str]]:  # type
 
 
 def device_addresses(engine) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
-    t = ContactAddress.__table__
+    t = addresses_t
     with engine.connect() as conn:
         return {r.value: r.invalid_reason for r in conn.execute(
             select(t.c.value, t.c.invalid_reason).where(t.c.kind == "device"))}

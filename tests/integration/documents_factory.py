@@ -12,10 +12,10 @@ from email.utils import format_datetime, make_msgid
 
 from sqlalchemy import insert, select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact
 from comms_pipeline.pipeline.triggers import trigger
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import Contact, details_t, documents_t
+from comms_pipeline.store.models import contacts_t, details_t, documents_t
 
 CONTENT_TYPES = {"email": "message/rfc822", "letter": "application/pdf"}
 
@@ -44,7 +44,7 @@ def make_eml(to: str, subject: str = "Your bill", body: str = "Hello") -> bytes:
 
 
 def ensure_contact(engine, ref: str) -> int:  # type: ignore[no-untyped-def]
-    t = Contact.__table__
+    t = contacts_t
     with engine.begin() as conn:
         found = conn.execute(select(t.c.id).where(t.c.ref == ref)).scalar_one_or_none()
         if found is not None:

@@ -11,13 +11,11 @@ from sqlalchemy import func, insert, select
 
 from comms_pipeline.cli.common import AppContext
 from comms_pipeline.cli.notifications import communications, notifications, rules
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.notifications import log as comm_log
 from comms_pipeline.notifications.log import CommunicationError
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import Communication, details_t, headers_t
+from comms_pipeline.store.models import comms_t, details_t, headers_t
 from tests import factories
-
-comms_t = Communication.__table__
 
 
 def test_follow_ups_refer_to_the_earlier_communication(engine):

@@ -11,10 +11,10 @@ from email.utils import parseaddr
 import pytest
 from sqlalchemy import select, update
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.daemons.email import EmailDaemon
 from comms_pipeline.pipeline.admin_records import add_external_system, set_media
 from comms_pipeline.queue.runner import Runner
-from comms_pipeline.store.db import utcnow
 from comms_pipeline.store.models import details_t
 from tests.integration.documents_factory import add_entries, details, make_eml
 from tests.servers.smtp import (  # noqa: F401

@@ -8,8 +8,8 @@ from email import policy
 
 from sqlalchemy import select
 
+from comms_pipeline.core.template_spec import VariantSpec
 from comms_pipeline.jobs import run_job
-from comms_pipeline.pipeline.admin_records import VariantSpec
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.store.models import TrackingEvent, TrackingLink, documents_t
 from tests import factories

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.jobs import run_job
 from comms_pipeline.notifications.event_rules import resolve_event
 from comms_pipeline.notifications.types import (
@@ -19,11 +20,14 @@ from comms_pipeline.pipeline.admin_records import AddressSpec
 from comms_pipeline.pipeline.entity_sources import load_demo_business
 from comms_pipeline.pipeline.template_files import load_builtin_templates
 from comms_pipeline.pipeline.triggers import trigger
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import SkippedRecipient, details_t, headers_t, transitions_t
+from comms_pipeline.store.models import (
+    details_t,
+    headers_t,
+    skipped_t,
+    transitions_t,
+)
 from tests import factories
 
-skipped_t = SkippedRecipient.__table__
 PAYMENT = {"payment": {"number": "P-5001", "amount": "42.50", "currency": "EUR",
                        "posted_on": "2024-10-02"}}
 

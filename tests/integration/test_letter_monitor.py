@@ -11,15 +11,10 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import select
 
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.jobs import build_job
 from comms_pipeline.jobs.letter_monitor import LetterMonitorJob
-from comms_pipeline.pipeline.admin_records import (
-    AddressSpec,
-    TemplateSpec,
-    VariantSpec,
-    add_contact,
-    save_template,
-)
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, save_template
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.rendering import pdf as pdfmod

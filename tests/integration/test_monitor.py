@@ -9,15 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
+from comms_pipeline.core.clock import utcnow
+from comms_pipeline.core.template_spec import VariantSpec
 from comms_pipeline.jobs import run_job
-from comms_pipeline.pipeline.admin_records import (
-    AddressSpec,
-    VariantSpec,
-    add_external_system,
-    set_media,
-)
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_external_system, set_media
 from comms_pipeline.pipeline.triggers import trigger
-from comms_pipeline.store.db import utcnow
 from comms_pipeline.store.models import details_t, headers_t, transitions_t
 from tests import factories
 

@@ -17,7 +17,6 @@ from sqlalchemy import func, select, text
 
 from comms_pipeline.jobs import run_job
 from comms_pipeline.notifications.runs import run_notifications
-from comms_pipeline.notifications.settings import NotificationSettings
 from comms_pipeline.notifications.types import (
     DefinitionError,
     Definitions,
@@ -28,19 +27,18 @@ from comms_pipeline.notifications.types import (
 )
 from comms_pipeline.pipeline.entity_sources import load_demo_business
 from comms_pipeline.pipeline.template_files import load_builtin_templates
+from comms_pipeline.settings.notifications import NotificationSettings
 from comms_pipeline.store.models import (
-    Notification,
-    NotificationRun,
     NotificationType,
-    SkippedRecipient,
     details_t,
     headers_t,
+    notifications_t,
+    runs_t,
+    skipped_t,
+    types_t,
 )
 from tests import factories
 
-notifications_t = Notification.__table__
-runs_t = NotificationRun.__table__
-skipped_t = SkippedRecipient.__table__
 FIRST_OF_NOVEMBER = date(2024, 11, 1)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -448,7 +446,7 @@ def test_a_running_scheduler_follows_the_types_as_they_change(engine, settings, 
     company_zx(engine, settings, db_url)
     scheduler = build_scheduler(settings, engine)
     assert scheduler.get_job(REFRESH_JOB) is not None
-    types = NotificationType.__table__
+    types = types_t
     with engine.begin() as conn:
         conn.execute(types.update().where(types.c.code == "LOW_WALLET_BALANCE")
                      .values(active=False))

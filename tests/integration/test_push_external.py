@@ -8,15 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.daemons.push_external import PushExternalDaemon
 from comms_pipeline.pipeline.admin_records import add_external_system
 from comms_pipeline.queue.runner import Runner
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import ExternalSystem, details_t
+from comms_pipeline.store.models import details_t, systems_t
 from tests.integration.details_factory import add_details, details, transitions
 from tests.servers.http_gateways import webhook_receiver  # noqa: F401
-
-systems_t = ExternalSystem.__table__
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ import re
 import pytest
 from sqlalchemy import update
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import PermanentGatewayError
 from comms_pipeline.daemons.storage import StorageDaemon
 from comms_pipeline.gateways.s3 import S3DocumentStore
-from comms_pipeline.gateways.settings import StorageGateway
 from comms_pipeline.pipeline.documents import fetch_document
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.queue.status import pipeline_status
-from comms_pipeline.store.db import utcnow
+from comms_pipeline.settings.gateways import StorageGateway
 from comms_pipeline.store.models import documents_t
 from tests.integration.documents_factory import add_entries, documents
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, s3_bucket, s3_endpoint  # noqa: F401

@@ -12,18 +12,13 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.jobs import build_job
-from comms_pipeline.pipeline.admin_records import (
-    AddressSpec,
-    TemplateSpec,
-    VariantSpec,
-    add_contact,
-    save_template,
-)
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, save_template
 from comms_pipeline.pipeline.tracking import rewrite_html_for_tracking
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
-from comms_pipeline.store.models import Contact, LinkAction, details_t, documents_t
+from comms_pipeline.store.models import LinkAction, contacts_t, details_t, documents_t
 from tests.integration.web_support import client, with_sections
 
 BODY = ('<p>Dear #contact_information.name, see <a href="https://shop.example/offers/spring">'
@@ -51,7 +46,7 @@ def _merge(settings, engine) -> dict[str, tuple[int, email.message.EmailMessage]
 
 
 def _opted_in(engine, ref: str) -> bool:  # type: ignore[no-untyped-def]
-    t = Contact.__table__
+    t = contacts_t
     with engine.connect() as conn:
         return conn.execute(select(t.c.opt_in_direct_marketing).where(t.c.ref == ref)
                             ).scalar_one()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from comms_pipeline.pipeline.links import LinkBuilder
-from comms_pipeline.store.models import Contact, LinkAction, details_t
+from comms_pipeline.store.models import contacts_t, details_t, link_actions_t
 from tests.integration.web_support import (
     add_system,
     bearer,
@@ -44,13 +44,13 @@ def links(cfg):
 
 
 def _contact(engine, ref="C-1"):  # type: ignore[no-untyped-def]
-    t = Contact.__table__
+    t = contacts_t
     with engine.connect() as conn:
         return conn.execute(select(t).where(t.c.ref == ref)).mappings().one()
 
 
 def _actions(engine):  # type: ignore[no-untyped-def]
-    t = LinkAction.__table__
+    t = link_actions_t
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(t).order_by(t.c.id)).mappings()]
 

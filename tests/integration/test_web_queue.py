@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, update
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline.apikeys import rotate_system_key
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import details_t, documents_t
+from comms_pipeline.store.models import details_t, documents_t, keys_t
 from tests.integration.details_factory import transitions
 from tests.integration.documents_factory import make_eml
 from tests.integration.web_support import (
@@ -60,10 +60,9 @@ def test_a_rotated_key_stops_working_and_the_new_one_works(api, engine, two_syst
 
 
 def test_keys_are_stored_hashed_and_found_by_prefix(engine, two_systems):
-    from comms_pipeline.store.models import ApiKey
 
     key = two_systems["a"][1]["Authorization"].split()[1]
-    t = ApiKey.__table__
+    t = keys_t
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(t.select())]
     stored = [r for r in rows if key.split("_")[1] == r["prefix"]]

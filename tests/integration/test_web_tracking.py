@@ -12,15 +12,15 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
 from comms_pipeline.cli.notifications import report_chart
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline.tracking import Tracker, rewrite_html_for_tracking, strip_pixel
-from comms_pipeline.store.db import utcnow
 from comms_pipeline.store.models import (
     Notification,
     NotificationRun,
     NotificationType,
-    TrackingEvent,
-    TrackingLink,
     details_t,
+    tracking_events_t,
+    tracking_links_t,
 )
 from tests.integration.web_support import (
     bearer,
@@ -43,7 +43,7 @@ def _tracked_settings(settings, mode="all"):  # type: ignore[no-untyped-def]
 
 
 def _events(engine):  # type: ignore[no-untyped-def]
-    t = TrackingEvent.__table__
+    t = tracking_events_t
     with engine.connect() as conn:
         return [(r.detail_id, r.kind, r.link_id) for r in conn.execute(
             select(t).order_by(t.c.id))]
@@ -66,7 +66,7 @@ def test_links_are_rewritten_and_a_pixel_added(settings, engine):
                  'href="#top"', "links/opt_out_direct_marketing?t=abc"):
         assert kept in out
     assert re.search(rf'<img src="{re.escape(BASE)}/t/o/[^"]+\.gif"[^>]*></body>', out)
-    t = TrackingLink.__table__
+    t = tracking_links_t
     with engine.connect() as conn:
         recorded = {r.id: r.url for r in conn.execute(select(t))}
     assert recorded == {clicks[0]: "https://shop.example.com/offer?a=1&b=2",

@@ -8,14 +8,14 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, add_external_system
 from comms_pipeline.pipeline.apikeys import create_key, create_system_key
-from comms_pipeline.pipeline.links import LinkSettings
 from comms_pipeline.settings.config import Settings
-from comms_pipeline.store.db import utcnow
-from comms_pipeline.store.models import Contact, details_t, headers_t
+from comms_pipeline.settings.links import LinkSettings
+from comms_pipeline.settings.web import WebSettings
+from comms_pipeline.store.models import contacts_t, details_t, headers_t
 from comms_pipeline.web.app import create_app
-from comms_pipeline.web.settings import WebSettings
 
 
 class _WithSections(Settings):
@@ -57,7 +57,7 @@ def role_key(engine, role: str, name: str | None = None) -> str:  # type: ignore
 
 
 def ensure_contact(engine, ref: str, **kw: Any) -> int:  # type: ignore[no-untyped-def]
-    t = Contact.__table__
+    t = contacts_t
     with engine.begin() as conn:
         found = conn.execute(select(t.c.id).where(t.c.ref == ref)).scalar_one_or_none()
         if found is not None:

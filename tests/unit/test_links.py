@@ -8,18 +8,16 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
+from comms_pipeline.core.dynamic_links import DEFAULT_TEXT, DYNAMIC_LINK_NAMES
 from comms_pipeline.pipeline.links import (
-    DEFAULT_TEXT,
     ExpiredLinkError,
     InvalidLinkError,
     LinkBuilder,
-    LinkSettings,
     link_secret,
-    link_settings,
     verify_link,
 )
 from comms_pipeline.rendering import build_context, compile_template
-from comms_pipeline.rendering.tags import DYNAMIC_LINK_NAMES
+from comms_pipeline.settings.links import LinkSettings
 
 
 @pytest.fixture
@@ -68,12 +66,6 @@ def test_settings_validation():
     assert LinkSettings(enabled=[], endpoint="").enabled == []
     custom = LinkSettings(custom_url="https://links.example.com/act")
     assert custom.base_url == "https://links.example.com/act"
-
-
-def test_settings_fall_back_to_defaults_when_the_section_is_absent():
-    assert link_settings(SimpleNamespace()) == LinkSettings()
-    section = {"enabled": ["opt_out_direct_marketing"], "secret": "x"}
-    assert link_settings(SimpleNamespace(links=section)).enabled == ["opt_out_direct_marketing"]
 
 
 def test_secret_is_generated_once_and_kept_private(tmp_path):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec
-from comms_pipeline.pipeline.links import LinkSettings
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.rendering import available_tags, missing_params, validate_template
+from comms_pipeline.settings.links import LinkSettings
 
 
 def messages(problems, severity="error"):

@@ -17,8 +17,9 @@ from types import MappingProxyType
 import airspeed
 import pytest
 
-from comms_pipeline.pipeline.links import LinkBuilder, LinkSettings
+from comms_pipeline.pipeline.links import LinkBuilder
 from comms_pipeline.rendering import Limits, TemplateError, build_context, compile_template
+from comms_pipeline.settings.links import LinkSettings
 
 CANARY = Path("/tmp/comms-sandbox-canary")
 LEAKS = ("<class", "<function", "<module", "<built-in", "<bound", "object at 0x", "__",

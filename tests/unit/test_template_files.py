@@ -7,8 +7,8 @@ import re
 import pytest
 
 from comms_pipeline.core.sms_text import analyse
-from comms_pipeline.pipeline.admin_records import TemplateSpec, VariantSpec
-from comms_pipeline.pipeline.links import LinkBuilder, LinkSettings
+from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
+from comms_pipeline.pipeline.links import LinkBuilder
 from comms_pipeline.pipeline.template_files import (
     TemplateFileError,
     builtin_dirs,
@@ -17,6 +17,7 @@ from comms_pipeline.pipeline.template_files import (
     write_template_dir,
 )
 from comms_pipeline.rendering import build_context, compile_template, validate_template
+from comms_pipeline.settings.links import LinkSettings
 
 SAMPLE = {
     "accounts_receivable": {"number": "AR-1001", "name": "Maria Georgiou", "balance": "-42.50",

@@ -1,9 +1,5 @@
-"""Settings of notification runs: where the business data lives and how big a batch is.
-
-Meant to become ``Settings.notifications`` (``[notifications]`` in ``config/comms.toml``,
-``COMMS_NOTIFICATIONS_*`` variables); :func:`notification_settings` falls back to the defaults
-while the main settings do not carry the section.
-"""
+"""The ``[notifications]`` section: where the business data lives and how big a batch is
+(``COMMS_NOTIFICATIONS_*`` variables)."""
 
 from __future__ import annotations
 
@@ -27,14 +23,9 @@ class NotificationSettings(BaseModel):
     priority: int = Field(3, ge=1, le=3)
 
 
-def notification_settings(settings: Any) -> NotificationSettings:
-    found = getattr(settings, "notifications", None)
-    return found if isinstance(found, NotificationSettings) else NotificationSettings()
-
-
 def business_url(settings: Any) -> str:
     """The business database URL with ``{var}`` expanded (default: the comms database)."""
-    url = notification_settings(settings).business_database_url
+    url = settings.notifications.business_database_url
     if not url:
         return settings.database_url
     return url.replace("{var}", str(settings.var_dir))

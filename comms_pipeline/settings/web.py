@@ -1,13 +1,8 @@
-"""The ``[web]`` section: where the Web API listens, its public address, and tracking.
-
-Until the lead's :class:`~comms_pipeline.settings.config.Settings` carries a ``web`` field, every
-reader goes through :func:`web_settings`, which falls back to these defaults.
-"""
+"""The ``[web]`` section: where the Web API listens, its public address, and tracking."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -40,13 +35,3 @@ class WebSettings(BaseModel):
     @property
     def tracking_url(self) -> str:
         return self.tracking_base_url or self.base_url
-
-
-def web_settings(settings: Any) -> WebSettings:
-    """``settings.web`` when the configuration has that section, else the defaults."""
-    found = getattr(settings, "web", None)
-    if isinstance(found, WebSettings):
-        return found
-    if isinstance(found, Mapping):
-        return WebSettings.model_validate(found)
-    return WebSettings()
