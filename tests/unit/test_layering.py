@@ -27,6 +27,6 @@ def test_loading_the_settings_loads_no_stage_and_no_renderer():
     loaded = json.loads(out)
     assert all(m.startswith(("comms_pipeline.core", "comms_pipeline.settings"))
                or m == "comms_pipeline" for m in loaded), loaded
-    assert "airspeed" not in subprocess.run(
-        [sys.executable, "-c", "import sys, comms_pipeline.settings.config; print(list(sys.modules))"],
-        cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    every = "import sys, comms_pipeline.settings.config; print(list(sys.modules))"
+    assert "airspeed" not in subprocess.run([sys.executable, "-c", every], cwd=ROOT,
+                                            capture_output=True, text=True, check=True).stdout
