@@ -226,7 +226,7 @@ def main() -> None:
     settings = load_settings(environ={"COMMS_DATABASE_URL": url,
                                       "COMMS_PATHS_VAR": str(Path(__file__).parent / "out")})
     engine = make_engine(url)
-    from comms_pipeline.jobs import build_job
+    from comms_pipeline.runtime.registry import build_job
 
     seed(engine, args.n)
     Runner(settings, engine, build_job("monitor", settings, engine), once=True).run()

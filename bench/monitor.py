@@ -22,9 +22,9 @@ from sqlalchemy import func, select, text
 
 from bench.common import fresh_database, peak_rss_mb, row, timer
 from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
-from comms_pipeline.jobs import run_job_workers
 from comms_pipeline.pipeline.admin_records import save_template
 from comms_pipeline.queue.runner import Runner
+from comms_pipeline.runtime.run import run_job_workers
 from comms_pipeline.runtime.supervisor import self_command
 from comms_pipeline.settings.config import load_settings
 from comms_pipeline.store.db import make_engine, upgrade

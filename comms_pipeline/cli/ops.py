@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
 from comms_pipeline.cli.common import AppContext, pass_app
-from comms_pipeline.daemons import DAEMONS, build_daemon
-from comms_pipeline.jobs import JOBS, JobFailed, run_job, run_job_workers
 from comms_pipeline.runtime import supervisor as supervise
+from comms_pipeline.runtime.registry import DAEMONS, JOBS
+from comms_pipeline.runtime.run import RunReport, run_stage, run_stage_workers, stage_backlog
 
 
 @click.group()
@@ -29,25 +30,41 @@ def job() -> None:
 @pass_app
 def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool | None,
             workers: int) -> None:
-    """Run job NAME until its backlog is done. Exit code 0 means it finished."""
-    show = sys.stderr.isatty() if progress is None else progress
-    if workers > 1:
-        handled = run_job_workers(name, app.settings, app.engine, workers,
-                                  argv_prefix=_self_argv(app), batch_size=batch_size,
-                                  progress=show)
+    """Run job NAME until its backlog is done.
+
+    Exit code 0 means it finished; 1 means a batch failed (its entries carry the error and are
+    retried).
+    """
+    _run_and_report(app, name, once=True, batch_size=batch_size, workers=workers,
+                    progress=sys.stderr.isatty() if progress is None else progress)
+
+
+def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int | None,
+                    workers: int = 1, progress: bool = False) -> None:
+    """Run a stage, print what it did, and exit 1 when a batch failed (jobs and daemons)."""
+    def run(on_progress: Callable[[int], None] | None) -> RunReport:
+        if workers > 1:
+            return run_stage_workers(name, app.settings, app.engine, workers,
+                                     batch_size=batch_size, on_progress=on_progress)
+        return run_stage(name, app.settings, app.engine, once=once, batch_size=batch_size,
+                         on_progress=on_progress)
+
+    if progress and once:
+        total = stage_backlog(name, app.settings, app.engine)
+        label = name if workers == 1 else f"{name} x{workers}"
+        with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                               show_percent=True, show_eta=True) as bar:
+            report = run(bar.update)
     else:
-        try:
-            handled = run_job(name, app.settings, app.engine, batch_size=batch_size,
-                              progress=show)
-        except JobFailed as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise click.exceptions.Exit(1) from None
-    click.echo(f"{name}: {handled} handled")
-
-
-def _self_argv(app: AppContext) -> list[str]:
-    argv = supervise.self_command()
-    return [*argv, "--config", app.config_path] if app.config_path else argv
+        report = run(None)
+    if once:
+        click.echo(f"{name}: {report.handled} handled, {report.retried} retried later"
+                   + (f", {report.refused} taken over by another worker" if report.refused
+                      else ""))
+    problem = report.problem()
+    if problem:
+        click.echo(f"error: {problem}", err=True)
+        raise click.exceptions.Exit(report.exit_code)
 
 
 @job.command("list")
@@ -68,15 +85,11 @@ def daemon() -> None:
 @click.option("--batch-size", type=click.IntRange(1), help="Rows claimed per transaction.")
 @pass_app
 def daemon_run(app: AppContext, name: str, once: bool, batch_size: int | None) -> None:
-    """Run daemon NAME in the foreground until SIGTERM (or, with --once, until idle)."""
-    from comms_pipeline.queue.runner import Runner
+    """Run daemon NAME in the foreground until SIGTERM (or, with --once, until idle).
 
-    handler = build_daemon(name, app.settings, app.engine)
-    runner = Runner(app.settings, app.engine, handler, batch_size=batch_size, once=once)
-    runner.install_signal_handlers()
-    handled = runner.run()
-    if once:
-        click.echo(f"{name}: {handled} handled")
+    With --once: exit code 0 means the backlog is done; 1 means a batch failed.
+    """
+    _run_and_report(app, name, once=once, batch_size=batch_size)
 
 
 @daemon.command("start")

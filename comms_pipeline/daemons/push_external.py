@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -29,7 +28,8 @@ from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.protocols import SendResult, WebhookMessage, WebhookSender
 from comms_pipeline.gateways.webhook import ENDPOINT_ERRORS
 from comms_pipeline.queue.claims import Outcome, WorkQueue
-from comms_pipeline.queue.hooks import log_sends_on_change
+from comms_pipeline.queue.machine import DETAILS
+from comms_pipeline.queue.retry import FixedSchedule, RetryPolicy
 from comms_pipeline.store.models import details_t, headers_t, systems_t
 
 if TYPE_CHECKING:
@@ -41,20 +41,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-def external_queue() -> WorkQueue:
+def external_queue(retry: RetryPolicy | None = None) -> WorkQueue:
     """Entries for external systems that take webhooks and are enabled."""
     hooked = select(systems_t.c.id).where(systems_t.c.webhook_url.isnot(None),
                                           systems_t.c.webhook_url != "",
                                           systems_t.c.enabled.is_(True))
     return WorkQueue(
-        kind="detail",
-        table=details_t,
+        machine=DETAILS,
         pending=lambda: and_(details_t.c.state == DetailState.AWAITING_EXTERNAL,
                              details_t.c.external_system_id.in_(hooked)),
-        state_column="state",
-        failed_state=DetailState.REJECTED,
         order_by=(details_t.c.priority, details_t.c.id),
-        on_change=log_sends_on_change,
+        retry=retry,
     )
 
 
@@ -109,8 +106,9 @@ class PushExternalDaemon(DeliveryHandler):
     def __init__(self, settings: Settings, engine: Engine) -> None:
         super().__init__(settings, engine)
         self.name = "push-external"
-        self.queue = external_queue()
         self.cfg = settings.gateways.webhook
+        self.queue = external_queue(FixedSchedule(
+            tuple(self.cfg.retry_schedule_seconds), settings.claims.max_attempts))
         self.sender = make_webhook_sender(settings)
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
@@ -150,14 +148,12 @@ class PushExternalDaemon(DeliveryHandler):
         if res.code in ENDPOINT_ERRORS:
             tally.refused = True
             return Outcome.release(row.id)
-        schedule = self.cfg.retry_schedule_seconds
-        if not res.transient or row.attempts >= self.settings.claims.max_attempts or not schedule:
+        delay = self.queue.policy(self.settings.claims).delay(row.attempts)
+        if not res.transient or delay is None:
             return outcome_for(row.id, res, "webhook")
-        delay = schedule[min(row.attempts - 1, len(schedule) - 1)]
         log.warning("webhook.deferred", detail_id=row.id, code=res.code, attempt=row.attempts,
                     retry_in=delay)
-        return Outcome.done(row.id, None, res.code, res.description,
-                            next_attempt_at=utcnow() + timedelta(seconds=delay))
+        return Outcome.retry(row.id, res.code, res.description)
 
     def _record(self, tallies: dict[int, _Tally], systems: dict[int, Row]) -> None:
         """Keep each endpoint's run of failures; disable it when the run is too long."""

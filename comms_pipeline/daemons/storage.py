@@ -10,14 +10,13 @@ row: the Email and Letter daemons may not have sent it yet.
 When the store fails, the rest of the batch is not tried (the store is most likely down) and
 every unsaved document is tried again later. Unlike a queue entry, a document has no Rejected
 state to end in, and giving up would silently lose the copy to keep: so storage never gives
-up. It backs off as the claim mechanism does (capped), without using up the attempts that
-detect claimants dying on a document.
+up (its work queue's retry policy is :class:`~comms_pipeline.queue.retry.NeverGiveUp`): it
+backs off exponentially, capped, for as long as the store is away.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -26,7 +25,8 @@ from sqlalchemy import select
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import GatewayError
 from comms_pipeline.pipeline.documents import make_document_store, storage_key
-from comms_pipeline.queue.claims import Outcome, backoff_delay
+from comms_pipeline.queue.claims import Outcome
+from comms_pipeline.queue.retry import NeverGiveUp
 from comms_pipeline.queue.work_queues import storage_queue
 from comms_pipeline.store.models import contacts_t, details_t
 
@@ -45,7 +45,8 @@ class StorageDaemon:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
-        self.queue = storage_queue()
+        self.queue = storage_queue(NeverGiveUp.from_settings(
+            settings.claims, floor=settings.daemons.poll_interval))
         self.prefix = settings.gateways.storage.prefix
         self.store = make_document_store(settings)
 
@@ -98,11 +99,7 @@ class StorageDaemon:
         """Try this document again after a backoff, with the reason on the document (shown
         by ``comms status`` and ``comms documents list``); never spend its last attempt: a
         document to keep is never given up."""
-        claims = self.settings.claims
-        delay = max(backoff_delay(row.attempts, claims), self.settings.daemons.poll_interval)
-        return Outcome.done(row.id, None, next_attempt_at=utcnow() + timedelta(seconds=delay),
-                            attempts=min(row.attempts, claims.max_attempts - 1),
-                            error_code=code[:64], error_description=description)
+        return Outcome.retry(row.id, code[:64], description)
 
     def close(self) -> None:
         self.store.close()

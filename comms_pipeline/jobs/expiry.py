@@ -14,6 +14,7 @@ from sqlalchemy import and_
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import PENDING_STATES, DetailState, ErrorCode
 from comms_pipeline.queue.claims import Outcome, WorkQueue
+from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.store.models import details_t
 
 if TYPE_CHECKING:
@@ -25,12 +26,10 @@ if TYPE_CHECKING:
 
 def expired_queue() -> WorkQueue:
     return WorkQueue(
-        kind="detail",
-        table=details_t,
+        machine=DETAILS,
         pending=lambda: and_(details_t.c.state.in_([s.value for s in PENDING_STATES]),
                              details_t.c.expires_at <= utcnow()),
-        state_column="state",
-        failed_state=DetailState.EXPIRED,
+        give_up_state=DetailState.EXPIRED,
     )
 
 

@@ -44,9 +44,9 @@ from comms_pipeline.pipeline.lookups import (
 )
 from comms_pipeline.pipeline.media import effective_limit, load_external_limits, load_media_rules
 from comms_pipeline.queue.claims import Outcome, insert_with_history
+from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.work_queues import header_queue
 from comms_pipeline.rendering import TemplateError, build_context, compile_template
-from comms_pipeline.store.models import details_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -105,7 +105,7 @@ class MonitorJob:
                    for d in (o.payload or ())]
         if not details:
             return
-        insert_with_history(conn, "detail", details_t, details, self.name)
+        insert_with_history(conn, DETAILS, details, self.name)
 
     def close(self) -> None:
         self._templates.clear()

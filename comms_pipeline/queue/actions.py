@@ -25,7 +25,7 @@ from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import DetailState, public_state
 from comms_pipeline.queue.claims import WorkQueue, transition_rows
-from comms_pipeline.queue.hooks import log_sends_on_change
+from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.store.models import details_t
 from comms_pipeline.store.queries import find_external_system
 
@@ -68,10 +68,8 @@ ACTIONS = {
 
 def external_entries_queue() -> WorkQueue:
     """Queue entries addressed to external systems, as a target of compare-and-set changes."""
-    return WorkQueue(kind="detail", table=details_t,
-                     pending=lambda: details_t.c.external_system_id.isnot(None),
-                     state_column="state", failed_state=DetailState.REJECTED,
-                     on_change=log_sends_on_change)
+    return WorkQueue(machine=DETAILS,
+                     pending=lambda: details_t.c.external_system_id.isnot(None))
 
 
 _QUEUE = external_entries_queue()

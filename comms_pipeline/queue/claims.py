@@ -37,6 +37,8 @@ from sqlalchemy import (
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import ErrorCode
+from comms_pipeline.queue.machine import IllegalTransition, StateMachine
+from comms_pipeline.queue.retry import ExponentialBackoff, RetryPolicy
 from comms_pipeline.store.db import analyze_if_stale, bulk_insert, is_postgres
 from comms_pipeline.store.models import transitions_t
 
@@ -54,20 +56,39 @@ STATS_CHECK_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class WorkQueue:
-    """A claimable table and the predicate that selects its pending work.
+    """A claimable selection of one state machine's rows: the pending work of one stage.
 
     ``pending`` is called at every claim, so it may depend on the clock (send-after times).
+    The machine says where the state is kept and what may happen to it; ``retry`` is the
+    handler's retry policy (default: exponential backoff from the ``[claims]`` settings);
+    ``give_up_state`` replaces the machine's failed state for this stage (the expiry sweep
+    ends rows Expired).
     """
 
-    kind: str
-    table: Table
+    machine: StateMachine
     pending: Callable[[], ColumnElement[bool]]
-    state_column: str | None = None
-    failed_state: str | None = None
     order_by: tuple[Any, ...] = ()
-    #: Called as ``on_change(conn, new_state, ids)`` in the transaction that moves rows to a
-    #: new state (after the rows and their history are written), whoever moves them.
-    on_change: Callable[[Connection, str, list[int]], None] | None = None
+    retry: RetryPolicy | None = None
+    give_up_state: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.machine.kind
+
+    @property
+    def table(self) -> Table:
+        return self.machine.table
+
+    @property
+    def state_column(self) -> str | None:
+        return self.machine.state_column
+
+    @property
+    def failed_state(self) -> str | None:
+        return self.give_up_state or self.machine.failed_state
+
+    def policy(self, claims: ClaimSettings) -> RetryPolicy:
+        return self.retry or ExponentialBackoff.from_settings(claims)
 
 
 @dataclass
@@ -88,6 +109,8 @@ class Outcome:
     #: What the handler produced for this row (details to insert, a document), written by the
     #: handler's ``persist`` hook in the finishing transaction, only if the row is still held.
     payload: Any = None
+    #: With ``retry``: wait this long instead of what the queue's policy says (``None``).
+    delay: float | None = None
 
     @classmethod
     def done(cls, id: int, state: str | None = None, code: str | None = None,
@@ -96,18 +119,14 @@ class Outcome:
         return cls(id, "done", state, values, code, description, payload)
 
     @classmethod
-    def retry(cls, id: int, code: str, description: str) -> Outcome:
-        return cls(id, "retry", code=code, description=description)
+    def retry(cls, id: int, code: str, description: str,
+              delay: float | None = None) -> Outcome:
+        """Try again later: after ``delay`` seconds, else when the queue's policy says."""
+        return cls(id, "retry", code=code, description=description, delay=delay)
 
     @classmethod
     def release(cls, id: int) -> Outcome:
         return cls(id, "release")
-
-
-def backoff_delay(attempts: int, settings: ClaimSettings) -> float:
-    """Exponential backoff: base, 2*base, 4*base, ... capped at the maximum."""
-    return min(settings.backoff_base_seconds * (2 ** max(attempts - 1, 0)),
-               settings.backoff_max_seconds)
 
 
 def record_transitions(conn: Connection, kind: str, changes: Iterable[tuple[int, str | None, str]],
@@ -120,19 +139,20 @@ def record_transitions(conn: Connection, kind: str, changes: Iterable[tuple[int,
         conn.execute(insert(transitions_t), rows)
 
 
-def insert_with_history(conn: Connection, kind: str, table: Table,
-                        rows: Sequence[dict[str, Any]], actor: str | None,
-                        state_key: str = "state", code_key: str = "error_code") -> list[int]:
+def insert_with_history(conn: Connection, machine: StateMachine,
+                        rows: Sequence[dict[str, Any]], actor: str | None) -> list[int]:
     """Create rows and record the state each one is born in, in one pass each.
 
     The ids come back from the insert itself, so the history is written from what is in
     hand (``COPY`` on PostgreSQL): no query has to find the new rows again, which on a
     table that grows during a long run would hang on statistics gathered when it was small.
     """
-    ids = bulk_insert(conn, table, rows, return_ids=True)
+    state_key, code_key = machine.state_column or "state", machine.error_columns[0]
+    machine.check((None, row[state_key]) for row in rows)
+    ids = bulk_insert(conn, machine.table, rows, return_ids=True)
     at = utcnow()
     bulk_insert(conn, transitions_t, [
-        {"kind": kind, "row_id": i, "from_state": None, "to_state": row[state_key],
+        {"kind": machine.kind, "row_id": i, "from_state": None, "to_state": row[state_key],
          "actor": actor, "code": row.get(code_key), "at": at}
         for i, row in zip(ids, rows, strict=True)])
     return ids
@@ -209,7 +229,8 @@ class Claimer:
         )
         with self.engine.begin() as conn:
             rows = sorted(conn.execute(stmt).all(), key=lambda r: r.id)
-            spent = [r for r in rows if r.attempts > self.settings.max_attempts]
+            policy = queue.policy(self.settings)
+            spent = [r for r in rows if policy.gives_up(r.attempts)]
             if spent:
                 self._fail_spent(conn, queue, spent)
         if spent:
@@ -291,6 +312,7 @@ class Claimer:
                 same.setdefault(tuple(sorted(values.items())), []).append(o.id)
             except TypeError:  # unhashable values (JSON): row by row
                 varied.setdefault(tuple(sorted(values)), []).append({"_id": o.id, **values})
+        queue.machine.check((old, new) for old, new, _ in changes)
         t = queue.table
         for items, ids in same.items():
             if len(ids) == 1:
@@ -308,22 +330,22 @@ class Claimer:
         for (old, new, code), ids in changes.items():
             record_transitions_from(conn, queue.kind, t, t.c.id.in_(ids), old, new,
                                     self.worker_id, code, now)
-            if queue.on_change is not None:
-                queue.on_change(conn, new, ids)
+            queue.machine.changed(conn, new, ids)
 
     def _values_for(self, queue: WorkQueue, o: Outcome, row: Row, now) -> tuple[dict, str | None]:
         values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
         new_state = None
-        cols = _error_columns(queue.table)
+        cols = queue.machine.error_columns
         if o.action == "release":
             values["attempts"] = max(row.attempts - 1, 0)
         elif o.action == "retry":
             description = o.description
-            if row.attempts >= self.settings.max_attempts:
+            delay = o.delay if o.delay is not None else queue.policy(self.settings).delay(
+                row.attempts)
+            if delay is None:
                 new_state = queue.failed_state
                 description = f"{o.description} (gave up after {row.attempts} attempts)"
             else:
-                delay = backoff_delay(row.attempts, self.settings)
                 values["next_attempt_at"] = now + timedelta(seconds=delay)
             if cols:
                 values.update({cols[0]: o.code, cols[1]: description})
@@ -357,15 +379,6 @@ def _update_from_values(conn: Connection, t: Table, keys: tuple[str, ...],
                        **{k: [p[k] for p in params] for k in keys}})
 
 
-def _error_columns(table: Table) -> tuple[str, str] | None:
-    """Where a table keeps the explanation of a failure (details: error_*, headers: status_*)."""
-    if "error_code" in table.c:
-        return "error_code", "error_description"
-    if "status_code" in table.c:
-        return "status_code", "status_reason"
-    return None
-
-
 def transition_rows(conn: Connection, queue: WorkQueue, where: ColumnElement[bool],
                     new_state: str, actor: str, code: str | None = None,
                     values: dict[str, Any] | None = None, limit: int | None = None) -> list[int]:
@@ -375,6 +388,8 @@ def transition_rows(conn: Connection, queue: WorkQueue, where: ColumnElement[boo
     acknowledgements by external systems. Returns the ids that changed.
     """
     t = queue.table
+    if queue.state_column is None:
+        raise IllegalTransition(f"a {queue.kind} has no state to move")
     state_col = t.c[queue.state_column]
     sel = select(t.c.id, state_col).where(where).where(
         or_(t.c.claimed_by.is_(None), t.c.lease_until < utcnow()))
@@ -385,6 +400,7 @@ def transition_rows(conn: Connection, queue: WorkQueue, where: ColumnElement[boo
     rows = conn.execute(sel).all()
     if not rows:
         return []
+    queue.machine.check((r[1], new_state) for r in rows)
     ids = [r.id for r in rows]
     now = utcnow()
     vals: dict[str, Any] = {queue.state_column: new_state, "claimed_by": None,
@@ -394,8 +410,7 @@ def transition_rows(conn: Connection, queue: WorkQueue, where: ColumnElement[boo
     conn.execute(update(t).where(and_(t.c.id.in_(ids))).values(vals))
     record_transitions(conn, queue.kind, [(r.id, r[1], new_state) for r in rows], actor, code,
                        now)
-    if queue.on_change is not None:
-        queue.on_change(conn, new_state, ids)
+    queue.machine.changed(conn, new_state, ids)
     return ids
 
 

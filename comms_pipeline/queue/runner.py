@@ -19,6 +19,7 @@ import structlog
 from comms_pipeline.core.states import ErrorCode
 from comms_pipeline.queue.claims import Claimer, Outcome, WorkQueue
 from comms_pipeline.queue.heartbeat import Heartbeat
+from comms_pipeline.queue.ports import ClaimStore, Liveness
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -102,19 +103,32 @@ class LeaseKeeper:
 
 
 class Runner:
-    def __init__(self, settings: Settings, engine: Engine, handler: Handler, *,
+    """Works one handler's queue: claim a batch, handle it under a lease, finish it.
+
+    ``claims`` and ``heartbeat`` default to the database adapters on ``engine``; the
+    in-memory twins of :mod:`comms_pipeline.testing` stand in for them in unit tests.
+    """
+
+    def __init__(self, settings: Settings, engine: Engine | None, handler: Handler, *,
                  batch_size: int | None = None, once: bool = False,
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None,
+                 claims: ClaimStore | None = None, heartbeat: Liveness | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.handler = handler
         self.batch_size = batch_size or settings.daemons.batch_size
         self.once = once
         self.on_progress = on_progress
-        self.heartbeat = Heartbeat(engine, handler.name, settings.daemons.heartbeat_seconds)
-        self.claimer = Claimer(engine, self.heartbeat.instance, settings.claims)
+        if (claims is None or heartbeat is None) and engine is None:
+            raise ValueError("a Runner needs an engine, or both a claim store and a heartbeat")
+        self.heartbeat: Liveness = heartbeat or Heartbeat(
+            engine, handler.name, settings.daemons.heartbeat_seconds)  # type: ignore[arg-type]
+        self.claimer: ClaimStore = claims or Claimer(
+            engine, self.heartbeat.instance, settings.claims)  # type: ignore[arg-type]
         self.stop_event = threading.Event()
+        #: Rows finished (sent, merged, rejected…); rows deferred for a retry are counted apart.
         self.processed = 0
+        self.retried = 0
         self.refused = 0
         #: Batches whose handler raised: their rows were retried (or failed) with the error.
         self.failed_batches = 0
@@ -189,7 +203,8 @@ class Runner:
         outcomes = list(outcomes) + [Outcome.release(r.id) for r in rows if r.id not in handled]
         persist = getattr(self.handler, "persist", None)
         self.refused += len(self.claimer.finish(queue, outcomes, persist=persist))
-        done = sum(1 for o in outcomes if o.action != "release")
+        done = sum(1 for o in outcomes if o.action == "done")
+        self.retried += sum(1 for o in outcomes if o.action == "retry")
         self.processed += done
         self.heartbeat.processed = self.processed
         if self.on_progress:

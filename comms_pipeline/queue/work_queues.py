@@ -7,21 +7,19 @@ from sqlalchemy import and_, or_, true
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import PENDING_STATES, DetailState, HeaderStatus
 from comms_pipeline.queue.claims import WorkQueue
-from comms_pipeline.queue.hooks import log_sends_on_change
+from comms_pipeline.queue.machine import DETAILS, DOCUMENTS, HEADERS
+from comms_pipeline.queue.retry import RetryPolicy
 from comms_pipeline.store.models import details_t, documents_t, headers_t
 
 
 def header_queue() -> WorkQueue:
     """New request headers whose send-after time has come (the Comms Monitor's work)."""
     return WorkQueue(
-        kind="header",
-        table=headers_t,
+        machine=HEADERS,
         pending=lambda: and_(
             headers_t.c.status == HeaderStatus.AWAITING_PROCESSING,
             or_(headers_t.c.send_after.is_(None), headers_t.c.send_after <= utcnow()),
         ),
-        state_column="status",
-        failed_state=HeaderStatus.ERROR,
         order_by=(headers_t.c.priority, headers_t.c.id),
     )
 
@@ -32,47 +30,35 @@ def detail_queue(media: str, state: str = DetailState.AWAITING_SEND,
     owner = (details_t.c.external_system_id.isnot(None) if external
              else details_t.c.external_system_id.is_(None))
     return WorkQueue(
-        kind="detail",
-        table=details_t,
+        machine=DETAILS,
         pending=lambda: and_(details_t.c.state == state, details_t.c.media == media, owner),
-        state_column="state",
-        failed_state=DetailState.REJECTED,
         order_by=(details_t.c.priority, details_t.c.id),
-        on_change=log_sends_on_change,
     )
 
 
 def pending_details_queue() -> WorkQueue:
     """Every Pending queue entry, whatever its media or owner (operators' cancellations)."""
     return WorkQueue(
-        kind="detail",
-        table=details_t,
+        machine=DETAILS,
         pending=lambda: details_t.c.state.in_([s.value for s in PENDING_STATES]),
-        state_column="state",
-        failed_state=DetailState.REJECTED,
-        on_change=log_sends_on_change,
     )
 
 
 def merge_queue(media: str) -> WorkQueue:
     """Email or letter details waiting for their document to be merged."""
     return WorkQueue(
-        kind="detail",
-        table=details_t,
+        machine=DETAILS,
         pending=lambda: and_(details_t.c.state == DetailState.AWAITING_MERGE,
                              details_t.c.media == media),
-        state_column="state",
-        failed_state=DetailState.REJECTED,
         order_by=(details_t.c.priority, details_t.c.id),
-        on_change=log_sends_on_change,
     )
 
 
-def storage_queue() -> WorkQueue:
+def storage_queue(retry: RetryPolicy | None = None) -> WorkQueue:
     """Documents not yet kept in long-term storage."""
     return WorkQueue(
-        kind="document",
-        table=documents_t,
+        retry=retry,
+        machine=DOCUMENTS,
         pending=lambda: and_(documents_t.c.stored_at.is_(None), true()),
         order_by=(documents_t.c.id,),
     )

@@ -18,12 +18,12 @@ from sqlalchemy import select
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import public_state
-from comms_pipeline.daemons import DAEMONS, build_daemon
-from comms_pipeline.jobs import run_job
 from comms_pipeline.pipeline import admin_records as admin
 from comms_pipeline.pipeline.admin_records import AddressSpec
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
+from comms_pipeline.runtime.registry import DAEMONS, build_daemon
+from comms_pipeline.runtime.run import run_job
 from comms_pipeline.store.db import make_engine, upgrade
 from comms_pipeline.store.models import contacts_t, details_t, documents_t, headers_t
 

@@ -13,8 +13,9 @@ import structlog
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from comms_pipeline.jobs import JOBS, run_job
 from comms_pipeline.notifications.schedule import add_notification_jobs, add_refresh_job
+from comms_pipeline.runtime.registry import JOBS
+from comms_pipeline.runtime.run import run_job
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

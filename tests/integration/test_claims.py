@@ -8,7 +8,8 @@ import time
 from sqlalchemy import select, update
 
 from comms_pipeline.core.states import DetailState, ErrorCode
-from comms_pipeline.queue.claims import Claimer, Outcome, backoff_delay
+from comms_pipeline.queue.claims import Claimer, Outcome
+from comms_pipeline.queue.retry import ExponentialBackoff
 from comms_pipeline.queue.work_queues import detail_queue
 from comms_pipeline.store.models import details_t, transitions_t
 from tests import factories
@@ -74,7 +75,9 @@ def test_retry_backs_off_then_fails_for_good(engine, settings):
 def test_backoff_is_exponential_and_capped(settings):
     settings.claims.backoff_base_seconds = 2
     settings.claims.backoff_max_seconds = 10
-    assert [backoff_delay(n, settings.claims) for n in (1, 2, 3, 4, 5)] == [2, 4, 8, 10, 10]
+    settings.claims.max_attempts = 6
+    policy = ExponentialBackoff.from_settings(settings.claims)
+    assert [policy.delay(n) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 10, 10, None]
 
 
 def test_retry_waits_for_its_backoff(engine, settings):

@@ -13,7 +13,6 @@ from sqlalchemy import insert, select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
-from comms_pipeline.jobs import build_job
 from comms_pipeline.jobs.email_monitor import UNSUBSCRIBE_ACTION, EmailMonitorJob
 from comms_pipeline.pipeline.admin_records import (
     AddressSpec,
@@ -27,6 +26,7 @@ from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.claims import Claimer
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.rendering.mime import parse_mailbox
+from comms_pipeline.runtime.registry import build_job
 from comms_pipeline.store.db import make_engine
 from comms_pipeline.store.models import Contact, details_t, documents_t, transitions_t
 from tests.conftest import make_settings

@@ -9,8 +9,8 @@ from email import policy
 from sqlalchemy import select
 
 from comms_pipeline.core.template_spec import VariantSpec
-from comms_pipeline.jobs import run_job
 from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.runtime.run import run_job
 from comms_pipeline.store.models import TrackingEvent, TrackingLink, documents_t
 from tests import factories
 from tests.integration.web_support import client, with_sections

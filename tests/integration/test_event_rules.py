@@ -7,7 +7,6 @@ from __future__ import annotations
 from sqlalchemy import insert, select
 
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.jobs import run_job
 from comms_pipeline.notifications.event_rules import resolve_event
 from comms_pipeline.notifications.types import (
     Definitions,
@@ -20,6 +19,7 @@ from comms_pipeline.pipeline.admin_records import AddressSpec
 from comms_pipeline.pipeline.entity_sources import load_demo_business
 from comms_pipeline.pipeline.template_files import load_builtin_templates
 from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.runtime.run import run_job
 from comms_pipeline.store.models import (
     details_t,
     headers_t,

@@ -12,12 +12,12 @@ from pypdf import PdfReader
 from sqlalchemy import select
 
 from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
-from comms_pipeline.jobs import build_job
 from comms_pipeline.jobs.letter_monitor import LetterMonitorJob
 from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, save_template
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.rendering import pdf as pdfmod
+from comms_pipeline.runtime.registry import build_job
 from comms_pipeline.store.db import make_engine
 from comms_pipeline.store.models import details_t, documents_t
 from tests.conftest import make_settings

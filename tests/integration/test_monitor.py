@@ -11,9 +11,9 @@ from sqlalchemy import select, text
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.template_spec import VariantSpec
-from comms_pipeline.jobs import run_job
 from comms_pipeline.pipeline.admin_records import AddressSpec, add_external_system, set_media
 from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.runtime.run import run_job
 from comms_pipeline.store.models import details_t, headers_t, transitions_t
 from tests import factories
 
@@ -178,7 +178,7 @@ def test_a_header_that_crashes_the_job_fails_alone_with_its_error(engine, settin
     """Entities that are not an object (a SQL trigger's mistake) make the job raise: the
     batch is retried row by row, the good header is processed, the bad one carries
     INTERNAL_ERROR and, after claims.max_attempts runs, ends Error; the job exits non-zero."""
-    from comms_pipeline.jobs import JobFailed
+    from comms_pipeline.runtime.run import JobFailed
 
     with engine.begin() as conn:
         factories.contact(conn)

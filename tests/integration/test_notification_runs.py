@@ -15,7 +15,6 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, text
 
-from comms_pipeline.jobs import run_job
 from comms_pipeline.notifications.runs import run_notifications
 from comms_pipeline.notifications.types import (
     DefinitionError,
@@ -27,6 +26,7 @@ from comms_pipeline.notifications.types import (
 )
 from comms_pipeline.pipeline.entity_sources import load_demo_business
 from comms_pipeline.pipeline.template_files import load_builtin_templates
+from comms_pipeline.runtime.run import run_job
 from comms_pipeline.settings.notifications import NotificationSettings
 from comms_pipeline.store.models import (
     NotificationType,

@@ -12,10 +12,10 @@ from sqlalchemy import select, update
 from comms_pipeline.cli.common import AppContext
 from comms_pipeline.cli.main import cli
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.daemons import build_daemon
-from comms_pipeline.jobs import run_job
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.queue.status import pipeline_status
+from comms_pipeline.runtime.registry import build_daemon
+from comms_pipeline.runtime.run import run_job
 from comms_pipeline.runtime.scheduler import build_scheduler
 from comms_pipeline.store.models import details_t
 from tests import factories

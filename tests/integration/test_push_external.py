@@ -29,9 +29,12 @@ def hook_env(db_url, tmp_path, make_engine_for):
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]
+    """Entries the daemon worked on: finished, or deferred for a retry."""
     daemon = PushExternalDaemon(settings, engine)
     assert daemon.name == "push-external"
-    return Runner(settings, engine, daemon, once=True).run()
+    runner = Runner(settings, engine, daemon, once=True)
+    runner.run()
+    return runner.processed + runner.retried
 
 
 def add_system(engine, receiver, code: str = "PORTAL", url: str | None = None) -> int:  # type: ignore[no-untyped-def]

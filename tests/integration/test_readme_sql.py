@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from comms_pipeline.jobs import run_job
+from comms_pipeline.runtime.run import run_job
 from comms_pipeline.store.models import details_t, headers_t
 from tests import factories
 

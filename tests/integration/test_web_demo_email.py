@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
-from comms_pipeline.jobs import build_job
 from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, save_template
 from comms_pipeline.pipeline.tracking import rewrite_html_for_tracking
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
+from comms_pipeline.runtime.registry import build_job
 from comms_pipeline.store.models import LinkAction, contacts_t, details_t, documents_t
 from tests.integration.web_support import client, with_sections
 

@@ -1,0 +1,136 @@
+"""The queue's state machines, declared once: request headers, request details, documents.
+
+For each kind of row this says where its state is kept, where a failure is explained, which
+state a row that fails for good ends in, which states a row may be born in, which moves are
+allowed, and what runs when rows change state. Every change of state in the product goes
+through :mod:`comms_pipeline.queue.claims` (a worker's finish, ``transition_rows`` for
+operators, external systems, links and sweeps, ``insert_with_history`` for births), which
+asks the machine first: a move it does not list raises :class:`IllegalTransition` and the
+transaction writes nothing. Every change is written to ``state_transitions`` in the same
+transaction, so a row's whole life can be read back.
+
+Headers (what happened to a request)::
+
+    (born) ─▶ awaiting_event_resolution ─▶ awaiting_processing ─▶ processed
+    (born) ──────────────────────────────▶ awaiting_processing ─▶ not_sent | opted_out | error
+                                                              ─▶ cancelled
+
+Details (a communication's life in the queue; public states in brackets)::
+
+    (born) ─▶ awaiting_merge ─▶ awaiting_send ─▶ completed ─▶ completed_removed
+              [Pending]         [Pending]        [Completed]  [Completed and Removed]
+    (born) ─▶ awaiting_external ─────────────────▶ completed | completed_removed
+    any Pending ─▶ rejected [Rejected] | expired [Expired]
+    completed ─▶ rejected          (a bounce or a failed delivery receipt)
+    rejected | expired ─▶ awaiting_merge | awaiting_send | awaiting_external  (an operator's retry)
+
+Documents have no state column: a document is Pending until ``stored_at`` is set; its
+failures are explained in its error columns and it is never given up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from comms_pipeline.core.errors import CommsError
+from comms_pipeline.core.states import DetailState as D
+from comms_pipeline.core.states import HeaderStatus as H
+from comms_pipeline.queue.hooks import log_sends_on_change
+from comms_pipeline.store.models import details_t, documents_t, headers_t
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.engine import Connection
+
+#: ``hook(conn, new_state, ids)``: runs in the transaction that moved ``ids`` to ``new_state``.
+ChangeHook = Callable[["Connection", str, list[int]], None]
+
+
+class IllegalTransition(CommsError):
+    """A state change the queue's state machine does not allow."""
+
+
+@dataclass(frozen=True)
+class StateMachine:
+    kind: str
+    table: Table
+    #: Where the state is kept (``None``: a row has no state column, e.g. documents).
+    state_column: str | None
+    #: Where a failure is explained: (code column, description column).
+    error_columns: tuple[str, str]
+    #: Where a row that fails for good ends (used up its attempts, broke its batch).
+    failed_state: str | None
+    #: The states a row may be created in.
+    births: frozenset[str] = frozenset()
+    #: Allowed moves: from state -> the states it may go to.
+    moves: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Run, in the changing transaction, for every change of state (after history is written).
+    on_change: tuple[ChangeHook, ...] = ()
+
+    def allows(self, old: str | None, new: str) -> bool:
+        if old is None:
+            return new in self.births
+        return old == new or new in self.moves.get(old, frozenset())
+
+    def check(self, changes: Iterable[tuple[str | None, str]]) -> None:
+        """Raise :class:`IllegalTransition` for the first change not allowed."""
+        for old, new in changes:
+            if not self.allows(old, new):
+                what = f"born {new!r}" if old is None else f"moved from {old!r} to {new!r}"
+                raise IllegalTransition(f"a {self.kind} cannot be {what}")
+
+    def changed(self, conn: Connection, new_state: str, ids: list[int]) -> None:
+        for hook in self.on_change:
+            hook(conn, new_state, ids)
+
+
+_PENDING = (D.AWAITING_MERGE, D.AWAITING_SEND, D.AWAITING_EXTERNAL)
+_RETRIABLE = frozenset(_PENDING)
+
+HEADERS = StateMachine(
+    kind="header",
+    table=headers_t,
+    state_column="status",
+    error_columns=("status_code", "status_reason"),
+    failed_state=H.ERROR,
+    births=frozenset({H.AWAITING_PROCESSING, H.AWAITING_EVENT_RESOLUTION, H.PROCESSED,
+                      H.NOT_SENT, H.OPTED_OUT, H.ERROR, H.CANCELLED}),
+    moves={
+        H.AWAITING_EVENT_RESOLUTION: frozenset({H.AWAITING_PROCESSING, H.CANCELLED, H.ERROR}),
+        H.AWAITING_PROCESSING: frozenset({H.PROCESSED, H.NOT_SENT, H.OPTED_OUT, H.ERROR,
+                                          H.CANCELLED}),
+        H.ERROR: frozenset({H.AWAITING_PROCESSING}),
+    },
+)
+
+DETAILS = StateMachine(
+    kind="detail",
+    table=details_t,
+    state_column="state",
+    error_columns=("error_code", "error_description"),
+    failed_state=D.REJECTED,
+    births=frozenset({*_PENDING, D.REJECTED, D.COMPLETED}),
+    moves={
+        D.AWAITING_MERGE: frozenset({D.AWAITING_SEND, D.AWAITING_EXTERNAL, D.COMPLETED,
+                                     D.REJECTED, D.EXPIRED}),
+        D.AWAITING_SEND: frozenset({D.COMPLETED, D.REJECTED, D.EXPIRED, D.AWAITING_MERGE}),
+        D.AWAITING_EXTERNAL: frozenset({D.COMPLETED, D.COMPLETED_REMOVED, D.REJECTED,
+                                        D.EXPIRED}),
+        D.COMPLETED: frozenset({D.COMPLETED_REMOVED, D.REJECTED}),
+        D.REJECTED: _RETRIABLE,
+        D.EXPIRED: _RETRIABLE,
+    },
+    on_change=(log_sends_on_change,),
+)
+
+DOCUMENTS = StateMachine(
+    kind="document",
+    table=documents_t,
+    state_column=None,
+    error_columns=("error_code", "error_description"),
+    failed_state=None,
+)
+
+MACHINES = {m.kind: m for m in (HEADERS, DETAILS, DOCUMENTS)}
