@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import airspeed
 
 from comms_pipeline.pipeline.links import LinkBuilder
-from comms_pipeline.rendering import build_context, compile_template, velocity
+from comms_pipeline.rendering import build_context, compile_template, required_roots, velocity
 from comms_pipeline.settings.links import LinkSettings
 
 BODY = """<p>Dear #contact_information.name,</p>
@@ -64,12 +64,14 @@ ENTITIES = {
 }
 PARAMS = {"footer_note": "Thank you for choosing <Company ZX> & partners."}
 REFERRING = ["payment", "subscription"]
+#: The monitors render with the missing-data check on (a missing tag fails the merge).
+REQUIRED = required_roots(REFERRING)
 
 
 def pipeline_merge(links: LinkBuilder) -> str:
     context = build_context(contact=CONTACT, entities=ENTITIES, params=PARAMS,
                             referring_entities=REFERRING, links=links)
-    return compile_template(BODY, html=True).render(context)
+    return compile_template(BODY, html=True).render(context, required=REQUIRED)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from comms_pipeline.core.states import (
     PublicState,
     public_state,
 )
+from comms_pipeline.pipeline.request_check import RequestRefused, missing_warnings, refuse_unknown
 from comms_pipeline.pipeline.triggers import SEND_TO
 from comms_pipeline.pipeline.triggers import trigger as trigger_request
 from comms_pipeline.queue.claims import record_transitions, transition_rows
@@ -64,20 +65,39 @@ def _when(value: str | None) -> datetime | None:
 @click.option("--idempotency-key", help="Repeating a trigger with the same key creates nothing.")
 @click.option("--override-consent", is_flag=True,
               help="Important message: send whatever the contact's marketing opt-outs.")
+@click.option("--no-check", is_flag=True,
+              help="Do not check that the template and contact exist nor which tags would be "
+                   "missing (bulk loads that know better).")
 @pass_app
 def trigger(app: AppContext, contact_ref: str, template_code: str | None, event: str | None,
             event_number: str | None, await_resolution: bool, entities: tuple[str, ...],
             params: tuple[str, ...], media: str | None,
             send_to: str, address_type: str | None, language: str | None,
             send_after: str | None, expires: str | None, priority: int,
-            idempotency_key: str | None, override_consent: bool) -> None:
-    """Record a communication request (a request header) for the monitor job."""
+            idempotency_key: str | None, override_consent: bool, no_check: bool) -> None:
+    """Record a communication request (a request header) for the monitor job.
+
+    Unless --no-check, an unknown or inactive template or an unknown contact is refused (exit
+    1, as the Web API answers 422) and the tags that would be missing for the data given are
+    told on stderr (the request is still recorded: its details would end MISSING_DATA).
+    """
+    given = parse_pairs(entities, "--entity", as_json=True)
+    values = parse_pairs(params, "--param")
+    if not no_check:
+        with app.engine.connect() as conn:
+            try:
+                refuse_unknown(conn, contact_ref=contact_ref, template_code=template_code)
+            except RequestRefused as exc:
+                raise click.ClickException(str(exc)) from None
+            for warning in missing_warnings(
+                    conn, contact_ref=contact_ref, template_code=template_code, event=event,
+                    entities=given, params=values, language=language, settings=app.settings):
+                click.echo(f"warning: {warning}", err=True)
     try:
         header_id = trigger_request(
             app.engine, contact_ref=contact_ref, template_code=template_code, event=event,
             event_number=event_number, await_resolution=await_resolution,
-            entities=parse_pairs(entities, "--entity", as_json=True),
-            params=parse_pairs(params, "--param"), media=media, send_to=send_to,
+            entities=given, params=values, media=media, send_to=send_to,
             address_type=address_type, language=language, send_after=_when(send_after),
             expires_at=_when(expires), priority=priority, idempotency_key=idempotency_key,
             override_consent=override_consent)

@@ -19,6 +19,7 @@ from comms_pipeline.core.sms_text import analyse
 from comms_pipeline.core.states import Media
 from comms_pipeline.pipeline.entity_sources import load_sources, needed_entities, resolve_entities
 from comms_pipeline.pipeline.links import LinkBuilder
+from comms_pipeline.pipeline.request_check import missing_tags
 from comms_pipeline.pipeline.template_files import (
     fetch_template,
     limit_for,
@@ -198,6 +199,10 @@ def preview(code: str, contact_ref: str, entities: tuple[str, ...], params: tupl
     missing = missing_params(spec, values)
     if missing:
         click.echo(f"(missing unrestricted parameters: {', '.join(missing)})", err=True)
+    tags = missing_tags(spec, variant, contact, resolved, values)
+    if tags:
+        click.echo(f"warning: missing: {', '.join(tags)}; the communication would be "
+                   "rejected (MISSING_DATA)", err=True)
 
 
 def _print_variant(media: str, variant: Any, context: dict[str, Any]) -> None:

@@ -135,6 +135,7 @@ class ErrorCode(StrEnum):
     MAX_ATTEMPTS = "MAX_ATTEMPTS"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     INVALID_REQUEST = "INVALID_REQUEST"
+    MISSING_DATA = "MISSING_DATA"
 
 
 #: SPEC's processing rules keep these exact messages.

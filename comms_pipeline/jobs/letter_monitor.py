@@ -7,14 +7,17 @@ PDF is stored as its detail's document and the detail moves on to Awaiting Send 
 External) in the same transaction. A template error, a text over the media limit or a
 letter WeasyPrint cannot render rejects that detail alone.
 
-Options, in the ``[letters]`` section: ``processes`` (rendering processes, default 1) and
-``sender`` (the sender block's lines; default: the From name of the email settings and a demo
-address).
+Options, in the ``[letters]`` section: ``processes`` (rendering processes, default 1),
+``sender`` (the sender block's lines, its first line the PDF's author; default: the From name
+of the email settings and the demo company's Nicosia address) and ``tagged`` (tagged PDFs for
+screen readers, rendered one by one). The date and the reference number of the date block are
+in the letter's language ("1 Δεκεμβρίου 2026", "Αριθμός αναφοράς: 11").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import TYPE_CHECKING
 
 import structlog
@@ -32,6 +35,8 @@ from comms_pipeline.pipeline.merge_data import (
 )
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.queue.work_queues import merge_queue
+from comms_pipeline.rendering.formatters import Formatters
+from comms_pipeline.rendering.letter_words import reference_label
 from comms_pipeline.rendering.mime import InvalidMessage, html_to_text, parse_mailbox, text_to_html
 from comms_pipeline.rendering.pdf import (
     DEFAULT_CHUNK,
@@ -49,7 +54,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-DEMO_SENDER_ADDRESS = ("1 Example Street", "London", "EC1A 1AA")
+#: The demo company's address (Company ZX, a Cyprus company): configure ``[letters] sender``.
+DEMO_SENDER_ADDRESS = ("28 Archbishop Makarios III Avenue", "1065 Nicosia", "Cyprus")
 
 
 def sender_lines(settings: Settings) -> list[str]:
@@ -71,7 +77,8 @@ class LetterMonitorJob(MergeJob):
         super().__init__(settings, engine)
         self.queue = merge_queue(Media.LETTER)
         self.pool = LetterPool(sender or sender_lines(settings),
-                               processes or settings.letters.processes, chunk_size)
+                               processes or settings.letters.processes, chunk_size,
+                               tagged=settings.letters.tagged)
 
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         self.pool.start()  # rendering processes load while this batch is merged
@@ -82,7 +89,7 @@ class LetterMonitorJob(MergeJob):
         outcomes: list[Outcome] = []
         letters: list[LetterContent] = []
         items: list[Merged] = []
-        today = utcnow().date().isoformat()
+        today = utcnow().date()
         for item in merged:
             try:
                 letters.append(self.content(item, batch, today))
@@ -105,7 +112,7 @@ class LetterMonitorJob(MergeJob):
                                          payload=document("letter", "application/pdf", pdf)))
         return outcomes
 
-    def content(self, item: Merged, batch: MergeBatch, today: str) -> LetterContent:
+    def content(self, item: Merged, batch: MergeBatch, today: date) -> LetterContent:
         row = item.detail
         body_html = item.html if item.html is not None else text_to_html(item.text or "")
         text = item.text if item.text is not None else html_to_text(body_html)
@@ -117,7 +124,9 @@ class LetterMonitorJob(MergeJob):
             raise MergeRejected(ErrorCode.NO_ADDRESS, "the letter has no postal address")
         return LetterContent(key=row.id, recipient=item.contact.name, address=row.address,
                              subject=item.subject, body_html=body_html,
-                             language=item.language, date=today, reference=f"No. {row.id}")
+                             language=item.language,
+                             date=Formatters(item.language).date(today, "long"),
+                             reference=f"{reference_label(item.language)}: {row.id}")
 
     def close(self) -> None:
         self.pool.close()

@@ -43,10 +43,16 @@ from comms_pipeline.pipeline.lookups import (
     load_templates,
 )
 from comms_pipeline.pipeline.media import effective_limit, load_external_limits, load_media_rules
+from comms_pipeline.pipeline.merge_data import missing_description
 from comms_pipeline.queue.claims import Outcome, insert_with_history
 from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.work_queues import header_queue
-from comms_pipeline.rendering import TemplateError, build_context, compile_template
+from comms_pipeline.rendering import (
+    TemplateError,
+    build_context,
+    compile_template,
+    required_roots,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -218,12 +224,21 @@ class MonitorJob:
         context = build_context(contact=tag_data, entities=entities, params=h.params,
                                 referring_entities=template.referring_entities,
                                 language=variant.language, links=self.links)
+        required = required_roots(template.referring_entities)
         try:
-            body = compile_template(variant.body_text or "").render(context)
-            subject = (compile_template(variant.subject).render(context)
-                       if variant.subject else None)
+            merged_body = compile_template(variant.body_text or "").render_report(
+                context, required=required)
+            merged_subject = (compile_template(variant.subject).render_report(
+                context, required=required) if variant.subject else None)
         except TemplateError as exc:
             raise Rejection(ErrorCode.TEMPLATE_ERROR, str(exc)) from None
+        missing = dict.fromkeys([*(merged_subject.missing if merged_subject else []),
+                                 *merged_body.missing])
+        if missing:
+            raise Rejection(ErrorCode.MISSING_DATA, missing_description(
+                missing, template.code, variant.language))
+        body = merged_body.text
+        subject = merged_subject.text if merged_subject else None
         limit = effective_limit(self.media_rules[media],
                                 self.external_limits.get(template.external_system_id))
         if len(body) > limit:

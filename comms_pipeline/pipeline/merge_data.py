@@ -33,7 +33,12 @@ from comms_pipeline.pipeline.entity_sources import (
 from comms_pipeline.pipeline.lookups import ContactInfo, Variant, load_contacts
 from comms_pipeline.pipeline.media import effective_limit, load_external_limits, load_media_rules
 from comms_pipeline.queue.claims import Outcome
-from comms_pipeline.rendering import TemplateError, build_context, compile_template
+from comms_pipeline.rendering import (
+    TemplateError,
+    build_context,
+    compile_template,
+    required_roots,
+)
 from comms_pipeline.store.models import (
     documents_t,
     headers_t,
@@ -139,13 +144,21 @@ class MergeBatch:
                                 params=header.params if header else None,
                                 referring_entities=template.referring_entities,
                                 language=variant.language, links=self.links)
+        required = required_roots(template.referring_entities)
+        missing: dict[str, None] = {}
         try:
-            subject = _render(variant.subject, context, html=False) or ""
-            html = _render(variant.body_html, context, html=True)
-            text = _render(variant.body_text, context, html=False)
+            subject = _render(variant.subject, context, html=False, required=required,
+                              missing=missing) or ""
+            html = _render(variant.body_html, context, html=True, required=required,
+                           missing=missing)
+            text = _render(variant.body_text, context, html=False, required=required,
+                           missing=missing)
         except TemplateError as exc:
             raise MergeRejected(ErrorCode.TEMPLATE_ERROR,
                                 f"template {template.code!r} ({variant.language}): {exc}") from None
+        if missing:
+            raise MergeRejected(ErrorCode.MISSING_DATA, missing_description(
+                missing, template.code, variant.language))
         if not (html or text):
             raise MergeRejected(ErrorCode.TEMPLATE_ERROR,
                                 f"template {template.code!r} ({variant.language}) has no body "
@@ -171,10 +184,20 @@ class MergeBatch:
         return self._entities[key]
 
 
-def _render(source: str | None, context: dict[str, Any], *, html: bool) -> str | None:
+def _render(source: str | None, context: dict[str, Any], *, html: bool,
+            required: frozenset[str], missing: dict[str, None]) -> str | None:
+    """One part of the variant; the tags it finds missing are added to ``missing``."""
     if not source:
         return None
-    return compile_template(source, html=html).render(context)
+    result = compile_template(source, html=html).render_report(context, required=required)
+    missing.update(dict.fromkeys(result.missing))
+    return result.text
+
+
+def missing_description(missing: Mapping[str, None] | Sequence[str], code: str,
+                        language: str) -> str:
+    """``missing: #bill.total_amount_to_be_paid, ... (template 'BILL_ISSUED', el)``."""
+    return f"missing: {', '.join(missing)} (template {code!r}, {language})"
 
 
 def _load_templates(conn: Connection, ids: set[int]) -> dict[int, TemplateRef]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -23,6 +24,22 @@ class TemplateError(CommsError):
         self.column = column
 
 
+class MissingDataError(TemplateError):
+    """Tags whose entity the communication refers to have no value: nothing goes out blank."""
+
+    def __init__(self, tags: list[str]) -> None:
+        super().__init__("missing: " + ", ".join(tags))
+        self.tags = tags
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A render's text and the tags it found missing (in the order they appear)."""
+
+    text: str
+    missing: list[str]
+
+
 class CompiledTemplate:
     """A parsed template, reusable across renders and threads."""
 
@@ -30,6 +47,7 @@ class CompiledTemplate:
         self.source = source
         self.html = html
         self.translation: Translation = translate(source)
+        self._tag_starts = frozenset(self.translation.starts)
         try:
             self.tree = velocity.parse(self.translation.source)
         except RecursionError:
@@ -48,11 +66,26 @@ class CompiledTemplate:
         return TemplateError(message, line, column)
 
     def render(self, context: Mapping[str, Any], *, html: bool | None = None,
-               limits: Limits = DEFAULT_LIMITS) -> str:
-        """Merge ``context`` (see :func:`build_context`) into the template."""
-        budget = Budget(limits, self.html if html is None else html)
+               limits: Limits = DEFAULT_LIMITS,
+               required: Collection[str] | None = None) -> str:
+        """Merge ``context`` (see :func:`build_context`) into the template.
+
+        With ``required`` (see :func:`required_roots`), a value missing under one of those
+        roots raises :class:`MissingDataError` naming every such tag.
+        """
+        result = self.render_report(context, html=html, limits=limits, required=required)
+        if result.missing:
+            raise MissingDataError(result.missing)
+        return result.text
+
+    def render_report(self, context: Mapping[str, Any], *, html: bool | None = None,
+                      limits: Limits = DEFAULT_LIMITS,
+                      required: Collection[str] | None = None) -> Rendered:
+        """The merged text and the tags missing under ``required`` (a preview shows both)."""
+        budget = Budget(limits, self.html if html is None else html,
+                        None if required is None else frozenset(required), self._tag_starts)
         try:
-            return velocity.merge(self.tree, dict(context), budget)
+            text = velocity.merge(self.tree, dict(context), budget)
         except Exception as exc:  # every failure becomes a TemplateError
             cause, offset = velocity.execution_failure(exc)
             if isinstance(cause, SandboxError):
@@ -62,6 +95,7 @@ class CompiledTemplate:
             else:
                 message = f"{type(cause).__name__}: {cause}"
             raise self._error(message, offset) from None
+        return Rendered(text, list(budget.missing))
 
 
 def _parse_message(exc: Exception) -> str:

@@ -125,6 +125,21 @@ def _with_relations(entities: set[str]) -> set[str]:
     return found
 
 
+#: Data that is always the communication's own: its contact, a notification run's figures and
+#: the unrestricted parameters. A missing value there is missing data, as it is in a
+#: referring entity's.
+ALWAYS_REQUIRED = frozenset({CONTACT, "notification", PARAM})
+
+
+def required_roots(referring_entities: Sequence[str] | None) -> frozenset[str]:
+    """The roots whose missing values fail a merge (see ``CompiledTemplate.render``).
+
+    A tag of an entity the communication does not refer to still renders empty (the seeds'
+    rule); one of a referring entity, the contact, the notification or a parameter does not.
+    """
+    return ALWAYS_REQUIRED | frozenset(referring_entities or ())
+
+
 def build_context(*, contact: Mapping[str, Any], entities: Mapping[str, Any] | None,
                   params: Mapping[str, Any] | None,
                   referring_entities: Sequence[str] | None = None,

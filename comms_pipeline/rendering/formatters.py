@@ -2,60 +2,47 @@
 
 These are the only callables a template can reach (see :mod:`.sandbox`). Each takes plain
 data, returns a plain string and never raises anything but ``ValueError``/``TypeError`` on
-bad input (reported as a template error). Locale data is kept small on purpose: the languages
-the built-in templates are written in, with English as the fallback.
+bad input (reported as a template error). Numbers, amounts, dates and month names come from
+the CLDR through Babel ("25,00 €", "1 Δεκεμβρίου 2026", "Νοεμβρίου 2026"): a language without a
+territory is read as spoken in :data:`DEFAULT_TERRITORY` (the demo company's Cyprus: English
+dates as "1 December 2026", not the US "December 1, 2026") and an unknown one as English.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, ClassVar
 
-from comms_pipeline.rendering.sandbox import Helper, display, join_capped
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_skeleton
+from babel.numbers import format_currency, format_decimal, get_currency_precision
+
+from comms_pipeline.rendering.sandbox import Helper, display, join_capped, rendering_html
+
+#: The territory a bare language is read in (``el`` -> ``el_CY``) when the CLDR has it.
+DEFAULT_TERRITORY = "CY"
+FALLBACK_LOCALE = "en"
+#: Babel's date skeletons: numeric and abbreviated dates with the year in full.
+DATE_SKELETONS = {"short": "yMMdd", "medium": "yMMMd"}
+#: ``$fmt.yesno``: words, not locale data the CLDR carries.
+YES_NO = {"en": ("yes", "no"), "el": ("ναι", "όχι"), "de": ("ja", "nein"), "fr": ("oui", "non")}
+_LAST_ZERO = re.compile(r"0(?=[^0]*$)")
 
 
-@dataclass(frozen=True)
-class LocaleData:
-    decimal: str
-    group: str
-    money: str  # "{sign}{symbol}{amount}" style pattern
-    months: tuple[str, ...]
-    months_short: tuple[str, ...]
-    short_date: str  # strftime-like with {d} {m} {y}
-    medium_date: str
-    long_date: str
-    true_false: tuple[str, str] = ("yes", "no")
-
-
-_EN_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-              "September", "October", "November", "December")
-_EL_MONTHS = ("Ιανουαρίου", "Φεβρουαρίου", "Μαρτίου", "Απριλίου", "Μαΐου", "Ιουνίου",
-              "Ιουλίου", "Αυγούστου", "Σεπτεμβρίου", "Οκτωβρίου", "Νοεμβρίου", "Δεκεμβρίου")
-_DE_MONTHS = ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
-              "September", "Oktober", "November", "Dezember")
-_FR_MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
-              "septembre", "octobre", "novembre", "décembre")
-
-LOCALES: dict[str, LocaleData] = {
-    "en": LocaleData(".", ",", "{sign}{symbol}{amount}", _EN_MONTHS,
-                     tuple(m[:3] for m in _EN_MONTHS), "{d:02d}/{m:02d}/{y}", "{d} {mon} {y}",
-                     "{d} {month} {y}"),
-    "el": LocaleData(",", ".", "{sign}{amount} {symbol}", _EL_MONTHS,
-                     ("Ιαν", "Φεβ", "Μαρ", "Απρ", "Μαΐ", "Ιουν", "Ιουλ", "Αυγ", "Σεπ", "Οκτ",
-                      "Νοε", "Δεκ"), "{d:02d}/{m:02d}/{y}", "{d} {mon} {y}", "{d} {month} {y}",
-                     ("ναι", "όχι")),
-    "de": LocaleData(",", ".", "{sign}{amount} {symbol}", _DE_MONTHS,
-                     tuple(m[:3] for m in _DE_MONTHS), "{d:02d}.{m:02d}.{y}", "{d}. {mon} {y}",
-                     "{d}. {month} {y}", ("ja", "nein")),
-    "fr": LocaleData(",", "\u202f", "{sign}{amount} {symbol}", _FR_MONTHS,
-                     tuple(m[:4] for m in _FR_MONTHS), "{d:02d}/{m:02d}/{y}", "{d} {mon} {y}",
-                     "{d} {month} {y}", ("oui", "non")),
-}
-
-CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "CHF": "CHF", "JPY": "¥"}
-MINOR_UNITS = {"JPY": 0}
+@lru_cache(maxsize=64)
+def locale_for(language: str) -> Locale:
+    """The Babel locale of a language code (``el``, ``el-CY``, ``en_GB``), cached."""
+    tag = language.replace("-", "_")
+    candidates = [tag] if "_" in tag else [f"{tag}_{DEFAULT_TERRITORY}", tag]
+    for candidate in [*candidates, f"{FALLBACK_LOCALE}_{DEFAULT_TERRITORY}", FALLBACK_LOCALE]:
+        try:
+            return Locale.parse(candidate)
+        except (UnknownLocaleError, ValueError):
+            continue
+    return Locale.parse(FALLBACK_LOCALE)  # pragma: no cover - English is always there
 
 
 def _missing(value: Any) -> bool:
@@ -88,17 +75,18 @@ def _as_date(value: Any) -> date:
 class Formatters(Helper):
     """Formatting in one language: ``$fmt.money($payment.amount, 'EUR')``, ``$fmt.date(...)``.
 
-    A missing value (None or blank) formats as an empty string.
+    A missing value (None or blank) formats as an empty string (and is missing data when it
+    is a referring entity's: see :mod:`comms_pipeline.rendering`).
     """
 
     template_methods: ClassVar[frozenset[str]] = frozenset({
-        "money", "number", "percent", "date", "datetime", "upper", "lower", "capitalize",
-        "truncate", "default", "yesno", "join",
+        "money", "number", "percent", "date", "datetime", "month", "upper", "lower",
+        "capitalize", "truncate", "default", "yesno", "join",
     })
 
     def __init__(self, language: str | None = None, currency: str = "EUR") -> None:
         self.language = (language or "en").split("-")[0].split("_")[0].lower()
-        self.locale = LOCALES.get(self.language, LOCALES["en"])
+        self.locale = locale_for(language or "en")
         self.currency = currency
 
     def number(self, value: Any, decimals: int = 2) -> str:
@@ -108,15 +96,10 @@ class Formatters(Helper):
         if not 0 <= places <= 10:
             raise ValueError("decimals must be between 0 and 10")
         amount = _decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-        sign = "-" if amount < 0 else ""
-        whole, _, fraction = f"{abs(amount):f}".partition(".")
-        groups = []
-        while len(whole) > 3:
-            groups.insert(0, whole[-3:])
-            whole = whole[:-3]
-        groups.insert(0, whole)
-        text = self.locale.group.join(groups)
-        return sign + (text + self.locale.decimal + fraction if fraction else text)
+        if not amount.is_finite() or amount.adjusted() > 30:
+            raise ValueError(f"number out of range: {value!r}")
+        pattern = "#,##0" + ("." + "0" * places if places else "")
+        return _spaced(format_decimal(amount, format=pattern, locale=self.locale))
 
     def money(self, value: Any, currency: str | None = None) -> str:
         if _missing(value):
@@ -124,15 +107,26 @@ class Formatters(Helper):
         code = str(currency or self.currency).upper()
         if not (len(code) == 3 and code.isascii() and code.isalpha()):
             raise ValueError(f"not an ISO 4217 currency code: {currency!r}")
-        formatted = self.number(value, MINOR_UNITS.get(code, 2))
-        sign = "-" if formatted.startswith("-") else ""
-        return self.locale.money.format(sign=sign, symbol=CURRENCY_SYMBOLS.get(code, code),
-                                        amount=formatted.lstrip("-"))
+        places = get_currency_precision(code)
+        amount = _decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+        if not amount.is_finite() or amount.adjusted() > 30:
+            raise ValueError(f"amount out of range: {value!r}")
+        return _spaced(format_currency(amount, code, locale=self.locale))
 
     def percent(self, value: Any, decimals: int = 0) -> str:
         if _missing(value):
             return ""
-        return self.number(_decimal(value) * 100, decimals) + "%"
+        places = int(decimals)
+        if not 0 <= places <= 10:
+            raise ValueError("decimals must be between 0 and 10")
+        pattern = self.locale.percent_formats[None].pattern.split(";")[0]
+        if places:
+            pattern = _LAST_ZERO.sub("0." + "0" * places, pattern, count=1)
+        amount = (_decimal(value) * 100).quantize(Decimal(1).scaleb(-places),
+                                                   rounding=ROUND_HALF_UP)
+        if not amount.is_finite() or amount.adjusted() > 30:
+            raise ValueError(f"number out of range: {value!r}")
+        return _spaced(_percent(amount, pattern, self.locale))
 
     def date(self, value: Any, style: str = "medium") -> str:
         if _missing(value):
@@ -140,13 +134,29 @@ class Formatters(Helper):
         day = _as_date(value)
         if style == "iso":
             return day.isoformat()[:10]
-        pattern = {"short": self.locale.short_date, "medium": self.locale.medium_date,
-                   "long": self.locale.long_date}.get(style)
-        if pattern is None:
+        if style == "long":
+            return format_date(day, "long", locale=self.locale)
+        skeleton = DATE_SKELETONS.get(style)
+        if skeleton is None:
             raise ValueError("date style must be short, medium, long or iso")
-        return pattern.format(d=day.day, m=day.month, y=day.year,
-                              mon=self.locale.months_short[day.month - 1],
-                              month=self.locale.months[day.month - 1])
+        return format_skeleton(skeleton, day, locale=self.locale)
+
+    def month(self, value: Any) -> str:
+        """The month and year (``Νοεμβρίου 2026``) of a date or of ``2026-11``; any other
+        text (a period already written out) is shown as it is."""
+        if _missing(value):
+            return ""
+        if isinstance(value, str):
+            text = value.strip()
+            if re.fullmatch(r"\d{4}-\d{2}", text):
+                text += "-01"
+            try:
+                day = _as_date(text)
+            except ValueError:
+                return text
+        else:
+            day = _as_date(value)
+        return format_date(day, "MMMM y", locale=self.locale)
 
     def datetime(self, value: Any, style: str = "medium") -> str:
         if _missing(value):
@@ -176,10 +186,29 @@ class Formatters(Helper):
         return text if text else display(fallback)
 
     def yesno(self, value: Any) -> str:
-        yes, no = self.locale.true_false
+        yes, no = YES_NO.get(self.language, YES_NO["en"])
         return yes if value else no
 
     def join(self, values: Any, separator: str = ", ") -> str:
         if not isinstance(values, list | tuple):
             return display(values)
         return join_capped(str(separator), (display(v) for v in values))
+
+
+_NO_BREAK = str.maketrans({"\xa0": " ", "\u202f": " "})
+
+
+def _spaced(text: str) -> str:
+    """The CLDR's no-break spaces ("25,00\xa0€") kept in HTML, where they keep an amount on
+    one line, and plain spaces elsewhere: an SMS with a no-break space leaves GSM-7."""
+    return text if rendering_html() else text.translate(_NO_BREAK)
+
+
+def _percent(amount: Decimal, pattern: str, locale: Locale) -> str:
+    """``amount`` (already times 100) in the locale's percent pattern (``#,##0.0 %``): the
+    number part formatted by Babel, the sign and its spacing kept where the locale puts them."""
+    number = re.search(r"[#,0.]+", pattern)
+    if number is None:  # pragma: no cover - every CLDR percent pattern has a number part
+        return format_decimal(amount, locale=locale) + "%"
+    text = format_decimal(amount, format=number.group(0), locale=locale)
+    return pattern[:number.start()] + text + pattern[number.end():]

@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from comms_pipeline.core.errors import CommsError, MissingExtraError
+from comms_pipeline.rendering.letter_words import base_language, page_of
 
 log = structlog.get_logger(__name__)
 
@@ -180,9 +181,21 @@ def _layout_fetcher() -> Any:
 
 
 class LetterRenderer:
-    """Renders letters in chunks, reusing the parsed stylesheet and font configuration."""
+    """Renders letters in chunks, reusing the parsed stylesheet and font configuration.
 
-    def __init__(self, sender: Sequence[str], chunk_size: int = DEFAULT_CHUNK) -> None:
+    Every page's footer says "Page N of M" in the letter's language; M is the letter's own
+    page count, which CSS cannot give in a batch (``counter(pages)`` is the whole document's):
+    each letter's pages are named after its language and page count (``letter-el-2``), first
+    guessed as one page, and a letter that turned out longer is laid out again with its count
+    (the footer is outside the page area, so the second layout has the same pages). Each PDF
+    carries its metadata (title = subject, author = sender, language). With ``tagged``, letters
+    are rendered one by one as tagged PDFs (WeasyPrint's ``pdf_tags``: headings, paragraphs
+    and tables in the structure tree, for screen readers), since cutting a batch's PDF apart
+    would leave its structure tree behind.
+    """
+
+    def __init__(self, sender: Sequence[str], chunk_size: int = DEFAULT_CHUNK,
+                 tagged: bool = False) -> None:
         wp = _weasyprint()
         from weasyprint.text.fonts import FontConfiguration
 
@@ -191,13 +204,16 @@ class LetterRenderer:
         except ImportError:
             raise MissingExtraError("pypdf", "letters") from None
         self._wp, self._reader, self._writer = wp, PdfReader, PdfWriter
-        self.chunk_size = max(1, chunk_size)
+        self.chunk_size = 1 if tagged else max(1, chunk_size)
+        self.tagged = tagged
         self.fetcher = _layout_fetcher()
         self.font_config = FontConfiguration()
         self.css = wp.CSS(filename=str(LAYOUT_DIR / "letter.css"), font_config=self.font_config,
                           url_fetcher=self.fetcher)
+        self._page_css: dict[str, Any] = {}
         self.frame = (LAYOUT_DIR / "letter.html").read_text(encoding="utf-8")
         lines = [line for line in sender if line]
+        self.author = lines[0] if lines else ""
         self.sender_html = "<br>".join(
             f'<span class="sender-name">{escape(line)}</span>' if i == 0 else escape(line)
             for i, line in enumerate(lines))
@@ -214,55 +230,119 @@ class LetterRenderer:
         return results
 
     def _render_chunk(self, letters: Sequence[LetterContent]) -> list[bytes | LetterError]:
+        if self.tagged:
+            return [self._render_one(letter) for letter in letters]
         try:
-            document = self._document(letters)
+            totals = [1] * len(letters)
+            document = self._document(letters, totals)
             ranges = page_ranges([p.anchors for p in document.pages], len(letters))
             if ranges is not None:
-                return self._split(document.write_pdf(), ranges)
+                out = self._split(document.write_pdf(), ranges, letters)
+                longer = [i for i, pages in enumerate(ranges) if len(pages) != totals[i]]
+                for i in longer:  # laid out again, now knowing its page count
+                    out[i] = self._render_one(letters[i], len(ranges[i]))
+                return out
             log.warning("letters.chunk_fallback", count=len(letters), reason="page ranges")
         except Exception as exc:  # WeasyPrint raises anything: retry letter by letter
             log.warning("letters.chunk_fallback", count=len(letters),
                         reason=exc.__class__.__name__)
         return [self._render_one(letter) for letter in letters]
 
-    def _render_one(self, letter: LetterContent) -> bytes | LetterError:
+    def _render_one(self, letter: LetterContent, total: int = 1) -> bytes | LetterError:
         try:
-            return self._document([letter]).write_pdf()
+            document = self._document([letter], [total])
+            pages = len(document.pages)
+            if pages != total:
+                document = self._document([letter], [pages])
+            return document.write_pdf(pdf_tags=self.tagged)
         except Exception as exc:  # one letter's failure is that letter's alone
             log.warning("letters.render_failed", key=letter.key, error=exc.__class__.__name__)
             return LetterError(f"the letter could not be rendered: {exc.__class__.__name__}: "
                                f"{str(exc)[:300]}")
 
-    def _document(self, letters: Sequence[LetterContent]) -> Any:
-        sections = "".join(self._section(i, letter) for i, letter in enumerate(letters))
-        html = ('<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>'
+    def _document(self, letters: Sequence[LetterContent], totals: Sequence[int]) -> Any:
+        names = [page_name(letter.language, total) for letter, total in zip(
+            letters, totals, strict=True)]
+        sections = "".join(self._section(i, letter, name)
+                           for i, (letter, name) in enumerate(zip(letters, names, strict=True)))
+        head = '<meta charset="utf-8">'
+        lang = ""
+        if len(letters) == 1:  # WeasyPrint writes these as the PDF's metadata
+            only = letters[0]
+            head += (f"<title>{escape(only.subject)}</title>"
+                     f'<meta name="author" content="{escape(self.author, quote=True)}">')
+            lang = f' lang="{escape(only.language or "en", quote=True)}"'
+        html = (f"<!DOCTYPE html><html{lang}><head>{head}</head><body>"
                 f"{sections}</body></html>")
         return self._wp.HTML(string=html, base_url=LAYOUT_DIR.as_uri() + "/",
                              url_fetcher=self.fetcher).render(
-            stylesheets=[self.css], font_config=self.font_config)
+            stylesheets=[self.css, self._pages_stylesheet(names)],
+            font_config=self.font_config)
 
-    def _section(self, index: int, letter: LetterContent) -> str:
+    def _pages_stylesheet(self, names: Sequence[str]) -> Any:
+        """The footer and the page-number restart of each named kind of letter page."""
+        key = " ".join(sorted(set(names)))
+        found = self._page_css.get(key)
+        if found is None:
+            if len(self._page_css) > 256:
+                self._page_css.clear()
+            found = self._page_css[key] = self._wp.CSS(
+                string="\n".join(page_rules(name) for name in sorted(set(names))),
+                font_config=self.font_config, url_fetcher=self.fetcher)
+        return found
+
+    def _section(self, index: int, letter: LetterContent, name: str | None = None) -> str:
+        name = name or page_name(letter.language, 1)
         lines = [letter.recipient, *address_lines(letter.address)]
         reference = (f'<br><span class="reference">{escape(letter.reference)}</span>'
                      if letter.reference else "")
         return self.frame.format(
             anchor=f"{ANCHOR}{index}", lang=escape(letter.language or "en", quote=True),
-            sender=self.sender_html, return_line=self.return_line,
+            page_name=name, sender=self.sender_html, return_line=self.return_line,
             recipient="<br>".join(escape(line) for line in lines if line),
             date=escape(letter.date), reference=reference, subject=escape(letter.subject),
             body=clean_fragment(letter.body_html))
 
-    def _split(self, pdf: bytes, ranges: list[list[int]]) -> list[bytes | LetterError]:
+    def _split(self, pdf: bytes, ranges: list[list[int]],
+               letters: Sequence[LetterContent]) -> list[bytes | LetterError]:
+        from pypdf.generic import NameObject, TextStringObject
+
         reader = self._reader(io.BytesIO(pdf))
         out: list[bytes | LetterError] = []
-        for pages in ranges:
+        for pages, letter in zip(ranges, letters, strict=True):
             writer = self._writer()
             for n in pages:
                 writer.add_page(reader.pages[n])
+            writer.add_metadata({"/Title": letter.subject, "/Author": self.author,
+                                 "/Producer": "comms-pipeline"})
+            writer.root_object[NameObject("/Lang")] = TextStringObject(
+                letter.language or "en")
             buffer = io.BytesIO()
             writer.write(buffer)
             out.append(buffer.getvalue())
         return out
+
+
+_PAGE_NAME_LANGUAGE = re.compile(r"[^a-z]")
+
+
+def page_name(language: str | None, total: int) -> str:
+    """The CSS page name of the pages of a letter in ``language`` of ``total`` pages."""
+    code = _PAGE_NAME_LANGUAGE.sub("", base_language(language))[:8] or "en"
+    return f"letter-{code}-{max(1, int(total))}"
+
+
+def page_rules(name: str) -> str:
+    """``@page`` rules of one page name: the localised "Page N of M" and the restart at 1."""
+    _, code, total = name.split("-")
+    before, _, after = page_of(code).replace("{m}", total).partition("{n}")
+
+    def css_string(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return (f"@page {name} {{ @bottom-right {{ content: {css_string(before)} counter(page) "
+            f"{css_string(after)}; }} }}\n"
+            f"@page {name}:nth(1 of {name}) {{ counter-set: page 1; }}")
 
 
 def address_lines(address: str) -> list[str]:
@@ -303,9 +383,9 @@ def page_ranges(anchors: Sequence[dict[str, Any]], count: int) -> list[list[int]
 _worker_renderer: LetterRenderer | None = None
 
 
-def _init_worker(sender: Sequence[str], chunk_size: int) -> None:
+def _init_worker(sender: Sequence[str], chunk_size: int, tagged: bool = False) -> None:
     global _worker_renderer
-    _worker_renderer = LetterRenderer(sender, chunk_size)
+    _worker_renderer = LetterRenderer(sender, chunk_size, tagged)
 
 
 def _ready() -> bool:
@@ -326,9 +406,10 @@ class LetterPool:
     """
 
     def __init__(self, sender: Sequence[str], processes: int = 1,
-                 chunk_size: int = DEFAULT_CHUNK) -> None:
+                 chunk_size: int = DEFAULT_CHUNK, tagged: bool = False) -> None:
         self.processes = max(1, processes)
         self.chunk_size = max(1, chunk_size)
+        self.tagged = tagged
         self.sender = list(sender)
         self._local: LetterRenderer | None = None
         self._executor: ProcessPoolExecutor | None = None
@@ -341,7 +422,7 @@ class LetterPool:
             context.set_forkserver_preload(["weasyprint", "pypdf", __name__])
             self._executor = ProcessPoolExecutor(
                 self.processes, mp_context=context,
-                initializer=_init_worker, initargs=(self.sender, self.chunk_size))
+                initializer=_init_worker, initargs=(self.sender, self.chunk_size, self.tagged))
             for _ in range(self.processes):
                 self._executor.submit(_ready)
 
@@ -351,7 +432,7 @@ class LetterPool:
             return []
         if self.processes == 1:
             if self._local is None:
-                self._local = LetterRenderer(self.sender, self.chunk_size)
+                self._local = LetterRenderer(self.sender, self.chunk_size, self.tagged)
             return self._local.render(letters, keep_alive)
         self.start()
         assert self._executor is not None

@@ -50,17 +50,35 @@ DEFAULT_LIMITS = Limits()
 
 
 class Budget:
-    """Per-render allowance of output, time and macro depth; ``html`` selects escaping."""
+    """Per-render allowance of output, time and macro depth; ``html`` selects escaping.
 
-    __slots__ = ("deadline", "depth", "html", "left", "limits", "writes")
+    ``required`` (the data roots whose values must be there, see
+    :func:`comms_pipeline.rendering.context.required_roots`) turns on the missing-data check:
+    every reference under such a root that renders nothing is noted in ``missing`` (``tags``
+    are the offsets of the translated ``#entity.field`` tags, told apart from an author's own
+    quiet ``$!{...}``, which stays optional).
+    """
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS, html: bool = False) -> None:
+    __slots__ = ("deadline", "depth", "html", "left", "limits", "missing", "required", "tags",
+                 "writes")
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, html: bool = False,
+                 required: frozenset[str] | None = None,
+                 tags: frozenset[int] = frozenset()) -> None:
         self.limits = limits
         self.html = html
         self.left = limits.max_output
         self.depth = 0
         self.writes = 0
         self.deadline = time.monotonic() + limits.timeout
+        self.required = required
+        self.tags = tags
+        self.missing: dict[str, None] = {}
+
+    def note_missing(self, path: tuple[str, ...]) -> None:
+        """Remember ``path`` when its root is one whose data must be there."""
+        if self.required is not None and path and path[0] in self.required:
+            self.missing["#" + ".".join(path)] = None
 
     def spend(self, chars: int) -> None:
         """Charge ``chars`` of output; look at the clock every 32 writes."""

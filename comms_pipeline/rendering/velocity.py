@@ -124,6 +124,8 @@ def _name_or_call(self: Any, current_object: Any, loader: Any, top_namespace: An
             if type(function) in _FUNCTIONS:
                 return _run_function(function, args, top_namespace, loader)
             raise SandboxError(f"${name}(...) is not a function")
+        if isinstance(current_object, sandbox.Helper) and name != "default":
+            _note_missing_argument(self.parameters, args)
         return sandbox.call(current_object, name, args)
     value = sandbox.lookup(current_object, name)
     if type(value) in _FUNCTIONS:
@@ -147,13 +149,57 @@ def _formal_reference(self: Any, stream: Any, namespace: Any, loader: Any) -> No
     if self.expression is not None:
         value = self.expression.calculate(namespace, loader)
     if value is None:
-        if self.alternate is not None:
+        if self.alternate is not None:  # ``${x|'fallback'}``: optional by the author's word
             value = self.alternate.calculate(namespace, loader)
         elif self.silent and self.expression is not None:
+            budget = stream.budget
+            if budget.required is not None and self.start in budget.tags:
+                budget.note_missing(reference_path(self))
             return
         else:
+            if self.expression is not None and stream.budget.required is not None:
+                stream.budget.note_missing(reference_path(self))
             value = SafeHtml(self.my_text())  # the author's own text, shown as written
+    elif not value and type(value) in _BLANKS and stream.budget.required is not None \
+            and (not self.silent or self.start in stream.budget.tags):
+        stream.budget.note_missing(reference_path(self))
     stream.write(sandbox.output(value, stream.budget.html))
+
+
+#: Values that render as nothing when empty (an empty text, list or map is missing data).
+_BLANKS = frozenset({str, list, dict})
+
+
+def reference_path(element: Any) -> tuple[str, ...]:
+    """The plain names of a ``$a.b.c`` reference, up to its first call or index."""
+    names: list[str] = []
+    expression = element.expression
+    while expression is not None:
+        part = expression.part
+        names.append(part.name)
+        sub = expression.subexpression
+        if part.parameters is not None or part.index is not None or sub is None:
+            break
+        expression = sub.expression if isinstance(sub.expression,
+                                                  V.VariableExpression) else None
+    return tuple(names)
+
+
+def _note_missing_argument(parameters: Any, args: list[Any]) -> None:
+    """A formatter's value (its first argument) that is missing, under a required root.
+
+    ``$fmt.money($bill.total, ...)`` of a missing total would print nothing; it is missing data
+    as the tag ``#bill.total`` would be. ``$fmt.default(...)`` is how an author says optional.
+    """
+    budget = sandbox.current()
+    if budget.required is None or not args:
+        return
+    value = args[0]
+    if value is None or (not value and type(value) in _BLANKS):
+        values = getattr(parameters.values, "values", None)
+        expression = getattr(values[0], "expression", None) if values else None
+        if isinstance(expression, V.FormalReference) and expression.expression is not None:
+            budget.note_missing(reference_path(expression))
 
 
 def _set_directive(self: Any, stream: Any, namespace: Any, loader: Any) -> None:

@@ -66,27 +66,80 @@ class DemoTrigger:
     kwargs: dict[str, Any]
 
 
+def demo_bill(name: str) -> dict[str, Any]:
+    """A bill of the demo with every field the BILL_ISSUED template reads."""
+    return {"bill": {"number": "B-2026-0042", "period": "2026-11", "issued_on": "2026-12-01",
+                     "due_date": "2026-12-15", "total_amount": "48.90",
+                     "total_amount_to_be_paid": "48.90", "currency": "EUR"},
+            "accounts_receivable": {"number": "AR-" + name.split()[0].upper(), "name": name,
+                                    "currency": "EUR"}}
+
+
+def demo_subscription(number: str, kind: str) -> dict[str, Any]:
+    return {"subscription": {"number": number, "type": kind,
+                             "services": "Fibre 500, TV Basic",
+                             "installed_items": "Router FX-9, Set-top box HD-200"}}
+
+
+DEMO_PAYMENT = {"payment": {"number": "P-77", "amount": "25.00", "currency": "EUR",
+                            "posted_on": "2026-11-23", "method": "card"}}
+DEMO_SERVICE_REQUEST = {"service_request": {
+    "number": "SR-310", "type": "fibre installation",
+    "response_description": "A technician visits on Friday", "responded_by": "Care team",
+    "response_date": "2026-11-23"}}
+#: What the templates the demo does not trigger directly are merged with (notification runs,
+#: event rules, reminders): the demo's business data in the shape each template reads.
+DEMO_OTHER_DATA: dict[str, dict[str, Any]] = {
+    "ACCOUNT_BALANCE": {"notification": {
+        "number": "N-1002", "type": "UNSETTLED_SUBSCRIPTIONS",
+        "accounts_receivable": {"number": "AR-1002", "name": "John Smith",
+                                "outstanding_amount": "118.20", "currency": "EUR"},
+        "bills_notified_amount": [{"number": "B-2024-0901", "amount": "118.20",
+                                   "due_date": "2024-10-21"}]}},
+    "OVERDUE_REMINDER_SMS": {"accounts_receivable": {
+        "number": "AR-1004", "name": "Andreas Pavlou", "outstanding_amount": "64.90",
+        "currency": "EUR"}},
+    "WALLET_LOW_BALANCE_SMS": {"wallet": {
+        "number": "W-1003", "available_amount": "3.40", "currency": "EUR",
+        "estimated_consumption_date": "2026-12-12"}},
+}
+DEMO_PARAMS: dict[str, dict[str, Any]] = {
+    "MONTHLY_OFFER": {"offer_title": "Fibre 1000 for the price of 500",
+                      "offer_details": "Double your speed for three months at no extra cost.",
+                      "offer_code": "NOV10"},
+}
+
+
+def demo_data(code: str, contact_name: str = "Maria Georgiou") -> tuple[dict[str, Any],
+                                                                         dict[str, Any]]:
+    """``(entities, params)`` the demo merges template ``code`` with (tests render every
+    built-in template with it: no tag may be missing)."""
+    entities: dict[str, Any] = {
+        "BILL_ISSUED": demo_bill(contact_name),
+        "WELCOME_SUBSCRIBER": demo_subscription("S-1001", "Residential"),
+        "PAYMENT_RECEIPT": DEMO_PAYMENT, "PAYMENT_RECEIPT_SMS": DEMO_PAYMENT,
+        "SERVICE_REQUEST_RESPONSE": DEMO_SERVICE_REQUEST,
+    }.get(code) or DEMO_OTHER_DATA.get(code, {})
+    return entities, DEMO_PARAMS.get(code, {})
+
+
 def demo_triggers() -> list[DemoTrigger]:
     past = utcnow() - timedelta(days=1)
-    bill = {"bill": {"number": "B-2026-0042", "total_amount": "48.90", "due_date": "2026-12-15",
-                     "currency": "EUR", "period": "November 2026"}}
-    payment = {"payment": {"number": "P-77", "amount": "25.00", "currency": "EUR",
-                           "posted_on": "2026-11-23", "method": "card"}}
-    request = {"service_request": {"number": "SR-310", "type": "fibre installation",
-                                   "response_description": "A technician visits on Friday",
-                                   "responded_by": "Care team", "response_date": "2026-11-23"}}
+    payment = DEMO_PAYMENT
+    request = DEMO_SERVICE_REQUEST
 
     def t(what: str, contact: str, code: str, **kw: Any) -> DemoTrigger:
         return DemoTrigger(what, dict(contact_ref=contact, template_code=code, **kw))
 
     return [
         t("welcome email (Greek)", "C-1001", "WELCOME_SUBSCRIBER",
-          entities={"subscription": {"number": "S-1001", "type": "Fibre 500"}}),
+          entities=demo_subscription("S-1001", "Fibre 500")),
         t("welcome email (English)", "C-1002", "WELCOME_SUBSCRIBER",
-          entities={"subscription": {"number": "S-1002", "type": "Fibre 100"}}),
-        t("bill issued email (Greek)", "C-1003", "BILL_ISSUED", entities=bill),
-        t("bill issued email to every address", "C-1002", "BILL_ISSUED", entities=bill,
-          send_to="all"),
+          entities=demo_subscription("S-1002", "Fibre 100")),
+        t("bill issued email (Greek)", "C-1003", "BILL_ISSUED",
+          entities=demo_bill("Eleni Christou")),
+        t("bill issued email to every address", "C-1002", "BILL_ISSUED",
+          entities=demo_bill("John Smith"), send_to="all"),
         t("service request response with a dynamic link", "C-1002",
           "SERVICE_REQUEST_RESPONSE", entities=request),
         t("payment receipt SMS (Greek)", "C-1001", "PAYMENT_RECEIPT_SMS", entities=payment),
@@ -101,9 +154,12 @@ def demo_triggers() -> list[DemoTrigger]:
         t("bad: unknown template", "C-1001", "NO_SUCH_TEMPLATE"),
         t("bad: unknown contact", "C-9999", "PAYMENT_RECEIPT_SMS", entities=payment),
         t("bad: malformed phone number", "C-1004", "PAYMENT_RECEIPT_SMS", entities=payment),
-        t("bad: malformed email address", "C-1005", "WELCOME_SUBSCRIBER"),
-        t("bad: no email address", "C-1004", "WELCOME_SUBSCRIBER"),
-        t("bad: marketing without opt-in", "C-1002", "MONTHLY_OFFER"),
+        t("bad: malformed email address", "C-1005", "WELCOME_SUBSCRIBER",
+          entities=demo_subscription("S-1005", "Residential")),
+        t("bad: no email address", "C-1004", "WELCOME_SUBSCRIBER",
+          entities=demo_subscription("S-1004", "Business")),
+        t("bad: marketing without opt-in", "C-1002", "MONTHLY_OFFER",
+          params=DEMO_PARAMS["MONTHLY_OFFER"]),
         t("bad: expired before processing", "C-1003", "PAYMENT_RECEIPT_SMS", entities=payment,
           expires_at=past),
     ]

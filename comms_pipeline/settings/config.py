@@ -77,7 +77,10 @@ class EmailSettings(_Section):
 class LetterSettings(_Section):
     processes: int = Field(1, ge=1, le=64, description="letter rendering processes")
     sender: list[str] = Field(default_factory=list,
-                              description="sender block lines (default: the From name)")
+                              description="sender block lines, the first the PDF's author "
+                                          "(default: the From name and a demo address)")
+    tagged: bool = Field(False, description="tagged PDFs (structure for screen readers), "
+                                            "rendered one letter at a time")
 
 
 class SchedulerSettings(_Section):

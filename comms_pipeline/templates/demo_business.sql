@@ -98,9 +98,9 @@ INSERT INTO subscriptions (id, number, accounts_receivable_id, type, state, serv
     (6, 'S-1006', 6, 'Prepaid', 'active', 'Mobile 10 GB', 'SIM card', '2024-08-12');
 
 INSERT INTO bills (id, number, accounts_receivable_id, period, issued_on, due_date, total_amount, total_amount_to_be_paid, currency) VALUES
-    (1, 'B-2024-0901', 2, 'September 2024', '2024-10-01', '2024-10-21', 59.10, 118.20, 'EUR'),
-    (2, 'B-2024-0902', 4, 'September 2024', '2024-10-01', '2024-10-21', 64.90, 64.90, 'EUR'),
-    (3, 'B-2024-0903', 5, 'September 2024', '2024-10-01', '2024-10-21', 95.00, 190.00, 'EUR');
+    (1, 'B-2024-0901', 2, '2024-09', '2024-10-01', '2024-10-21', 59.10, 118.20, 'EUR'),
+    (2, 'B-2024-0902', 4, '2024-09', '2024-10-01', '2024-10-21', 64.90, 64.90, 'EUR'),
+    (3, 'B-2024-0903', 5, '2024-09', '2024-10-01', '2024-10-21', 95.00, 190.00, 'EUR');
 
 INSERT INTO payments (id, number, accounts_receivable_id, amount, currency, posted_on, method) VALUES
     (1, 'P-5001', 1, 42.50, 'EUR', '2024-10-02', 'card'),

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from comms_pipeline.pipeline.apikeys import Principal
+from comms_pipeline.pipeline.request_check import missing_warnings
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.store.models import (
     contacts_t,
@@ -42,9 +43,11 @@ def _foreign(principal: Principal, system_id: int | None) -> bool:
             and system_id != principal.external_system_id)
 
 
-def _check(conn: Any, req: CommunicationRequest, principal: Principal) -> list[str]:
+def _check(conn: Any, req: CommunicationRequest, principal: Principal,
+           settings: Any = None) -> list[str]:
     """Refuse what cannot succeed or is not the caller's to ask; return warnings about what
-    will render empty."""
+    would be missing (the tags whose data the request lacks: their details would be
+    rejected MISSING_DATA)."""
     warnings: list[str] = []
     if req.override_consent and principal.role != "admin":
         raise ApiError(403, "forbidden", "only an admin key may override the contact's "
@@ -63,8 +66,7 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal) -> list[s
             raise ApiError(403, "forbidden", f"template {req.template_code!r} delivers to "
                            f"another external system's queue")
         missing = [p for p in (tpl.unrestricted_params or []) if p not in (req.params or {})]
-        warnings += [f"unrestricted parameter {p!r} is not given: it renders empty"
-                     for p in missing]
+        warnings += [f"unrestricted parameter {p!r} is not given" for p in missing]
     if req.rule_code:
         rule = conn.execute(select(rules_t.c.email_template, rules_t.c.sms_template).where(
             rules_t.c.code == req.rule_code)).first()
@@ -80,7 +82,10 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal) -> list[s
             contacts_t.c.ref == req.contact_ref)).first() is None:
         raise invalid(f"unknown contact {req.contact_ref!r}", code="unknown_contact",
                       field="contact_ref")
-    return warnings
+    return warnings + missing_warnings(
+        conn, contact_ref=req.contact_ref, template_code=req.template_code, event=req.event,
+        rule_code=req.rule_code, entities=req.entities, params=req.params,
+        language=req.language, settings=settings)
 
 
 def _scoped_key(principal: Principal, key: str | None) -> str | None:
@@ -98,7 +103,7 @@ def _scoped_key(principal: Principal, key: str | None) -> str | None:
 def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     def act(conn: Any, principal: Principal) -> tuple[int, dict[str, Any]]:
-        warnings = _check(conn, body, principal)
+        warnings = _check(conn, body, principal, request.app.state.settings)
         header_id = trigger(
             conn, contact_ref=body.contact_ref, template_code=body.template_code,
             event=body.event, event_number=body.event_number, rule_code=body.rule_code,

@@ -55,7 +55,10 @@ def test_trigger_monitor_send_and_status(comms):
     assert out.startswith("request header 1")
     assert comms("trigger", "--contact", "C-1", "--template", "SMS_HELLO",
                  "--idempotency-key", "k1").stdout.startswith("request header 1")
-    comms("trigger", "--contact", "C-404", "--template", "SMS_HELLO")
+    refused = comms("trigger", "--contact", "C-404", "--template", "SMS_HELLO", check=False)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [
+        "Error: unknown contact 'C-404'"]
+    comms("trigger", "--contact", "C-404", "--template", "SMS_HELLO", "--no-check")
     assert "2 handled" in comms("job", "run", "monitor").stdout
     assert "1 handled" in comms("daemon", "run", "sms", "--once").stdout
     status = json.loads(comms("status", "--json").stdout)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import email
 import json
 import os
+import re
 import subprocess
 import sys
 from email import policy
 
+import pytest
 from pypdf import PdfReader
+
+from comms_pipeline.core.clock import utcnow
+from comms_pipeline.pipeline.template_files import builtin_dirs, load_template_dir
+from comms_pipeline.rendering.formatters import Formatters
 
 
 def _comms(env, *args):
@@ -17,11 +23,19 @@ def _comms(env, *args):
                           capture_output=True, text=True, timeout=300, check=True)
 
 
-def test_demo_runs_everything_and_explains_the_bad_ones(tmp_path):
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One run of ``comms demo`` shared by the tests of this module."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     env = dict(os.environ, COMMS_PATHS_VAR=str(tmp_path / "var"))
     run = _comms(env, "--json-logs", "--log-level", "debug", "demo")
+    return env, run, tmp_path / "var" / "demo"
+
+
+def test_demo_runs_everything_and_explains_the_bad_ones(demo):
+    env, run, var = demo
+    env = dict(env)
     out, logs = run.stdout, run.stderr
-    var = tmp_path / "var" / "demo"
     for reason in ("UNKNOWN_TEMPLATE", "UNKNOWN_CONTACT", "INVALID_ADDRESS", "NO_ADDRESS",
                    "OPTED_OUT", "EXPIRED"):
         assert reason in out
@@ -51,3 +65,75 @@ def test_demo_runs_everything_and_explains_the_bad_ones(tmp_path):
     assert len(letters) == 2
     texts = [PdfReader(p).pages[0].extract_text() for p in letters]
     assert any("4 Ledra Street" in t for t in texts) and any("Makariou" in t for t in texts)
+
+
+#: Signs of a merge field that rendered empty, whatever the template.
+HOLES = re.compile(r"Dear ,|Αγαπητέ/ή ,|\S  +\S|<(strong|b|p|li|td|h2)>\s*</\1>|\(\)")
+TAG = re.compile(r"#[a-z_]+(?:\.[a-z_]+)+|\$fmt\.\w+\([^()]*\)|\$!?\{?[a-z_]+(?:\.[a-z_]+)+\}?")
+
+
+def fixed_pairs() -> set[str]:
+    """The templates' fixed text either side of each tag, joined as an empty tag leaves it
+    (``for  has been``): none of these may appear in an output."""
+    pairs = set()
+    for folder in builtin_dirs():
+        for variant in load_template_dir(folder).variants:
+            for source in (variant.body_text, variant.body_html, variant.subject):
+                for line in (source or "").splitlines():
+                    pieces = TAG.split(line)
+                    for left, right in zip(pieces, pieces[1:], strict=False):
+                        left, right = left[-8:], right[:8]
+                        if len(left.strip()) >= 2 and len(right.strip()) >= 2 \
+                                and "#" not in left + right and "$" not in left + right:
+                            pairs.add(left + right)
+    return pairs
+
+
+def test_no_demo_output_has_an_empty_merge_field(demo):
+    _, _, var = demo
+    outputs: list[tuple[str, str]] = []
+    for path in sorted((var / "out" / "email").glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        outputs.append((path.name, message["Subject"]))
+        for kind in ("plain", "html"):
+            body = message.get_body((kind,))
+            if body is not None:
+                outputs.append((f"{path.name} {kind}", body.get_content()))
+    for path in sorted((var / "out").glob("*/*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            data = json.loads(line)
+            outputs.append((path.name, data.get("text") or data.get("body") or json.dumps(data)))
+    for path in sorted((var / "out" / "letters").glob("*/*.pdf")):
+        text = "\n".join(p.extract_text() for p in PdfReader(path).pages)
+        outputs.append((path.name, text))
+    assert len(outputs) >= 15
+    pairs = fixed_pairs()
+    assert len(pairs) > 20
+    for name, text in outputs:
+        assert not HOLES.search(text), (name, HOLES.search(text), text)
+        found = [p for p in pairs if p in text]
+        assert found == [], (name, found)
+
+
+def test_greek_demo_documents_speak_greek(demo):
+    """Months, dates and amounts through the contact's language (Babel's CLDR data)."""
+    _, _, var = demo
+    bills = []
+    for path in (var / "out" / "email").glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        if message["To"].addresses[0].addr_spec == "eleni@example.com":
+            bills.append(message.get_body(("plain",)).get_content())
+    assert len(bills) == 1
+    assert "για την περίοδο Νοεμβρίου 2026" in bills[0]
+    assert "έως τις 15 Δεκεμβρίου 2026" in bills[0] and "48,90 €" in bills[0]
+    texts = [json.loads(line)["text"] for path in (var / "out" / "sms").glob("*.jsonl")
+             for line in path.read_text().splitlines()]
+    assert any("ύψους 25,00 € καταχωρήθηκε στις 23/11/2026" in t for t in texts), texts
+    letters = [PdfReader(p) for p in sorted((var / "out" / "letters").glob("*/*.pdf"))]
+    greek = [r for r in letters if r.trailer["/Root"]["/Lang"] == "el"]
+    assert len(greek) == 1
+    text = "\n".join(page.extract_text() for page in greek[0].pages).replace("\xa0", " ")
+    assert Formatters("el").date(utcnow().date(), "long") in text  # "1 Δεκεμβρίου 2026"
+    assert "Σελίδα 1 από 1" in text and "Αριθμός αναφοράς:" in text
+    assert "25,00 €" in text and "Nicosia" in text and "London" not in text
+    assert greek[0].metadata.author == "Company ZX Co."

@@ -11,12 +11,15 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.jobs.letter_monitor import LetterMonitorJob
 from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, save_template
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.rendering import pdf as pdfmod
+from comms_pipeline.rendering.formatters import Formatters
+from comms_pipeline.rendering.letter_words import page_of
 from comms_pipeline.runtime.registry import build_job
 from comms_pipeline.store.db import make_engine
 from comms_pipeline.store.models import details_t, documents_t
@@ -27,7 +30,8 @@ BODY_EN = ("<p>Dear #contact_information.name,</p>"
            "#foreach($line in $bill.lines)<p>Charge: $line</p>#end"
            "<p>Kind regards,<br>Customer Care</p>")
 BODY_EL = ("<p>Αγαπητέ/ή #contact_information.name,</p>"
-           "<p>Ο λογαριασμός <b>#bill.number</b> ποσού #bill.amount είναι πληρωτέος.</p>")
+           "<p>Ο λογαριασμός <b>#bill.number</b> ποσού #bill.amount είναι πληρωτέος.</p>"
+           "#foreach($line in $bill.lines)<p>Χρέωση: $line</p>#end")
 
 #: ref, name, language, postal address, bill number, number of charge lines
 PEOPLE = [
@@ -82,8 +86,9 @@ def check_own_letter(content: bytes, person: tuple, everyone: list[tuple]) -> li
     for other in everyone:
         if other is not person:
             assert other[1] not in text and other[4] not in text
-    for k, page in enumerate(pages, start=1):
-        assert f"Page {k}" in page  # numbering restarts with every letter
+    footer = page_of(person[2])
+    for k, page in enumerate(pages, start=1):  # numbering restarts with every letter
+        assert footer.format(n=k, m=len(pages)) in page, page
     if lines:
         assert f"{number} item {lines - 1:03d}" in text  # the last line made it in
     return pages
@@ -135,7 +140,7 @@ def test_bad_letters_are_rejected_and_cannot_reach_other_letters(settings, engin
     broken, _ = next(v for v in found.values() if v[0].error_code == "TEMPLATE_ERROR")
     assert broken.state == "rejected" and "BROKEN" in broken.error_description
     hostile_text = "\n".join(page_texts(found["Hostile"][1].content))
-    assert "HOSTILE-NO" in hostile_text and "Page 1" in hostile_text
+    assert "HOSTILE-NO" in hostile_text and "Page 1 of 1" in hostile_text
     assert "root:" not in hostile_text
     plain = "\n".join(page_texts(found["Plain TEXT_ONLY-NO"][1].content))
     assert "First paragraph." in plain and "Second <one>." in plain
@@ -213,3 +218,45 @@ def test_letters_are_retried_when_the_renderer_crashes(settings, engine, monkeyp
         assert doc is None
         assert (detail.state, detail.error_code) == ("awaiting_merge", "RENDERER_CRASHED")
         assert detail.next_attempt_at is not None
+
+
+def test_letters_speak_the_contacts_language_and_carry_their_metadata(settings, engine):
+    """"Σελίδα 1 από 3" with the letter's own page count (not the batch's), the date and the
+    reference in the contact's language, the sender from configuration, and title, author
+    and language in the PDF; ``tagged`` letters carry a structure tree."""
+    people = [PEOPLE[0], ("L-5", "Ελένη Χρίστου", "el", "Λεωφ. Μακαρίου 28\n1065 Λευκωσία",
+                          "BILL-1005", 150), PEOPLE[2]]
+    seed(engine, people)
+    assert run(settings, engine, build_job("letter-monitor", settings, engine)) == 3
+    by_number = {}
+    for _, doc in letters(engine).values():
+        reader = PdfReader(io.BytesIO(doc.content))
+        text = "\n".join(page.extract_text() for page in reader.pages)
+        by_number[next(p[4] for p in people if p[4] in text)] = (reader, text)
+    reader, text = by_number["BILL-1005"]
+    pages = len(reader.pages)
+    assert pages >= 3
+    for k in range(1, pages + 1):
+        assert f"Σελίδα {k} από {pages}" in reader.pages[k - 1].extract_text()
+    today = Formatters("el").date(utcnow().date(), "long")  # "1 Δεκεμβρίου 2026"
+    assert today in text and not today.isascii()
+    assert "Αριθμός αναφοράς:" in text and "Company ZX Co." in text and "Nicosia" in text
+    meta = reader.metadata
+    assert meta.title == "Ο λογαριασμός σας BILL-1005" and meta.author == "Company ZX Co."
+    assert reader.trailer["/Root"]["/Lang"] == "el"
+    en_reader, en_text = by_number["BILL-1001"]
+    assert "Page 1 of 1" in en_text and "Our reference:" in en_text
+    assert en_reader.metadata.title == "Your bill BILL-1001"
+    assert en_reader.trailer["/Root"]["/Lang"] == "en"
+
+    tagged = settings.model_copy(update={"letters": settings.letters.model_copy(
+        update={"tagged": True})})
+    job = LetterMonitorJob(tagged, engine)
+    content = job.pool.render([pdfmod.LetterContent(
+        1, "Ann Archer", "1 Acacia Avenue", "Tagged", "<h2>Hi</h2><p>There</p>", "en",
+        "1 December 2026", "Our reference: 1")])[0]
+    job.close()
+    tagged_reader = PdfReader(io.BytesIO(content))
+    assert "/StructTreeRoot" in tagged_reader.trailer["/Root"]
+    assert tagged_reader.metadata.title == "Tagged"
+    assert tagged_reader.trailer["/Root"]["/Lang"] == "en"

@@ -40,7 +40,7 @@ def test_readme_insert_creates_a_header_the_monitor_expands(engine, settings):
     assert (header.status, header.priority, header.send_to) == ("awaiting_processing", 2,
                                                                 "primary")
     assert header.created_at is not None
-    assert header.entities == {"payment": {"number": "P-77", "amount": "25.00",
+    assert header.entities == {"payment": {"number": "P-77", "amount": "25.00", "currency": "EUR",
                                            "posted_on": "2026-12-01"}}
     run_job("monitor", settings, engine)
     with engine.connect() as conn:

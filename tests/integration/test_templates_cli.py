@@ -69,7 +69,7 @@ def test_builtin_templates_list_show_validate_and_preview(cli, tmp_path):
     greek = cli("preview", "PAYMENT_RECEIPT", "--contact", "C-1001", "--entity", payment)
     assert "language: el" in greek
     assert "subject: Απόδειξη πληρωμής P-5001" in greek
-    assert "ύψους <strong>42,50 €</strong>" in greek
+    assert "ύψους <strong>42,50\xa0€</strong>" in greek
     english = cli("preview", "PAYMENT_RECEIPT", "--contact", "C-1001", "--entity", payment,
                   "--language", "en")
     assert "for €42.50, has been successfully processed on 2 Oct 2024." in english
