@@ -149,6 +149,10 @@ class InMemoryClaims:
         with m.lock:
             held = [o for o in outcomes if m.rows[o.id]["claimed_by"] == self.worker_id]
             refused = {o.id for o in outcomes} - {o.id for o in held}
+            col = queue.machine.state_column
+            if col is not None:  # all or nothing, as the database's transaction is
+                queue.machine.check([(m.rows[o.id][col], o.state) for o in held
+                                     if o.action == "done" and o.state is not None])
             if persist is not None and held:
                 persist(None, held)
             for o in held:

@@ -10,6 +10,7 @@ from sqlalchemy import and_, select, update
 
 from comms_pipeline.cli.common import AppContext, parse_pairs, pass_app
 from comms_pipeline.core.clock import utcnow
+from comms_pipeline.core.request_values import InvalidValue, check_fields, printable
 from comms_pipeline.core.states import (
     DetailState,
     ErrorCode,
@@ -24,6 +25,12 @@ from comms_pipeline.queue.work_queues import pending_details_queue
 from comms_pipeline.store.models import contacts_t, details_t, transitions_t
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class BadValue(click.ClickException):
+    """A value no request may hold: one line (``Error: params.x: ...``), exit status 2."""
+
+    exit_code = 2
 
 
 def _when(value: str | None) -> datetime | None:
@@ -83,6 +90,11 @@ def trigger(app: AppContext, contact_ref: str, template_code: str | None, event:
     """
     given = parse_pairs(entities, "--entity", as_json=True)
     values = parse_pairs(params, "--param")
+    try:  # values first: a request that cannot be stored is refused before any advice
+        check_fields(contact_ref=contact_ref, template_code=template_code, event=event,
+                     entities=given, params=values)
+    except InvalidValue as exc:
+        raise BadValue(printable(str(exc))) from None
     if not no_check:
         with app.engine.connect() as conn:
             try:
@@ -101,6 +113,8 @@ def trigger(app: AppContext, contact_ref: str, template_code: str | None, event:
             address_type=address_type, language=language, send_after=_when(send_after),
             expires_at=_when(expires), priority=priority, idempotency_key=idempotency_key,
             override_consent=override_consent)
+    except InvalidValue as exc:
+        raise BadValue(printable(str(exc))) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"request header {header_id}")

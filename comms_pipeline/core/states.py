@@ -136,6 +136,8 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"
     INVALID_REQUEST = "INVALID_REQUEST"
     MISSING_DATA = "MISSING_DATA"
+    #: A request of one external system whose template delivers into another's queue.
+    FOREIGN_SYSTEM = "FOREIGN_SYSTEM"
 
 
 #: SPEC's processing rules keep these exact messages.

@@ -19,6 +19,8 @@ import structlog
 from comms_pipeline.core.addressing import InvalidAddress, normalise, select_targets
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.processing_rules import processing_refusal
+from comms_pipeline.core.request_origin import foreign, origin_system
+from comms_pipeline.core.request_values import problems
 from comms_pipeline.core.sms_text import split_parts
 from comms_pipeline.core.states import (
     ADDRESS_KIND,
@@ -71,6 +73,16 @@ class Rejection(Exception):
         super().__init__(description)
         self.code = code
         self.description = description
+
+
+def invalid_value(h: Row) -> str | None:
+    """Why a header (written by SQL, where nothing checked it) holds a value no request may
+    carry (invalid Unicode, NUL, NaN, infinity), or None."""
+    found = problems({"entities": h.entities, "params": h.params})
+    if not found:
+        return None
+    path, problem = found[0]
+    return f"the request holds a value no communication may carry: {path} {problem}"
 
 
 class MonitorJob:
@@ -126,18 +138,16 @@ class MonitorJob:
         if h.expires_at is not None and h.expires_at <= now:
             return stop(HeaderStatus.NOT_SENT, ErrorCode.EXPIRED,
                         f"expired at {h.expires_at:%Y-%m-%d %H:%M} UTC before processing")
+        invalid = invalid_value(h)
+        if invalid is not None:
+            return stop(HeaderStatus.ERROR, ErrorCode.INVALID_REQUEST, invalid)
         if self.events.wants(h):
             return self.events.expand(h, contact, now)
-        if not h.template_code:
-            return stop(HeaderStatus.ERROR, ErrorCode.INVALID_REQUEST,
-                        "the request names no template")
-        template = self._templates.get(h.template_code)
-        if template is None:
-            return stop(HeaderStatus.ERROR, ErrorCode.UNKNOWN_TEMPLATE,
-                        f"no active template with code {h.template_code!r}")
-        if contact is None:
-            return stop(HeaderStatus.ERROR, ErrorCode.UNKNOWN_CONTACT,
-                        f"no contact with reference {h.contact_ref!r}")
+        template = self._templates.get(h.template_code) if h.template_code else None
+        refused = self._unusable(h, template, contact)
+        if refused is not None:
+            return stop(HeaderStatus.ERROR, *refused)
+        assert template is not None and contact is not None
         media = h.media or template.media
         if media not in Media.__members__.values():
             return stop(HeaderStatus.ERROR, ErrorCode.UNKNOWN_MEDIA, f"unknown media {media!r}")
@@ -166,6 +176,22 @@ class MonitorJob:
                    for address, address_type in targets]
         return Outcome.done(h.id, HeaderStatus.PROCESSED, details_created=len(details),
                             payload=details)
+
+    @staticmethod
+    def _unusable(h: Row, template: TemplateInfo | None,
+                  contact: ContactInfo | None) -> tuple[str, str] | None:
+        """``(code, reason)`` when the header cannot be expanded at all."""
+        if not h.template_code:
+            return ErrorCode.INVALID_REQUEST, "the request names no template"
+        if template is None:
+            return ErrorCode.UNKNOWN_TEMPLATE, f"no active template with code {h.template_code!r}"
+        if foreign(origin_system(h.idempotency_key), template.external_system_id):
+            return ErrorCode.FOREIGN_SYSTEM, (f"template {template.code!r} delivers to another "
+                                              f"external system's queue than the requesting "
+                                              f"system's")
+        if contact is None:
+            return ErrorCode.UNKNOWN_CONTACT, f"no contact with reference {h.contact_ref!r}"
+        return None
 
     def detail(self, h: Row, contact: ContactInfo, template: TemplateInfo, media: str,
                address: str, address_type: str | None, now, merged: dict) -> dict[str, Any]:  # type: ignore[no-untyped-def]

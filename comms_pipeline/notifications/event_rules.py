@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import insert, select
 
+from comms_pipeline.core.request_origin import foreign, origin_system
 from comms_pipeline.core.states import ErrorCode, HeaderStatus
 from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.batch import CONDITION_NOT_MET, NOT_IN_SEGMENT
@@ -116,6 +117,8 @@ class EventRules:
         self._reader: Engine | None = None
         self.rules: dict[str, list[RuleInfo]] = {}
         self.classifications: dict[str, str] = {}
+        #: The external system each rule template delivers to (None: no external queue).
+        self.targets: dict[str, int | None] = {}
         self.members: dict[int, set[str]] = {}
         self.today = date.today()
         self.sources = load_sources(settings)
@@ -151,9 +154,11 @@ class EventRules:
                             cond.parse(r.conditions, "any"), r.respect_consent)
             self.rules.setdefault(rule.event, []).append(rule)
         codes = {c for rules in self.rules.values() for r in rules for c in r.templates}
-        self.classifications = dict(conn.execute(
-            select(templates_t.c.code, templates_t.c.classification)
-            .where(templates_t.c.code.in_(codes))).all()) if codes else {}
+        found = conn.execute(select(templates_t.c.code, templates_t.c.classification,
+                                    templates_t.c.external_system_id)
+                             .where(templates_t.c.code.in_(codes))).all() if codes else []
+        self.classifications = {r.code: r.classification for r in found}
+        self.targets = {r.code: r.external_system_id for r in found}
         for h in events:
             self.resolved[h.id] = self._resolve(h, (contacts or {}).get(h.contact_ref))
         self._load_members(conn, events, segments.values())
@@ -250,6 +255,9 @@ class EventRules:
             opted = all(s["reason_code"] == ErrorCode.OPTED_OUT for s in out.skipped)
             status = HeaderStatus.OPTED_OUT if opted else HeaderStatus.NOT_SENT
             code = ErrorCode.OPTED_OUT if opted else CONDITION_NOT_MET
+            if out.skipped and all(s["reason_code"] == ErrorCode.FOREIGN_SYSTEM
+                                   for s in out.skipped):
+                code = ErrorCode.FOREIGN_SYSTEM
             return Outcome.done(h.id, status, code, f"no event rule applies: {reason}",
                                 payload=out)
         text = f"expanded by event rule(s) {', '.join(used)}"
@@ -263,7 +271,16 @@ class EventRules:
                   out: EventExpansion) -> int:
         made = 0
         policy = policy_for_rule(rule.code, rule.respect_consent)
+        origin = origin_system(getattr(h, "idempotency_key", None))
         for template in rule.templates:
+            if foreign(origin, self.targets.get(template)):
+                # A system's trigger never writes into another system's queue, whatever
+                # the rules say (the Web API refuses such a request; this catches the rest).
+                log.warning("event_rules.foreign_system", header_id=h.id, rule=rule.code)
+                out.skipped.append(self._skip(
+                    rule, h, ErrorCode.FOREIGN_SYSTEM, f"template {template} delivers to "
+                    f"another external system's queue than the requesting system's", now))
+                continue
             skip = refusal(self.classifications.get(template), direct=contact.direct_marketing,
                            affiliate=contact.affiliate_marketing, policy=policy,
                            override=bool(h.override_consent))

@@ -6,7 +6,10 @@
                         idempotency_key="crm-event-42")
 
 A repeated call with the same idempotency key returns the first header's id and writes
-nothing.
+nothing. A value no request may hold (invalid Unicode such as a lone surrogate, a NUL
+character, NaN or an infinity) raises
+:class:`~comms_pipeline.core.request_values.InvalidValue`, a
+``ValueError`` naming where it is (``params.amount: is not a number (NaN) ...``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.core.clock import utcnow
+from comms_pipeline.core.request_values import InvalidValue, check_fields
 from comms_pipeline.core.states import HeaderStatus
 from comms_pipeline.store.db import is_postgres
 from comms_pipeline.store.models import headers_t
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 SEND_TO = ("all", "primary", "type")
+__all__ = ["SEND_TO", "InvalidValue", "trigger"]
 
 
 def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str | None = None,
@@ -54,6 +59,10 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
         raise ValueError("a trigger names a template_code or an event")
     if await_resolution and not event_number:
         raise ValueError("await_resolution needs the event_number that will be resolved")
+    check_fields(contact_ref=contact_ref, template_code=template_code, event=event,
+                 event_number=event_number, rule_code=rule_code, media=media,
+                 address_type=address_type, language=language, entities=entities,
+                 params=params, idempotency_key=idempotency_key)
     values = {
         "contact_ref": contact_ref, "template_code": template_code, "event": event,
         "event_number": event_number, "rule_code": rule_code, "media": media,

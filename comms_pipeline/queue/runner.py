@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import ErrorCode
 from comms_pipeline.queue.claims import Claimer, Outcome, WorkQueue
 from comms_pipeline.queue.heartbeat import Heartbeat
@@ -48,6 +49,9 @@ class PersistingHandler(Handler, Protocol):
     def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
         """Write the products of ``outcomes`` (rows still held) in the finishing transaction."""
         ...
+
+
+Persist = Callable[["Connection", list[Outcome]], None]
 
 
 class BatchContext:
@@ -178,9 +182,44 @@ class Runner:
         for row in rows:
             try:
                 outcomes.extend(self.handler.handle([row], ctx))
-            except Exception as again:
-                outcomes.append(_failed(row.id, again))
+            except Exception as again:  # invalid text can never succeed: no retries
+                outcomes.append(self._unstorable(row.id, again) if isinstance(again, UnicodeError)
+                                else _failed(row.id, again))
         return outcomes
+
+    def _finish_one_by_one(self, outcomes: Sequence[Outcome], persist: Persist | None,
+                           exc: Exception) -> tuple[set[int], list[Outcome]]:
+        """The batch's finishing transaction failed (a value the database refuses, such as
+        invalid Unicode in a request a workflow wrote by SQL). Finish each row alone, so
+        that only the rows that fail again fail: with ``INVALID_REQUEST`` and the reason,
+        in the queue's failed state (a daemon's row is retried instead: it may be sent)."""
+        self.failed_batches += 1
+        log.error("worker.finish_failed", worker=self.heartbeat.instance, rows=len(outcomes),
+                  error=type(exc).__name__)
+        queue = self.handler.queue
+        refused: set[int] = set()
+        final: list[Outcome] = []
+        for outcome in outcomes:
+            try:
+                refused |= self.claimer.finish(queue, [outcome], persist=persist)
+                final.append(outcome)
+                continue
+            except Exception as again:
+                if _transient(again):
+                    raise
+                failed = self._unstorable(outcome.id, again)
+                log.warning("worker.row_unstorable", worker=self.heartbeat.instance,
+                            row_id=outcome.id, error=type(again).__name__)
+            refused |= self.claimer.finish(queue, [failed])
+            final.append(failed)
+        return refused, final
+
+    def _unstorable(self, row_id: int, exc: Exception) -> Outcome:
+        reason = f"the result could not be stored: {storage_problem(exc)}"
+        failed_state = self.handler.queue.failed_state
+        if failed_state and getattr(self.handler, "isolates_failures", False):
+            return Outcome.done(row_id, failed_state, ErrorCode.INVALID_REQUEST, reason)
+        return Outcome.retry(row_id, ErrorCode.INTERNAL_ERROR, reason)
 
     def run_batch(self) -> int:
         """Claim and handle one batch; return how many rows were claimed."""
@@ -202,7 +241,14 @@ class Runner:
         handled = {o.id for o in outcomes}
         outcomes = list(outcomes) + [Outcome.release(r.id) for r in rows if r.id not in handled]
         persist = getattr(self.handler, "persist", None)
-        self.refused += len(self.claimer.finish(queue, outcomes, persist=persist))
+        try:
+            refused = self.claimer.finish(queue, outcomes, persist=persist)
+        except Exception as exc:  # a row's products cannot be stored: one by one, as above
+            if _transient(exc):
+                raise
+            with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
+                refused, outcomes = self._finish_one_by_one(outcomes, persist, exc)
+        self.refused += len(refused)
         done = sum(1 for o in outcomes if o.action == "done")
         self.retried += sum(1 for o in outcomes if o.action == "retry")
         self.processed += done
@@ -210,6 +256,30 @@ class Runner:
         if self.on_progress:
             self.on_progress(done)
         return len(rows)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A lost or busy database, not a value it refuses: the batch is tried again later."""
+    from sqlalchemy import exc as sa
+
+    return isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError,
+                            sa.TimeoutError)) or bool(getattr(exc, "connection_invalidated",
+                                                              False))
+
+
+def storage_problem(exc: BaseException) -> str:
+    """What made the database refuse a row, in the product's words (never Python's)."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, CommsError):  # our own refusal (e.g. a move the machine forbids)
+        return str(cause)
+    text = str(cause)
+    if isinstance(cause, UnicodeError) or "surrogate" in text:
+        return "a value is not valid Unicode text (it holds an unpaired surrogate)"
+    if "NUL" in text or "\\x00" in text or "0x00" in text:
+        return "a value contains a NUL character, which text may not hold"
+    if isinstance(cause, (OverflowError,)) or "out of range" in text:
+        return "a number is out of the range the database can store"
+    return "a value is not acceptable to the database"
 
 
 def _failed(row_id: int, exc: Exception) -> Outcome:

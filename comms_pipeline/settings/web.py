@@ -24,6 +24,8 @@ class WebSettings(BaseModel):
     max_page_size: int = Field(1000, ge=1, le=10000)
     #: Lifetime of a presigned S3 link to a stored document.
     presign_seconds: int = Field(300, ge=10, le=7 * 86400)
+    #: The largest request body accepted (413 above it), read only after the key is checked.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
     @field_validator("base_url", "tracking_base_url")
     @classmethod

@@ -26,6 +26,7 @@ from comms_pipeline.web import (
     routes_requests,
     routes_tracking,
 )
+from comms_pipeline.web.body_guard import BodyGuard
 from comms_pipeline.web.errors import install_error_handlers
 from comms_pipeline.web.schemas import Health
 
@@ -127,6 +128,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     for module in (routes_queue, routes_requests, routes_agents, routes_tracking, routes_links):
         app.include_router(module.router)
     _add_pages(app)
+    app.add_middleware(BodyGuard, engine=app.state.engine,
+                       max_bytes=app.state.web.max_body_bytes)
     app.add_middleware(RequestLog)
     return app
 

@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from comms_pipeline.core.request_values import InvalidValue, printable
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -84,8 +86,20 @@ def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None =
 def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     details = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        problem = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = [printable(str(p)) for p in err.get("loc", ())]
+        problem = printable(str(err.get("msg", "invalid")).removeprefix("Value error, "))
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, InvalidValue):  # the exact place inside entity data or params
+            loc += [p for p in cause.path.split(".") if p]
+            problem = cause.problem
+        elif err.get("type") == "string_unicode":
+            problem = "is not valid Unicode text (it holds an unpaired surrogate)"
+        if loc[-1:] == ["[key]"]:
+            loc, problem = loc[:-1], f"the name {problem}"
+        if err.get("type") == "json_invalid":  # where and why the body is not JSON
+            loc = loc[:1]
+            why = (err.get("ctx") or {}).get("error", "")
+            problem = printable(f"not valid JSON at character {err['loc'][-1]}: {why}")
         details.append({"field": ".".join(loc), "problem": problem,
                         "type": err.get("type", "invalid")})
     first = details[0] if details else {"field": "", "problem": "invalid request"}

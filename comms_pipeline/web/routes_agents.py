@@ -46,8 +46,10 @@ from comms_pipeline.web.schemas import (
     TrackingEventOut,
     utc_out,
 )
+from comms_pipeline.web.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["agents"], responses=error_responses(401, 403, 404, 422))
+router = APIRouter(tags=["agents"], responses=error_responses(401, 403, 404, 422),
+                   route_class=StrictJsonRoute)
 Agent = Annotated[Principal, Depends(require("agent", "admin"))]
 DocId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 

@@ -40,9 +40,11 @@ from comms_pipeline.web.pages import (
     page,
     paragraph,
 )
+from comms_pipeline.web.strict_json import StrictJsonRoute
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/links", tags=["dynamic links"])
+router = APIRouter(prefix="/links", tags=["dynamic links"],
+                   route_class=StrictJsonRoute)
 
 #: The List-Unsubscribe address of marketing emails carries an opt-out token.
 ALIASES = {"unsubscribe": "opt_out_direct_marketing"}

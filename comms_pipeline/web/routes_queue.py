@@ -55,9 +55,11 @@ from comms_pipeline.web.schemas import (
     QueueState,
     RejectBody,
 )
+from comms_pipeline.web.strict_json import StrictJsonRoute
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"],
-                   responses=error_responses(401, 403, 404, 422))
+                   responses=error_responses(401, 403, 404, 422),
+                   route_class=StrictJsonRoute)
 ROLES = ("external", "admin")
 EntryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The entry's number")]
 

@@ -14,6 +14,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from comms_pipeline.core.request_origin import scoped_key
+from comms_pipeline.notifications.event_rules import normalise, split_event
 from comms_pipeline.pipeline.apikeys import Principal
 from comms_pipeline.pipeline.request_check import missing_warnings
 from comms_pipeline.pipeline.triggers import trigger
@@ -31,16 +33,54 @@ from comms_pipeline.web.idempotency import (
     run_idempotent,
 )
 from comms_pipeline.web.schemas import CommunicationRequest, RequestAccepted
+from comms_pipeline.web.strict_json import StrictJsonRoute
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"],
-                   responses=error_responses(401, 403, 422))
+                   responses=error_responses(401, 403, 422),
+                   route_class=StrictJsonRoute)
 ROLES = ("external", "admin")
+
+
+FOREIGN = "foreign_system"
 
 
 def _foreign(principal: Principal, system_id: int | None) -> bool:
     """Whether a template delivers into another external system's queue than the caller's."""
     return (principal.role == "external" and system_id is not None
             and system_id != principal.external_system_id)
+
+
+def _rules_of_event(conn: Any, req: CommunicationRequest) -> list[Any]:
+    """The active rules the Comms Monitor may expand this event trigger by (as it matches
+    them: the event's name, and its entity or the entities given), whatever their segments
+    and conditions say: those are decided later, on data the caller controls."""
+    entity, name = split_event(req.event or "")
+    given = {normalise(k) for k in (req.entities or {})}
+    q = select(rules_t.c.code, rules_t.c.entity, rules_t.c.event, rules_t.c.email_template,
+               rules_t.c.sms_template).where(rules_t.c.active.is_(True))
+    if req.rule_code:
+        q = q.where(rules_t.c.code == req.rule_code)
+    return [r for r in conn.execute(q) if normalise(r.event) == name
+            and (normalise(r.entity) == entity if entity else normalise(r.entity) in given)]
+
+
+def _check_event_targets(conn: Any, req: CommunicationRequest, principal: Principal) -> None:
+    """Refuse an event whose rules (any of them) deliver into another system's queue."""
+    if principal.role != "external":
+        return
+    rules = _rules_of_event(conn, req)
+    codes = {c for r in rules for c in (r.email_template, r.sms_template) if c}
+    if not codes:
+        return
+    owners = dict(conn.execute(select(templates_t.c.code, templates_t.c.external_system_id)
+                               .where(templates_t.c.code.in_(codes))).all())
+    for rule in rules:
+        for code in (rule.email_template, rule.sms_template):
+            if code and _foreign(principal, owners.get(code)):
+                raise ApiError(403, FOREIGN, f"event {req.event!r} is expanded by event rule "
+                               f"{rule.code!r}, whose template {code!r} delivers to another "
+                               f"external system's queue", {"rule_code": rule.code,
+                                                            "template_code": code})
 
 
 def _check(conn: Any, req: CommunicationRequest, principal: Principal,
@@ -63,7 +103,7 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal,
             raise invalid(f"template {req.template_code!r} is not active",
                           code="inactive_template", field="template_code")
         if _foreign(principal, tpl.external_system_id):
-            raise ApiError(403, "forbidden", f"template {req.template_code!r} delivers to "
+            raise ApiError(403, FOREIGN, f"template {req.template_code!r} delivers to "
                            f"another external system's queue")
         missing = [p for p in (tpl.unrestricted_params or []) if p not in (req.params or {})]
         warnings += [f"unrestricted parameter {p!r} is not given" for p in missing]
@@ -76,8 +116,10 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal,
         owners = conn.execute(select(templates_t.c.external_system_id).where(
             templates_t.c.code.in_([c for c in rule if c]))).scalars()
         if any(_foreign(principal, owner) for owner in owners):
-            raise ApiError(403, "forbidden", f"event rule {req.rule_code!r} delivers to "
+            raise ApiError(403, FOREIGN, f"event rule {req.rule_code!r} delivers to "
                            f"another external system's queue")
+    if req.event and not req.template_code:
+        _check_event_targets(conn, req, principal)
     if conn.execute(select(contacts_t.c.id).where(
             contacts_t.c.ref == req.contact_ref)).first() is None:
         raise invalid(f"unknown contact {req.contact_ref!r}", code="unknown_contact",
@@ -89,12 +131,10 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal,
 
 
 def _scoped_key(principal: Principal, key: str | None) -> str | None:
-    """An external system's keys are its own: stored under its id, so that two systems using
-    the same key neither collide nor learn of each other's requests. Admins share the
-    namespace of SQL triggers."""
-    if key is None or principal.role != "external":
-        return key
-    return f"sys-{principal.external_system_id}:{key}"
+    """An external system's keys are its own, and its headers say they are its own (see
+    :mod:`comms_pipeline.core.request_origin`): the monitor checks their targets again."""
+    system = principal.external_system_id if principal.role == "external" else None
+    return scoped_key(system, key)
 
 
 @router.post("", status_code=202, response_model=RequestAccepted,

@@ -14,8 +14,10 @@ from fastapi.responses import RedirectResponse, Response
 
 from comms_pipeline.pipeline.tracking import record_click, record_open
 from comms_pipeline.web.pages import error_page
+from comms_pipeline.web.strict_json import StrictJsonRoute
 
-router = APIRouter(prefix="/t", tags=["tracking"])
+router = APIRouter(prefix="/t", tags=["tracking"],
+                   route_class=StrictJsonRoute)
 
 #: A transparent 1x1 GIF.
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00"

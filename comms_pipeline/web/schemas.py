@@ -1,7 +1,11 @@
 """The Web API's request and response bodies (pydantic): what the OpenAPI document shows.
 
 Times are answered in UTC with an explicit offset; times given without one are taken as UTC.
-Strings that reach the database refuse NUL characters (PostgreSQL cannot store them).
+Strings that reach the database refuse NUL characters (PostgreSQL cannot store them) and
+invalid Unicode (lone surrogates, which JSON's ``\ud800`` escapes make); entity data and
+parameters refuse those anywhere inside, and NaN and infinities (see
+:mod:`comms_pipeline.core.request_values`; the JSON parser refuses ``NaN`` too,
+:mod:`.strict_json`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,29 @@ from pydantic import (
     model_validator,
 )
 
+from comms_pipeline.core.request_values import InvalidValue, check, text_problem
 from comms_pipeline.core.states import Media
 
 NO_NUL = r"^[^\x00]*$"
-Code = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
-Text = Annotated[str, StringConstraints(max_length=2000, pattern=NO_NUL)]
+
+
+def _valid_text(value: str) -> str:
+    why = text_problem(value)
+    if why:
+        raise ValueError(f"the text {why}")
+    return value
+
+
+def _valid_data(value: Any) -> Any:
+    """Entity data and parameters: valid text and finite numbers all the way down."""
+    check(value)
+    return value
+
+
+ValidText = AfterValidator(_valid_text)
+Code = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL),
+                 ValidText]
+Text = Annotated[str, StringConstraints(max_length=2000, pattern=NO_NUL), ValidText]
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
@@ -99,7 +121,7 @@ class RejectBody(BaseModel):
 
     code: Code = Field(description="The external system's error code")
     description: Annotated[str, StringConstraints(min_length=1, max_length=2000,
-                                                  pattern=NO_NUL)]
+                                                  pattern=NO_NUL), ValidText]
 
 
 class BatchAction(StrEnum):
@@ -115,7 +137,7 @@ class BatchItem(BaseModel):
     action: BatchAction
     code: Code | None = Field(None, description="Error code (reject only)")
     description: Annotated[str, StringConstraints(min_length=1, max_length=2000,
-                                                  pattern=NO_NUL)] | None = None
+                                                  pattern=NO_NUL), ValidText] | None = None
 
     @model_validator(mode="after")
     def _reject_explained(self) -> BatchItem:
@@ -148,7 +170,14 @@ class SendTo(StrEnum):
     TYPE = "type"
 
 
-JsonScalar = str | int | float | bool | None
+def _plain_values(value: dict[str, Any]) -> dict[str, Any]:
+    """Parameters are plain values (no lists or objects), valid text and finite numbers."""
+    for name, item in value.items():
+        if item is not None and not isinstance(item, (str, int, float, bool)):
+            raise InvalidValue(name, "is not a valid string, number, true/false or null: "
+                                     "parameters are plain values")
+    check(value)
+    return value
 
 
 class CommunicationRequest(BaseModel):
@@ -173,15 +202,15 @@ class CommunicationRequest(BaseModel):
     language: Annotated[str, StringConstraints(min_length=2, max_length=16,
                                                pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*$")
                         ] | None = None
-    entities: dict[Code, dict[str, Any]] | None = Field(
+    entities: dict[Code, Annotated[dict[str, Any], AfterValidator(_valid_data)]] | None = Field(
         None, description="Entity data by entity name, e.g. {\"subscription\": {\"number\": 1}}")
-    params: dict[Code, JsonScalar] | None = Field(
+    params: Annotated[dict[Code, Any], AfterValidator(_plain_values)] | None = Field(
         None, description="Unrestricted parameters: values are data, never template code")
     send_after: UtcIn | None = None
     expires_at: UtcIn | None = None
     priority: int = Field(2, ge=1, le=3, description="1 high, 2 medium, 3 low")
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=160,
-                                                      pattern=NO_NUL)] | None = Field(
+                                                      pattern=NO_NUL), ValidText] | None = Field(
         None, description="A repeated key creates no second request (the first one's id is "
                           "answered); an external system's keys are its own")
 

@@ -125,7 +125,7 @@ def test_an_external_systems_keys_and_templates_are_its_own(api, engine):
     inbox = {"contact_ref": "C-1001", "template_code": "PORTAL_INBOX"}
     refused = api.post("/v1/requests", headers=bearer(crm), json=inbox)
     assert refused.status_code == 403, refused.json()
-    assert refused.json()["code"] == "forbidden" and "another external system" in \
+    assert refused.json()["code"] == "foreign_system" and "another external system" in \
         refused.json()["message"]
     assert api.post("/v1/requests", headers=bearer(portal), json=inbox).status_code == 202
     assert len(_headers(engine)) == 3
@@ -139,3 +139,25 @@ def test_only_an_admin_may_override_consent(api, engine):
     assert taken.status_code == 202
     [header] = _headers(engine)
     assert header["override_consent"] is True
+
+
+def test_an_admins_key_never_reads_as_a_systems_key(api, engine):
+    """An admin's ``sys-1:dup`` is not system 1's ``dup`` (nor its ``~`` escape another
+    admin key): each is its own request, and each repeats as itself."""
+    system_id, system = add_system(engine, "CRM")
+    admin = bearer(role_key(engine, "admin"))
+    body = {"contact_ref": "C-1001", "template_code": "BILL_READY"}
+    mine = api.post("/v1/requests", headers=bearer(system),
+                    json={**body, "idempotency_key": "dup"})
+    keys = [f"sys-{system_id}:dup", f"~sys-{system_id}:dup", "~dup", "dup"]
+    theirs = [api.post("/v1/requests", headers=admin, json={**body, "idempotency_key": k})
+              for k in keys]
+    ids = [r.json()["request_id"] for r in [mine, *theirs]]
+    assert all(r.status_code == 202 for r in [mine, *theirs])
+    assert len(set(ids)) == 5, ids
+    again = [api.post("/v1/requests", headers=admin, json={**body, "idempotency_key": k})
+             for k in keys]
+    assert [r.json()["request_id"] for r in again] == ids[1:]
+    assert api.post("/v1/requests", headers=bearer(system), json={
+        **body, "idempotency_key": "dup"}).json()["request_id"] == ids[0]
+    assert len(_headers(engine)) == 5

@@ -158,11 +158,15 @@ def test_the_lease_is_kept_while_a_slow_handler_works():
 
 def test_an_illegal_move_is_refused_by_the_machine():
     memory = MemoryQueue(DETAILS, lambda row: row["state"] == D.COMPLETED_REMOVED)
-    memory.add(D.COMPLETED_REMOVED)
+    row = memory.add(D.COMPLETED_REMOVED)
     handler = Handler(WorkQueue(DETAILS, pending=None),  # type: ignore[arg-type]
                       lambda r, ctx: Outcome.done(r.id, D.AWAITING_SEND))
-    with pytest.raises(Exception, match="cannot be moved"):
-        _runner(memory, handler).run_batch()
+    runner = _runner(memory, handler)
+    runner.run_batch()  # the finish fails; the row is finished alone, with the reason
+    assert memory.state(row) == D.COMPLETED_REMOVED
+    assert memory.rows[row]["error_code"] == "INTERNAL_ERROR"
+    assert "cannot be moved" in memory.rows[row]["error_description"]
+    assert runner.failed_batches == 1
 
 
 def test_runner_needs_an_engine_or_both_ports():
