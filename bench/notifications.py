@@ -132,6 +132,8 @@ def pipeline(settings, engine, n: int, batch: int) -> tuple[float, float, float]
 
 
 CHILD_FLAG = "--child"
+#: The killed run covers a period of its own: today's was notified by the pipeline part.
+KILL_KEY = "kill-and-resume"
 
 
 def child(url: str, var: str, batch: int, kill_at: int) -> None:
@@ -143,7 +145,7 @@ def child(url: str, var: str, batch: int, kill_at: int) -> None:
         if batches == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    run_notifications(settings, engine, TYPE, batch_size=batch, on_batch=die)
+    run_notifications(settings, engine, TYPE, batch_size=batch, on_batch=die, run_key=KILL_KEY)
 
 
 def kill_and_resume(settings, engine, n: int, batch: int) -> None:
@@ -155,7 +157,7 @@ def kill_and_resume(settings, engine, n: int, batch: int) -> None:
         with engine.connect() as conn:
             run = conn.execute(select(runs_t).order_by(runs_t.c.id.desc()).limit(1)).one()
         killed_at = run.created
-        summary = run_notifications(settings, engine, TYPE, batch_size=batch)
+        summary = run_notifications(settings, engine, TYPE, batch_size=batch, run_key=KILL_KEY)
     with engine.connect() as conn:
         notes, keys = conn.execute(
             select(func.count(), func.count(notifications_t.c.recipient_key.distinct()))

@@ -50,6 +50,20 @@ class LazyGroup(click.Group):
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; an exit it asks for (``ctx.exit(1)``, ``raise Exit(1)``)
+        becomes the process's exit code.
+
+        ``main`` runs click with ``standalone_mode=False`` (so that our own errors are
+        reported our way), and in that mode click *returns* the code of an ``Exit`` instead
+        of exiting with it: the code was thrown away and every failure exited 0. Raising
+        ``SystemExit`` here carries it past click, to the shell (and to ``CliRunner``).
+        """
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit as exc:
+            raise SystemExit(exc.exit_code) from None
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
                                               "max_content_width": 100})

@@ -64,14 +64,25 @@ def notifications() -> None:
               help="Recipients per transaction (default: notifications.batch_size).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr.")
+@click.option("--run-key", metavar="KEY",
+              help="The period this run covers (default: the type's current period: the day, "
+                   "or the month/week/hour its cron implies).")
 @pass_app
 def notifications_run(app: AppContext, type_code: str, dry_run: bool, batch_size: int | None,
-                      progress: bool) -> None:
-    """Run notification type TYPE (resumes its unfinished run, if any)."""
-    from comms_pipeline.notifications.runs import run_notifications
+                      progress: bool, run_key: str | None) -> None:
+    """Run notification type TYPE for one period (resumes its unfinished run, if any).
 
-    summary = run_notifications(app.settings, app.engine, type_code, dry_run=dry_run,
-                                progress=progress, batch_size=batch_size)
+    A period is notified once: when its run already finished, nothing is sent and the exit
+    code is 1. A second `run` of the same type started meanwhile waits for the first.
+    """
+    from comms_pipeline.notifications.runs import RunAlreadyDoneError, run_notifications
+
+    try:
+        summary = run_notifications(app.settings, app.engine, type_code, dry_run=dry_run,
+                                    progress=progress, batch_size=batch_size, run_key=run_key)
+    except RunAlreadyDoneError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
     what = "dry run" if dry_run else f"run {summary['run_id']}"
     if dry_run and summary.get("resumes_run"):
         what += f" (from where run {summary['resumes_run']} stopped)"
@@ -79,6 +90,8 @@ def notifications_run(app: AppContext, type_code: str, dry_run: bool, batch_size
                f"{summary['skipped_consent']}, skipped by condition "
                f"{summary['skipped_condition']}, errors {summary['errors']}"
                + (f" (resumed {summary['resumed']}x)" if summary.get("resumed") else ""))
+    if summary.get("run_key"):
+        click.echo(f"  run key: {summary['run_key']}")
     for code, n in sorted((summary.get("skip_reasons") or {}).items()):
         click.echo(f"  {code}: {n}")
 
@@ -107,7 +120,8 @@ def notifications_list(app: AppContext) -> None:
 @pass_app
 def notifications_runs(app: AppContext, type_code: str | None, limit: int) -> None:
     """Recent notification runs (of TYPE)."""
-    q = (select(runs_t.c.id, types_t.c.code, runs_t.c.status, runs_t.c.created,
+    q = (select(runs_t.c.id, types_t.c.code, runs_t.c.run_key, runs_t.c.status,
+                runs_t.c.created,
                 runs_t.c.skipped_consent, runs_t.c.skipped_condition, runs_t.c.errors,
                 runs_t.c.started_at, runs_t.c.finished_at)
          .join(types_t, types_t.c.id == runs_t.c.type_id)
@@ -116,7 +130,8 @@ def notifications_runs(app: AppContext, type_code: str | None, limit: int) -> No
         q = q.where(types_t.c.code == type_code)
     with app.engine.connect() as conn:
         rows = conn.execute(q).all()
-    _table([tuple(r) for r in rows], ("RUN", "TYPE", "STATUS", "CREATED", "SKIP CONSENT",
+    _table([tuple(r) for r in rows], ("RUN", "TYPE", "RUN KEY", "STATUS", "CREATED",
+                                      "SKIP CONSENT",
                                       "SKIP CONDITION", "ERRORS", "STARTED", "FINISHED"))
 
 
@@ -137,7 +152,8 @@ def notifications_show_run(app: AppContext, run_id: int, show_skipped: int) -> N
                                .order_by(skipped_t.c.id).limit(show_skipped)).all()
         report = run_report(conn, run_id)
     click.echo(f"run {run.id} of {run.code}: {run.status}")
-    for name in ("created", "skipped_consent", "skipped_condition", "errors", "resume_after",
+    for name in ("run_key", "created", "skipped_consent", "skipped_condition", "errors",
+                 "resume_after",
                  "started_at", "finished_at"):
         click.echo(f"  {name:<18} {getattr(run, name)}")
     click.echo(f"  summary            {json.dumps(run.summary, sort_keys=True)}")

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import click
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select
 
 from comms_pipeline.cli.common import AppContext, parse_pairs, pass_app
 from comms_pipeline.core.clock import utcnow
@@ -20,7 +20,7 @@ from comms_pipeline.core.states import (
 from comms_pipeline.pipeline.request_check import RequestRefused, missing_warnings, refuse_unknown
 from comms_pipeline.pipeline.triggers import SEND_TO
 from comms_pipeline.pipeline.triggers import trigger as trigger_request
-from comms_pipeline.queue.claims import record_transitions, transition_rows
+from comms_pipeline.queue.claims import transition_rows
 from comms_pipeline.queue.work_queues import pending_details_queue
 from comms_pipeline.store.models import contacts_t, details_t, transitions_t
 
@@ -185,25 +185,30 @@ def queue_show(app: AppContext, entry_id: int) -> None:
 
 @queue.command("retry")
 @click.argument("entry_ids", type=int, nargs=-1, required=True)
+@click.option("--force", is_flag=True,
+              help="Retry permanent rejections too (invalid address, missing data, template "
+                   "error, suppressed, opted out).")
 @pass_app
-def queue_retry(app: AppContext, entry_ids: tuple[int, ...]) -> None:
-    """Send Rejected or Expired entries again (they go back to the sending stage)."""
+def queue_retry(app: AppContext, entry_ids: tuple[int, ...], force: bool) -> None:
+    """Send Rejected or Expired entries again (they go back to the sending stage).
+
+    Each goes to the contact's address as it is now (a corrected address is used). Entries
+    rejected for good are refused with the reason unless --force; exit code 1 when any
+    entry was not retried.
+    """
+    from comms_pipeline.runtime.retry_entries import retry_entries
+
     with app.engine.begin() as conn:
-        rows = conn.execute(select(details_t.c.id, details_t.c.state).where(
-            details_t.c.id.in_(entry_ids),
-            details_t.c.state.in_([DetailState.REJECTED, DetailState.EXPIRED]))).all()
-        ids = [r.id for r in rows]
-        if ids:
-            conn.execute(update(details_t).where(details_t.c.id.in_(ids)).values(
-                state=DetailState.AWAITING_SEND, attempts=0, next_attempt_at=None,
-                error_code=None, error_description=None, expires_at=None,
-                completed_at=None, updated_at=utcnow()))
-            record_transitions(conn, "detail", [(r.id, r.state, DetailState.AWAITING_SEND)
-                                                for r in rows], actor="cli:retry")
-    click.echo(f"{len(ids)} entr{'y' if len(ids) == 1 else 'ies'} queued again")
-    skipped = set(entry_ids) - set(ids)
-    if skipped:
-        click.echo(f"not Rejected or Expired (left alone): {', '.join(map(str, sorted(skipped)))}")
+        result = retry_entries(conn, entry_ids, force=force, actor="cli:retry",
+                               settings=app.settings)
+    n = len(result.retried)
+    click.echo(f"{n} entr{'y' if n == 1 else 'ies'} queued again")
+    for entry_id, (old, new) in sorted(result.readdressed.items()):
+        click.echo(f"  {entry_id}: to the contact's address now, {new} (was {old or 'none'})")
+    for entry_id, why in sorted(result.refused.items()):
+        click.echo(f"not retried {entry_id}: {why}")
+    if result.refused:
+        raise click.exceptions.Exit(1)
 
 
 @queue.command("cancel")

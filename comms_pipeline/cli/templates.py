@@ -132,8 +132,14 @@ def show(code: str, export_dir: str | None) -> None:
 
 @templates.command("validate")
 @click.argument("target")
-def validate(target: str) -> None:
-    """Validate a template directory, or the stored template of that code (exit 1 on errors)."""
+@click.option("--strict", is_flag=True,
+              help="Exit 1 on warnings too (for a CI gate that keeps templates clean).")
+def validate(target: str, strict: bool) -> None:
+    """Validate a template directory, or the stored template of that code.
+
+    Exit code 0: no error (and, with --strict, no warning); 1: errors (or, with --strict,
+    warnings) were found, or the template could not be read.
+    """
     app = _app()
     with app.engine.connect() as conn:
         try:
@@ -145,8 +151,9 @@ def validate(target: str) -> None:
     for problem in problems:
         click.echo(str(problem))
     errors = sum(p.is_error for p in problems)
-    click.echo(f"{spec.code}: {errors} error(s), {len(problems) - errors} warning(s)")
-    if errors:
+    warnings = len(problems) - errors
+    click.echo(f"{spec.code}: {errors} error(s), {warnings} warning(s)")
+    if errors or (strict and warnings):
         click.get_current_context().exit(1)
 
 

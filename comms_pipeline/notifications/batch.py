@@ -129,19 +129,21 @@ def decide(ctx: RunContext, recipients: Sequence[Recipient], *, comms: Connectio
 
 
 def notification_rows(ctx: RunContext, run_id: int, first_seq: int,
-                      notified: Sequence[Recipient], now: datetime) -> list[dict[str, Any]]:
+                      notified: Sequence[Recipient], now: datetime,
+                      run_key: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for i, r in enumerate(notified):
         number = f"N{run_id}-{first_seq + i:07d}"
-        rows.append({"run_id": run_id, "type_id": ctx.type.id, "number": number,
+        rows.append({"run_id": run_id, "type_id": ctx.type.id, "run_key": run_key,
+                     "number": number,
                      "recipient_key": str(r.key)[:200], "contact_ref": r.contact_ref,
                      "data": {"number": number, "type": ctx.type.code, **r.data},
                      "created_at": now})
     return rows
 
 
-NOTIFICATION_COLUMNS = ("run_id", "type_id", "number", "recipient_key", "contact_ref", "data",
-                        "created_at")
+NOTIFICATION_COLUMNS = ("run_id", "type_id", "run_key", "number", "recipient_key",
+                        "contact_ref", "data", "created_at")
 
 
 def insert_notifications(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -15,6 +15,12 @@ segment memberships it needs, in a few queries) and :meth:`EventRules.expand` pe
 the children are written by :func:`insert_expansions` in the monitor's finishing transaction,
 only if the trigger's claim is still held.
 
+An event is expanded once per event number: a child's idempotency key names the trigger's
+``event_number`` (when it has one), the contact, the rule and the template, so a second
+trigger of the same event (a workflow that posts it again, a resolved event released twice)
+makes no second child — it ends Processed with a reason naming the trigger that made them —
+and the headers' unique idempotency key stands behind that for monitors running side by side.
+
 A header a workflow created "on create" in status ``awaiting_event_resolution`` waits until
 :func:`resolve_event` moves it (and every header of the same event number) to Awaiting
 Processing.
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.core.request_origin import foreign, origin_system
 from comms_pipeline.core.states import ErrorCode, HeaderStatus
@@ -100,6 +107,14 @@ class EventExpansion:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
+def child_key(h: Row, rule_code: str, template: str) -> str:
+    """The idempotency key of the child a rule makes from trigger ``h``: per event number
+    when the trigger has one (an event is expanded once), else per trigger."""
+    if h.event_number:
+        return f"evt:{h.event_number}:{h.contact_ref}:{rule_code}:{template}"[:200]
+    return f"evt-{h.id}-{rule_code}-{template}"[:200]
+
+
 def _presentment_type(entities: dict[str, Any], entity: str) -> str:
     """The address type of the account's presentment preferences (default ``billing``)."""
     for holder in (entities.get(entity), entities):
@@ -125,6 +140,8 @@ class EventRules:
         #: Each event trigger's entities, completed by the configured SQL entity sources (so
         #: a trigger carrying only ids meets conditions and segments on the business data).
         self.resolved: dict[int, dict[str, Any] | EntitySourceError] = {}
+        #: Children already made, by idempotency key -> the trigger that made them.
+        self.made: dict[str, int | None] = {}
 
     @staticmethod
     def wants(h: Row) -> bool:
@@ -135,7 +152,7 @@ class EventRules:
         """Load what expanding this batch's event triggers needs."""
         events = [h for h in headers if self.wants(h)]
         self.rules, self.members, self.today = {}, {}, date.today()
-        self.resolved = {}
+        self.resolved, self.made = {}, {}
         if not events:
             return
         names = {split_event(h.event)[1] for h in events}
@@ -162,6 +179,16 @@ class EventRules:
         for h in events:
             self.resolved[h.id] = self._resolve(h, (contacts or {}).get(h.contact_ref))
         self._load_members(conn, events, segments.values())
+        self._load_made(conn, events)
+
+    def _load_made(self, conn: Connection, events: Sequence[Row]) -> None:
+        """The children already made for the batch's event numbers (by an earlier trigger)."""
+        keys = {child_key(h, r.code, t) for h in events if h.event_number
+                for r in self.matching(h) for t in r.templates}
+        for chunk in (sorted(keys)[i:i + 500] for i in range(0, len(keys), 500)):
+            self.made.update(conn.execute(
+                select(headers_t.c.idempotency_key, headers_t.c.copy_of_id)
+                .where(headers_t.c.idempotency_key.in_(chunk))).all())
 
     def _resolve(self, h: Row, contact: Any) -> dict[str, Any] | EntitySourceError:
         given = dict(h.entities or {})
@@ -236,7 +263,7 @@ class EventRules:
                                 f"no active event rule for event {h.event!r} of "
                                 f"{', '.join(sorted(h.entities or {})) or 'no entity'}")
         out = EventExpansion()
-        used, notes = [], []
+        used, notes, repeated = [], [], set()
         for rule in rules:
             excluded = self._excluded(rule, h)
             if excluded is not None:
@@ -244,13 +271,26 @@ class EventRules:
                 notes.append(f"{rule.code}: {excluded[1]}")
                 continue
             before = len(out.skipped)
-            made = self._children(rule, h, contact, now, out)
+            made, again = self._children(rule, h, contact, now, out)
+            repeated.update(again)
             if made:
                 used.append(f"{rule.code} ({made})")
+            elif again:
+                continue
             else:
                 reasons = dict.fromkeys(s["reason"] for s in out.skipped[before:])
                 notes.append(f"{rule.code}: {'; '.join(reasons)}")
         reason = "; ".join(notes)
+        if repeated and not used:
+            origin = ", ".join(f"header {i}" for i in sorted(i for i in repeated if i))
+            log.info("event_rules.already_expanded", header_id=h.id,
+                     event_number=h.event_number)
+            return Outcome.done(h.id, HeaderStatus.PROCESSED, details_created=0,
+                                status_reason=f"event {h.event_number} was expanded already "
+                                              f"(by {origin or 'an earlier trigger'}): "
+                                              f"nothing sent again"
+                                              + (f"; not applied: {reason}" if reason else ""),
+                                payload=out)
         if not used:
             opted = all(s["reason_code"] == ErrorCode.OPTED_OUT for s in out.skipped)
             status = HeaderStatus.OPTED_OUT if opted else HeaderStatus.NOT_SENT
@@ -268,8 +308,10 @@ class EventRules:
                             payload=out)
 
     def _children(self, rule: RuleInfo, h: Row, contact: ContactInfo, now: Any,
-                  out: EventExpansion) -> int:
-        made = 0
+                  out: EventExpansion) -> tuple[int, set[int | None]]:
+        """Add the rule's children for ``h``; return how many, and the triggers that made
+        the ones this event number already has."""
+        made, again = 0, set()
         policy = policy_for_rule(rule.code, rule.respect_consent)
         origin = origin_system(getattr(h, "idempotency_key", None))
         for template in rule.templates:
@@ -280,6 +322,10 @@ class EventRules:
                 out.skipped.append(self._skip(
                     rule, h, ErrorCode.FOREIGN_SYSTEM, f"template {template} delivers to "
                     f"another external system's queue than the requesting system's", now))
+                continue
+            key = child_key(h, rule.code, template)
+            if key in self.made:
+                again.add(self.made[key])
                 continue
             skip = refusal(self.classifications.get(template), direct=contact.direct_marketing,
                            affiliate=contact.affiliate_marketing, policy=policy,
@@ -294,11 +340,12 @@ class EventRules:
             child = {c: getattr(h, c) for c in COPIED}
             child.update(template_code=template, rule_code=rule.code, copy_of_id=h.id,
                          send_to=send_to, address_type=address_type, media=None,
-                         idempotency_key=f"evt-{h.id}-{rule.code}-{template}"[:200],
+                         idempotency_key=key,
                          status=HeaderStatus.AWAITING_PROCESSING, created_at=now)
             out.children.append(child)
+            self.made[key] = h.id
             made += 1
-        return made
+        return made, again
 
     @staticmethod
     def _skip(rule: RuleInfo, h: Row, code: str, reason: str, now: Any) -> dict[str, Any]:
@@ -313,8 +360,12 @@ def insert_expansions(conn: Connection, expansions: Sequence[EventExpansion],
     children = [c for e in expansions for c in e.children]
     skipped = [s for e in expansions for s in e.skipped]
     if children:
-        ids = conn.execute(insert(headers_t).returning(
-            headers_t.c.id, sort_by_parameter_order=True), children).scalars().all()
+        # A monitor running beside this one may have made the same event's child first.
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = (dialect.insert(headers_t)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(headers_t.c.id))
+        ids = conn.execute(stmt, children).scalars().all()
         record_transitions(conn, "header", [(i, None, HeaderStatus.AWAITING_PROCESSING)
                                             for i in ids], actor)
     if skipped:

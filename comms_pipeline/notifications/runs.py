@@ -10,6 +10,14 @@ before the write transaction; the notifications go in by ``COPY`` on PostgreSQL 
 headers are derived from them by one ``INSERT … SELECT`` per batch (see
 :mod:`~comms_pipeline.notifications.batch`), so each recipient's data crosses the wire once.
 
+A run covers one period of its type, named by its *run key* (see
+:mod:`~comms_pipeline.notifications.run_keys`: the day of a daily type, or an explicit key):
+``UNIQUE(type_id, run_key)`` makes it one run per period, and a second ``run`` for a period
+that already finished is refused (:class:`RunAlreadyDoneError`) — it never notifies again.
+Runs of one type are serialised by a lock (:mod:`~comms_pipeline.store.locks`: an advisory
+lock on PostgreSQL, a lock file on SQLite): a second process waits, then resumes or refuses;
+``UNIQUE(type_id, run_key, recipient_key)`` on the notifications stands behind the lock.
+
 A run that dies (SIGKILL, a crash, a lost database) stays ``running`` (or ``interrupted``
 when it saw the error); the next ``run`` of the same type resumes it after the last committed
 recipient. Nothing is written twice: a batch is all or nothing, the cursor moves in the same
@@ -31,14 +39,17 @@ from typing import TYPE_CHECKING, Any
 import click
 import structlog
 from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.notifications import batch as nb
 from comms_pipeline.notifications import population as pop
+from comms_pipeline.notifications.run_keys import MAX_KEY, current_key
 from comms_pipeline.notifications.types import DefinitionError, load_type
 from comms_pipeline.settings.notifications import business_url
 from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.locks import NamedLock
 from comms_pipeline.store.models import (
     notifications_t,
     runs_t,
@@ -64,13 +75,26 @@ class RunConflictError(CommsError):
     """Another process advanced this notification run at the same time."""
 
 
+class RunAlreadyDoneError(CommsError):
+    """The period (run key) of this run was notified already: nothing is sent again."""
+
+    def __init__(self, type_code: str, run_key: str, run_id: int, created: int) -> None:
+        super().__init__(f"{type_code}: run {run_id} for {run_key} already finished "
+                         f"({created} notified); nothing is sent again (another period: "
+                         f"--run-key)")
+        self.run_id = run_id
+        self.run_key = run_key
+
+
 class RunState:
     """The cursor and counters of a run, as committed."""
 
     def __init__(self, run_id: int | None, after: Any, key_type: str | None,
                  counters: dict[str, int], summary: dict[str, Any], resumed: bool,
-                 started_at: datetime | None = None) -> None:
+                 started_at: datetime | None = None, run_key: str | None = None) -> None:
         self.run_id = run_id
+        #: The period the run covers (None for a run made before run keys).
+        self.run_key = run_key
         #: When the run began: its communications expire counted from here, however long
         #: the run takes or however late it is resumed.
         self.started_at = started_at
@@ -87,51 +111,83 @@ def _key_from_text(value: str | None, key_type: str | None) -> Any:
     return int(value) if key_type == "int" else value
 
 
-def _unfinished_run(conn: Connection, type_id: int) -> Any:
-    """The type's latest real run that did not finish, if any (the one to resume)."""
-    return conn.execute(
-        select(runs_t).where(runs_t.c.type_id == type_id, runs_t.c.status.in_(UNFINISHED),
+def _unfinished_run(conn: Connection, type_id: int, run_key: str | None = None) -> Any:
+    """The type's latest real run that did not finish (of ``run_key`` when given)."""
+    q = select(runs_t).where(runs_t.c.type_id == type_id, runs_t.c.status.in_(UNFINISHED),
                              runs_t.c.dry_run.is_(False))
-        .order_by(runs_t.c.id.desc()).limit(1)).one_or_none()
+    if run_key is not None:
+        q = q.where(runs_t.c.run_key == run_key)
+    return conn.execute(q.order_by(runs_t.c.id.desc()).limit(1)).one_or_none()
 
 
-def _open_run(engine: Engine, type_id: int, type_code: str, dry_run: bool) -> RunState:
-    """Resume the type's unfinished run, or start one. A dry run starts and changes nothing:
-    it counts from where the unfinished run stopped, as the next real run would."""
+def _run_of_key(conn: Connection, type_id: int, run_key: str) -> Any:
+    return conn.execute(select(runs_t).where(runs_t.c.type_id == type_id,
+                                             runs_t.c.run_key == run_key)).one_or_none()
+
+
+def _to_resume(conn: Connection, type_id: int, type_code: str, run_key: str,
+               explicit: bool) -> Any:
+    """The run to resume, or None to start one for ``run_key``; raise if that period is done.
+
+    Without an explicit key the type's unfinished run (of whatever period) is resumed first,
+    as before run keys: a run killed yesterday finishes what it started."""
+    found = None if explicit else _unfinished_run(conn, type_id)
+    if found is None:
+        found = _run_of_key(conn, type_id, run_key)
+        if found is not None and found.status not in UNFINISHED:
+            raise RunAlreadyDoneError(type_code, run_key, found.id, found.created)
+    return found
+
+
+def _open_run(engine: Engine, type_id: int, type_code: str, dry_run: bool,
+              run_key: str | None = None, explicit: bool = False) -> RunState:
+    """Resume the run to resume, or start one for ``run_key``. A dry run starts and changes
+    nothing: it counts from where the unfinished run stopped, as the next real run would."""
     zero = dict.fromkeys(COUNTERS, 0)
+    run_key = run_key or f"{utcnow():%Y-%m-%d}"
     if dry_run:
         with engine.connect() as conn:
-            found = _unfinished_run(conn, type_id)
+            found = _to_resume(conn, type_id, type_code, run_key, explicit)
         if found is None:
-            return RunState(None, None, None, zero, {}, False)
+            return RunState(None, None, None, zero, {}, False, run_key=run_key)
         key_type = (found.summary or {}).get("key_type")
         return RunState(None, _key_from_text(found.resume_after, key_type), key_type, zero,
-                        {"resumes_run": found.id}, False)
+                        {"resumes_run": found.id}, False, run_key=found.run_key)
     now = utcnow()
-    with engine.begin() as conn:
-        if is_postgres(conn):
-            # One opener per type at a time: a second concurrent `run` waits here and then
-            # resumes the run the first one started, instead of starting another.
-            conn.execute(select(types_t.c.id).where(types_t.c.id == type_id).with_for_update())
-        found = _unfinished_run(conn, type_id)
-        if found is not None:
-            summary = dict(found.summary or {})
-            summary["resumed"] = summary.get("resumed", 0) + 1
-            conn.execute(update(runs_t).where(runs_t.c.id == found.id)
-                         .values(status=RUNNING, summary=summary))
-            log.info("notification_run.resumed", run_id=found.id, type=type_code,
-                     after=found.resume_after, created=found.created)
-            return RunState(found.id, _key_from_text(found.resume_after,
-                                                     summary.get("key_type")),
-                            summary.get("key_type"), {c: getattr(found, c) for c in COUNTERS},
-                            summary, True, found.started_at)
-        run_id = conn.execute(insert(runs_t).values(
-            type_id=type_id, status=RUNNING, dry_run=False, started_at=now,
-            summary={"type": type_code, "skip_reasons": {}, "batches": 0, "resumed": 0},
-            **zero).returning(runs_t.c.id)).scalar_one()
-    log.info("notification_run.started", run_id=run_id, type=type_code)
-    return RunState(run_id, None, None, zero, {"type": type_code, "skip_reasons": {},
-                                               "batches": 0, "resumed": 0}, False, now)
+    try:
+        with engine.begin() as conn:
+            if is_postgres(conn):
+                # One opener per type at a time, also for callers without the run lock.
+                conn.execute(select(types_t.c.id).where(types_t.c.id == type_id)
+                             .with_for_update())
+            found = _to_resume(conn, type_id, type_code, run_key, explicit)
+            if found is not None:
+                summary = dict(found.summary or {})
+                summary["resumed"] = summary.get("resumed", 0) + 1
+                conn.execute(update(runs_t).where(runs_t.c.id == found.id)
+                             .values(status=RUNNING, summary=summary))
+                log.info("notification_run.resumed", run_id=found.id, type=type_code,
+                         run_key=found.run_key, after=found.resume_after,
+                         created=found.created)
+                return RunState(found.id, _key_from_text(found.resume_after,
+                                                         summary.get("key_type")),
+                                summary.get("key_type"),
+                                {c: getattr(found, c) for c in COUNTERS},
+                                summary, True, found.started_at, run_key=found.run_key)
+            summary = {"type": type_code, "run_key": run_key, "skip_reasons": {},
+                       "batches": 0, "resumed": 0}
+            run_id = conn.execute(insert(runs_t).values(
+                type_id=type_id, run_key=run_key, status=RUNNING, dry_run=False,
+                started_at=now, summary=summary, **zero).returning(runs_t.c.id)).scalar_one()
+    except IntegrityError:
+        # Another process (without the run lock) started this period's run first.
+        with engine.connect() as conn:
+            found = _run_of_key(conn, type_id, run_key)
+        if found is None:
+            raise
+        raise RunAlreadyDoneError(type_code, run_key, found.id, found.created) from None
+    log.info("notification_run.started", run_id=run_id, type=type_code, run_key=run_key)
+    return RunState(run_id, None, None, zero, dict(summary), False, now, run_key=run_key)
 
 
 def _batches(recipients: Iterable[Recipient], size: int) -> Iterator[list[Recipient]]:
@@ -157,7 +213,8 @@ def _write(conn: Connection, ctx: nb.RunContext, state: RunState, decisions: nb.
         highest = select(func.max(notifications_t.c.id))
         after_id = conn.execute(highest).scalar() or 0
         nb.insert_notifications(conn, nb.notification_rows(
-            ctx, run_id, state.counters["created"] + 1, decisions.notified, now))
+            ctx, run_id, state.counters["created"] + 1, decisions.notified, now,
+            run_key=state.run_key))
         upto_id = conn.execute(highest).scalar_one()
         conn.execute(text(nb.headers_statement(is_postgres(conn))),
                      nb.header_params(ctx, run_id, after_id, upto_id, now, priority,
@@ -237,13 +294,39 @@ def _total(url: str, query: str, after: Any) -> int:
 def run_notifications(settings: Settings, engine: Engine, type_code: str, *,
                       dry_run: bool = False, progress: bool = False,
                       batch_size: int | None = None, today: date | None = None,
-                      on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) notification type ``type_code``; return the run's summary."""
-    ns = settings.notifications
+                      on_batch: Callable[[int], None] | None = None,
+                      run_key: str | None = None) -> dict[str, Any]:
+    """Run (or resume) notification type ``type_code`` for the period ``run_key`` (default:
+    the current period of the type); return the run's summary.
+
+    Raises :class:`RunAlreadyDoneError` when that period's run already finished. A real run
+    holds the type's run lock from start to end: a second process waits for it."""
+    if run_key is not None and not (0 < len(run_key.strip()) <= MAX_KEY):
+        raise CommsError(f"a run key is 1 to {MAX_KEY} characters")
     ctx = _context(engine, type_code, today)
+    key = (run_key.strip() if run_key else
+           current_key(ctx.type.cron, settings.scheduler.timezone, today))
+    explicit = run_key is not None
+    if dry_run:
+        return _run(settings, engine, ctx, type_code, True, progress, batch_size, on_batch,
+                    key, explicit)
+    lock = NamedLock(engine, settings.var_dir, "notifications", type_code)
+    lock.acquire(on_wait=lambda: log.info("notification_run.waiting", type=type_code,
+                                          why="another run of the type holds its lock"))
+    try:
+        return _run(settings, engine, ctx, type_code, False, progress, batch_size, on_batch,
+                    key, explicit)
+    finally:
+        lock.release()
+
+
+def _run(settings: Settings, engine: Engine, ctx: nb.RunContext, type_code: str,
+         dry_run: bool, progress: bool, batch_size: int | None,
+         on_batch: Callable[[int], None] | None, key: str, explicit: bool) -> dict[str, Any]:
+    ns = settings.notifications
     query = pop.base_query(ctx.type)
     url = settings.database_url if pop.reads_comms_database(ctx.type) else business_url(settings)
-    state = _open_run(engine, ctx.type.id, type_code, dry_run)
+    state = _open_run(engine, ctx.type.id, type_code, dry_run, key, explicit)
     started = time.monotonic()
     seen = 0
     dry = Counter({c: 0 for c in COUNTERS})
@@ -286,4 +369,4 @@ def run_notifications(settings: Settings, engine: Engine, type_code: str, *,
     _finish(engine, state, FINISHED, {})
     log.info("notification_run.finished", run_id=state.run_id, type=type_code,
              dry_run=dry_run, seen=seen, **counters)
-    return dict(summary, run_id=state.run_id)
+    return dict(summary, run_id=state.run_id, run_key=state.run_key)

@@ -34,12 +34,15 @@ def scheduled_types(engine: Engine) -> list[tuple[str, str]]:
 
 
 def run_scheduled(code: str, settings: Settings, engine: Engine) -> None:
-    from comms_pipeline.notifications.runs import run_notifications
+    from comms_pipeline.notifications.runs import RunAlreadyDoneError, run_notifications
 
     try:
         summary = run_notifications(settings, engine, code)
         log.info("scheduler.notification_run_done", type=code, run_id=summary.get("run_id"),
-                 created=summary.get("created"))
+                 run_key=summary.get("run_key"), created=summary.get("created"))
+    except RunAlreadyDoneError as exc:  # this period was notified already (a re-fire)
+        log.info("scheduler.notification_run_skipped", type=code, run_id=exc.run_id,
+                 run_key=exc.run_key)
     except Exception:
         log.exception("scheduler.notification_run_failed", type=code)
 

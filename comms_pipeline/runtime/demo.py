@@ -206,11 +206,14 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
             entities={"payment": {"number": "P-5001", "amount": "42.50", "currency": "EUR",
                                   "posted_on": "2026-11-23"}})
     say("event 'payment posted' triggered (event rules expand it)")
-    from comms_pipeline.notifications.runs import run_notifications
+    from comms_pipeline.notifications.runs import RunAlreadyDoneError, run_notifications
 
-    run = run_notifications(settings, engine, "LOW_WALLET_BALANCE")
-    say(f"notification run LOW_WALLET_BALANCE: {run.get('created', 0)} created, "
-        f"{run.get('skipped_condition', 0)} skipped by condition")
+    try:
+        run = run_notifications(settings, engine, "LOW_WALLET_BALANCE")
+        say(f"notification run LOW_WALLET_BALANCE: {run.get('created', 0)} created, "
+            f"{run.get('skipped_condition', 0)} skipped by condition")
+    except RunAlreadyDoneError as exc:  # a demo run again on the same day
+        say(str(exc))
     for name in JOBS_IN_ORDER:
         say(f"job {name}: {run_job(name, settings, engine)} handled")
     for name in DAEMONS_IN_ORDER:

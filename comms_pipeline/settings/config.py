@@ -95,6 +95,24 @@ class SchedulerSettings(_Section):
         }
     )
     timezone: str = "UTC"
+    #: Seconds between a standby scheduler's tries of the leader lock: it takes over within
+    #: about this long after the leader dies.
+    standby_poll_seconds: float = Field(1.0, gt=0)
+    #: Seconds between the leader's checks that it still holds the lock (on PostgreSQL, that
+    #: its lock's connection still answers); a leader that lost it stops firing jobs.
+    leader_check_seconds: float = Field(5.0, gt=0)
+    #: Jobs fired every N seconds instead of on their cron (tests; very busy pipelines).
+    intervals: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("intervals")
+    @classmethod
+    def _known_interval_jobs(cls, intervals: dict[str, float]) -> dict[str, float]:
+        for name, seconds in intervals.items():
+            if name not in JOB_NAMES:
+                raise ValueError(f"no job named {name!r} (known: {', '.join(sorted(JOB_NAMES))})")
+            if seconds <= 0:
+                raise ValueError(f"{name}: an interval is a positive number of seconds")
+        return intervals
 
     @field_validator("jobs")
     @classmethod

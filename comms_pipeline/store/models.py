@@ -383,9 +383,16 @@ class NotificationType(Base):
 
 
 class NotificationRun(Base):
+    """One run of a type over the period its run key names (a day, a month, an explicit key):
+    unique per type and key, so a period is never run twice."""
+
     __tablename__ = "notification_runs"
+    __table_args__ = (Index("ux_notification_runs_type_run_key", "type_id", "run_key",
+                            unique=True),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     type_id: Mapped[int] = mapped_column(ForeignKey("notification_types.id"), index=True)
+    #: The period the run covers (NULL for runs made before run keys).
+    run_key: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     resume_after: Mapped[str | None] = mapped_column(String(200))
@@ -399,13 +406,18 @@ class NotificationRun(Base):
 
 
 class Notification(Base):
-    """One recipient of a notification run; unique per run so a restart makes no duplicate."""
+    """One recipient of a notification run; unique per run so a restart makes no duplicate,
+    and unique per type, run key and recipient so that no second process, past any lock,
+    notifies a recipient twice for one period."""
 
     __tablename__ = "notifications"
-    __table_args__ = (UniqueConstraint("run_id", "recipient_key"),)
+    __table_args__ = (UniqueConstraint("run_id", "recipient_key"),
+                      Index("ux_notifications_type_run_key_recipient", "type_id", "run_key",
+                            "recipient_key", unique=True))
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("notification_runs.id"), index=True)
     type_id: Mapped[int] = mapped_column(ForeignKey("notification_types.id"))
+    run_key: Mapped[str | None] = mapped_column(String(100))
     number: Mapped[str] = mapped_column(String(64), unique=True)
     recipient_key: Mapped[str] = mapped_column(String(200))
     contact_ref: Mapped[str] = mapped_column(String(64))

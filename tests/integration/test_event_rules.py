@@ -280,3 +280,50 @@ def test_conditions_see_the_business_data_of_a_trigger_that_carries_only_ids(
     assert by_id[big_one].status == "processed" and len(children_of(engine, big_one)) == 1
     assert (by_id[small].status, by_id[small].status_code) == ("not_sent",
                                                                "CONDITION_NOT_MET")
+
+
+def test_an_event_number_is_expanded_once(engine, settings):
+    """Two triggers of one workflow event (posted again, or released twice) make the event's
+    communications once; the second ends Processed naming the first. A trigger without an
+    event number is expanded on its own, as before."""
+    setup(engine, settings)
+    first = trigger(engine, contact_ref="C-1002", event="posted", event_number="WF-42",
+                    entities=PAYMENT)
+    run_job("monitor", settings, engine)
+    again = trigger(engine, contact_ref="C-1002", event="posted", event_number="WF-42",
+                    entities=PAYMENT)
+    twins = [trigger(engine, contact_ref="C-1002", event="posted", event_number="WF-43",
+                     entities=PAYMENT) for _ in range(2)]  # in one batch of the monitor
+    plain = [trigger(engine, contact_ref="C-1002", event="posted", entities=PAYMENT)
+             for _ in range(2)]
+    run_job("monitor", settings, engine)
+    by_id = {h.id: h for h in headers(engine)}
+    assert len(children_of(engine, first)) == 2
+    assert children_of(engine, again) == []
+    assert by_id[again].status == "processed"
+    assert f"event WF-42 was expanded already (by header {first})" in by_id[again].status_reason
+    assert [len(children_of(engine, t)) for t in twins] == [2, 0]
+    assert [len(children_of(engine, t)) for t in plain] == [2, 2]
+    run_job("monitor", settings, engine)  # the children themselves: one email, one SMS each
+    made = [h for h in headers(engine) if h.copy_of_id is not None]
+    assert len(made) == 8 and all(h.status == "processed" for h in made)
+
+
+def test_a_child_made_meanwhile_by_another_monitor_is_not_made_twice(engine, settings):
+    """Past the in-batch check (two monitors expanding the event's triggers side by side):
+    the headers' unique idempotency key, and the insert skips the child already there."""
+    from comms_pipeline.notifications.event_rules import EventExpansion, insert_expansions
+
+    setup(engine, settings)
+    first = trigger(engine, contact_ref="C-1002", event="posted", event_number="WF-77",
+                    entities=PAYMENT)
+    run_job("monitor", settings, engine)
+    (child, *_rest) = children_of(engine, first)
+    copy = {c: getattr(child, c) for c in ("contact_ref", "event", "event_number", "entities",
+                                           "priority", "template_code", "rule_code",
+                                           "copy_of_id", "send_to", "idempotency_key",
+                                           "status", "created_at")}
+    fresh = dict(copy, idempotency_key="evt:WF-77:C-1002:OTHER:T", rule_code="OTHER")
+    with engine.begin() as conn:
+        insert_expansions(conn, [EventExpansion(children=[copy, fresh])], "monitor")
+    assert len(children_of(engine, first)) == 3  # the fresh one only

@@ -13,9 +13,11 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+import structlog
+import structlog.testing
 from sqlalchemy import func, select, text
 
-from comms_pipeline.notifications.runs import run_notifications
+from comms_pipeline.notifications.runs import RunAlreadyDoneError, run_notifications
 from comms_pipeline.notifications.types import (
     DefinitionError,
     Definitions,
@@ -113,9 +115,14 @@ def test_unsettled_subscriptions_over_the_demo_business(engine, settings, db_url
 def test_low_wallet_balance_and_a_second_run(engine, settings, db_url):
     company_zx(engine, settings, db_url)
     first = run_notifications(settings, engine, "LOW_WALLET_BALANCE")
-    second = run_notifications(settings, engine, "LOW_WALLET_BALANCE")
     assert (first["created"], first["skipped_condition"]) == (2, 1)
+    assert first["run_key"] == f"{date.today():%Y-%m-%d}"  # a daily type: the day
+    # The same period again is refused: nobody is notified twice for one day.
+    with pytest.raises(RunAlreadyDoneError, match=f"run {first['run_id']} for "):
+        run_notifications(settings, engine, "LOW_WALLET_BALANCE")
+    second = run_notifications(settings, engine, "LOW_WALLET_BALANCE", run_key="again")
     assert second["run_id"] != first["run_id"] and second["created"] == 2
+    assert second["run_key"] == "again"
     run_job("monitor", settings, engine)
     with engine.connect() as conn:
         bodies = conn.execute(select(details_t.c.body).order_by(details_t.c.id)).scalars().all()
@@ -259,7 +266,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     from comms_pipeline.settings.config import load_settings
     from comms_pipeline.store.db import make_engine
-    from comms_pipeline.notifications.runs import run_notifications
+    from comms_pipeline.notifications.runs import RunAlreadyDoneError, run_notifications
 
     settings = load_settings(path=None, environ={"COMMS_DATABASE_URL": sys.argv[1],
                                                  "COMMS_PATHS_VAR": sys.argv[2]})
@@ -419,8 +426,7 @@ def test_two_runs_started_at_once_share_one_run(engine, settings, db_url):
     assert scalar(engine, select(func.count()).select_from(runs_t)) == 1
 
 
-def test_a_saved_bad_cron_is_skipped_and_the_other_jobs_still_run(engine, settings, db_url,
-                                                                   capsys):
+def test_a_saved_bad_cron_is_skipped_and_the_other_jobs_still_run(engine, settings, db_url):
     """A type saved before its cron was checked (or written in SQL) cannot stop the scheduler:
     it is left out with an error naming it, and everything else is scheduled."""
     from comms_pipeline.runtime.scheduler import build_scheduler
@@ -430,12 +436,13 @@ def test_a_saved_bad_cron_is_skipped_and_the_other_jobs_still_run(engine, settin
         conn.execute(NotificationType.__table__.update()
                      .where(NotificationType.__table__.c.code == "LOW_WALLET_BALANCE")
                      .values(cron="61 * * * *"))
-    scheduler = build_scheduler(settings, engine)
+    with structlog.testing.capture_logs() as logs:  # whatever logging an earlier test set up
+        scheduler = build_scheduler(settings, engine)
     ids = {job.id for job in scheduler.get_jobs()}
     assert "notifications:UNSETTLED_SUBSCRIPTIONS" in ids and "monitor" in ids
     assert "notifications:LOW_WALLET_BALANCE" not in ids
-    out = capsys.readouterr().out
-    assert "scheduler.bad_cron" in out and "LOW_WALLET_BALANCE" in out
+    assert any(e["event"] == "scheduler.bad_cron" and "LOW_WALLET_BALANCE" in str(e)
+               for e in logs), logs
 
 
 def test_a_running_scheduler_follows_the_types_as_they_change(engine, settings, db_url):
