@@ -143,8 +143,12 @@ class InMemoryClaims:
                 m.rows[i]["lease_until"] = m.clock() + self.settings.lease_seconds
             return held
 
+    def held(self, queue: Any, ids: Sequence[int]) -> set[int]:
+        with self.memory.lock:
+            return {i for i in ids if self.memory.rows[i]["claimed_by"] == self.worker_id}
+
     def finish(self, queue: Any, outcomes: Sequence[Any], conn: Any = None,
-               persist: Any = None) -> set[int]:
+               persist: Any = None, known_lost: Any = frozenset()) -> set[int]:
         m = self.memory
         with m.lock:
             held = [o for o in outcomes if m.rows[o.id]["claimed_by"] == self.worker_id]
@@ -197,9 +201,13 @@ class InMemoryHeartbeat:
     processed: int = 0
     beats: int = 0
     stopped_cleanly: bool = False
+    waiting_for_database: bool = False
 
     def beat(self, force: bool = False) -> None:
         self.beats += 1
 
     def stopped(self) -> None:
         self.stopped_cleanly = True
+
+    def waiting(self, waiting: bool) -> None:
+        self.waiting_for_database = waiting

@@ -13,6 +13,7 @@ from comms_pipeline.cli.common import AppContext, pass_app
 from comms_pipeline.runtime import supervisor as supervise
 from comms_pipeline.runtime.registry import DAEMONS, JOBS
 from comms_pipeline.runtime.run import RunReport, run_stage, run_stage_workers, stage_backlog
+from comms_pipeline.store.outage import EX_TEMPFAIL, DatabaseUnavailable
 
 
 @click.group()
@@ -49,14 +50,18 @@ def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int |
         return run_stage(name, app.settings, app.engine, once=once, batch_size=batch_size,
                          on_progress=on_progress)
 
-    if progress and once:
-        total = stage_backlog(name, app.settings, app.engine)
-        label = name if workers == 1 else f"{name} x{workers}"
-        with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
-                               show_percent=True, show_eta=True) as bar:
-            report = run(bar.update)
-    else:
-        report = run(None)
+    try:
+        if progress and once:
+            total = stage_backlog(name, app.settings, app.engine)
+            label = name if workers == 1 else f"{name} x{workers}"
+            with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                                   show_percent=True, show_eta=True) as bar:
+                report = run(bar.update)
+        else:
+            report = run(None)
+    except DatabaseUnavailable as exc:  # the database stayed away past the wait limit
+        click.echo(f"error: {name}: {exc}; try again later", err=True)
+        raise click.exceptions.Exit(EX_TEMPFAIL) from None
     if once:
         click.echo(f"{name}: {report.handled} handled, {report.retried} retried later"
                    + (f", {report.refused} taken over by another worker" if report.refused

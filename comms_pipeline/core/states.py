@@ -138,6 +138,10 @@ class ErrorCode(StrEnum):
     MISSING_DATA = "MISSING_DATA"
     #: A request of one external system whose template delivers into another's queue.
     FOREIGN_SYSTEM = "FOREIGN_SYSTEM"
+    #: The local disk (or quota) is full: the entry waits, nothing torn is counted as sent.
+    STORAGE_FULL = "STORAGE_FULL"
+    #: The local folder is on a read-only filesystem.
+    STORAGE_READ_ONLY = "STORAGE_READ_ONLY"
 
 
 #: SPEC's processing rules keep these exact messages.

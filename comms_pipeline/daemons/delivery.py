@@ -8,8 +8,8 @@ processing rules are applied here, once, for every media.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+M = TypeVar("M")
+R = TypeVar("R")
+
 
 def outcome_for(row_id: int, result: SendResult | GatewayError, media: str) -> Outcome:
     """Map a gateway's answer to the queue entry's next state."""
@@ -46,6 +49,21 @@ def outcome_for(row_id: int, result: SendResult | GatewayError, media: str) -> O
                 error=result.description)
     return Outcome.done(row_id, DetailState.REJECTED, result.code, result.description,
                         completed_at=utcnow())
+
+
+def send_in_chunks(messages: Sequence[M], send: Callable[[Sequence[M]], Sequence[R]],
+                   ctx: BatchContext, chunk: int) -> Iterator[tuple[M, R]]:
+    """Send ``messages`` ``chunk`` at a time; before each chunk after the first, make sure
+    the batch is still ours and no shutdown was asked for. Messages not sent have no outcome:
+    the runner releases them if they are still held, and leaves them alone if another worker
+    took them over (it sends them: sending them here too would be a duplicate)."""
+    for start in range(0, len(messages), chunk):
+        if start and not ctx.still_ours():
+            break
+        if ctx.stopping:
+            break
+        part = messages[start:start + chunk]
+        yield from zip(part, send(part), strict=True)
 
 
 class DeliveryHandler(ABC):

@@ -2,8 +2,9 @@
 
 The document bytes of a whole claimed batch are read in one query; the envelope is
 ``MAIL FROM`` = the configured sender's address, ``RCPT TO`` = the entry's address. The batch
-goes to the gateway in chunks so that a slow (rate-limited) batch keeps its lease alive and a
-shutdown request is honoured between chunks (unsent entries are released, not failed).
+goes to the gateway in chunks so that a slow (rate-limited) batch keeps its lease alive, a
+shutdown request is honoured between chunks (unsent entries are released, not failed) and a
+batch whose lease was lost (the daemon was frozen and another copy took over) stops there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.states import DetailState, ErrorCode
-from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
+from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
 from comms_pipeline.gateways.protocols import EmailMessage, EmailSender
 from comms_pipeline.pipeline.documents import document_contents
 from comms_pipeline.queue.claims import Outcome
@@ -71,14 +72,8 @@ class EmailDaemon(DeliveryHandler):
                                              completed_at=utcnow()))
             else:
                 messages.append(EmailMessage(row.id, self.mail_from, (row.address,), data))
-        for start in range(0, len(messages), self.chunk):
-            if ctx.stopping:
-                break  # entries left without an outcome are released by the runner
-            chunk = messages[start:start + self.chunk]
-            results = self.sender.send_many(chunk)
-            outcomes.extend(outcome_for(m.detail_id, res, self.media)
-                            for m, res in zip(chunk, results, strict=True))
-            ctx.keep_alive()
+        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
+            outcomes.append(outcome_for(m.detail_id, res, self.media))
         return outcomes
 
     def close(self) -> None:

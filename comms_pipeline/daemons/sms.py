@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from comms_pipeline.core.errors import ConfigError
-from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
+from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
 from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
 
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ class SmsDaemon(DeliveryHandler):
             on_receipt = self._on_receipt
         self.sender = make_sms_sender(settings, on_receipt)
         self.source = cfg.source_addr
+        #: Messages sent between two looks at the claim (a lost lease stops the batch there);
+        #: a few SMPP windows, so that the window rarely drains at a boundary.
+        self.chunk = max(50, 5 * cfg.window)
 
     def _on_receipt(self, receipt: Receipt) -> None:
         if self.receipts is not None:
@@ -63,13 +66,12 @@ class SmsDaemon(DeliveryHandler):
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         messages = [SmsMessage(r.id, r.address, r.body or "", self.source) for r in rows]
-        results = self.sender.send_many(messages)
-        if self.receipts is not None:
-            for res in results:
-                if isinstance(res, SendResult):
-                    self.receipts.remember(res.ref)
-        return [outcome_for(m.detail_id, res, self.media) for m, res in zip(messages, results,
-                                                                                strict=True)]
+        outcomes = []
+        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
+            if self.receipts is not None and isinstance(res, SendResult):
+                self.receipts.remember(res.ref)
+            outcomes.append(outcome_for(m.detail_id, res, self.media))
+        return outcomes
 
     def close(self) -> None:
         """Unbind first (receipts still on the wire are taken in), then apply the receipts."""

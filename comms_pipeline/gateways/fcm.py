@@ -24,6 +24,7 @@ from comms_pipeline.core.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
+from comms_pipeline.gateways.deadline import http_timeout
 from comms_pipeline.gateways.protocols import Outcome, PushMessage, SendResult
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class FcmPushSender:
         headers = {"Authorization": f"Bearer {cfg.access_token or ''}"}
         limits = httpx.Limits(max_connections=cfg.concurrency,
                               max_keepalive_connections=cfg.concurrency)
-        self.client = httpx.Client(timeout=cfg.timeout, headers=headers, limits=limits)
+        self.client = httpx.Client(timeout=http_timeout(httpx, cfg), headers=headers, limits=limits)
         self._pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="fcm")
 
     def send_many(self, messages: Sequence[PushMessage]) -> list[Outcome]:

@@ -27,6 +27,7 @@ from comms_pipeline.core.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
+from comms_pipeline.gateways.deadline import http_timeout
 from comms_pipeline.gateways.protocols import Outcome, SendResult, SmsMessage
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class HttpSmsSender:
             raise ConfigError("gateways.sms.url is required for the http SMS backend")
         self.cfg = cfg
         self._httpx = httpx
-        self.client = httpx.Client(timeout=cfg.timeout)
+        self.client = httpx.Client(timeout=http_timeout(httpx, cfg))
 
     def send_many(self, messages: Sequence[SmsMessage]) -> list[Outcome]:
         out: list[Outcome] = []

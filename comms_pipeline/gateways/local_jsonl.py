@@ -1,17 +1,21 @@
 """Local-folder backends: the embedded default, which needs no server at all.
 
 Each process appends to its own file (``<media>-<pid>.jsonl``) so that any number of daemon
-copies can write side by side without interleaving lines.
+copies can write side by side without interleaving lines. A batch's lines are written and
+fsynced whole, or not at all: a write that fails part way (a full disk) is cut back to where
+the file ended before it, so no torn line is left and nothing of the batch counts as sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from comms_pipeline.core.clock import utcnow
+from comms_pipeline.gateways.local_files import storage_error
 from comms_pipeline.gateways.protocols import (
     Outcome,
     PushMessage,
@@ -35,10 +39,29 @@ class JsonLinesOutbox:
         return self.folder / f"{self.media}-{os.getpid()}.jsonl"
 
     def write(self, records: Sequence[dict]) -> None:
+        """Append the records' lines durably; raises OSError with the file as it was."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        os.write(self._fd, data.encode("utf-8"))
+        data = memoryview("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                  for r in records).encode("utf-8"))
+        start = os.fstat(self._fd).st_size
+        try:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+            os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise
+
+    def send(self, records: Sequence[dict], results: list[Outcome]) -> list[Outcome]:
+        """``results`` when the records are written; the storage error for each otherwise."""
+        try:
+            self.write(records)
+        except OSError as exc:
+            return [storage_error(exc, self.folder)] * len(results)
+        return results
 
     def close(self) -> None:
         if self._fd is not None:
@@ -54,9 +77,9 @@ class LocalSmsSender:
 
     def send_many(self, messages: Sequence[SmsMessage]) -> list[Outcome]:
         at = utcnow().isoformat()
-        self.outbox.write([{"detail_id": m.detail_id, "to": m.to, "from": m.sender,
-                            "text": m.text, "at": at} for m in messages])
-        return [SendResult(ref=f"local-{m.detail_id}") for m in messages]
+        return self.outbox.send([{"detail_id": m.detail_id, "to": m.to, "from": m.sender,
+                                  "text": m.text, "at": at} for m in messages],
+                                [SendResult(ref=f"local-{m.detail_id}") for m in messages])
 
     def close(self) -> None:
         self.outbox.close()
@@ -70,9 +93,10 @@ class LocalPushSender:
 
     def send_many(self, messages: Sequence[PushMessage]) -> list[Outcome]:
         at = utcnow().isoformat()
-        self.outbox.write([{"detail_id": m.detail_id, "token": m.token, "title": m.title,
-                            "body": m.body, "data": dict(m.data), "at": at} for m in messages])
-        return [SendResult(ref=f"local-{m.detail_id}") for m in messages]
+        return self.outbox.send([{"detail_id": m.detail_id, "token": m.token,
+                                  "title": m.title, "body": m.body, "data": dict(m.data),
+                                  "at": at} for m in messages],
+                                [SendResult(ref=f"local-{m.detail_id}") for m in messages])
 
     def close(self) -> None:
         self.outbox.close()
@@ -85,9 +109,10 @@ class LocalWebhookSender:
         self.outbox = JsonLinesOutbox(folder, "webhooks")
 
     def send_many(self, messages: Sequence[WebhookMessage]) -> list[Outcome]:
-        self.outbox.write([{"detail_id": m.detail_id, "url": m.url, "webhook_id": m.event_id,
-                            "payload": json.loads(m.payload)} for m in messages])
-        return [SendResult(ref=m.event_id) for m in messages]
+        return self.outbox.send([{"detail_id": m.detail_id, "url": m.url,
+                                  "webhook_id": m.event_id, "payload": json.loads(m.payload)}
+                                 for m in messages],
+                                [SendResult(ref=m.event_id) for m in messages])
 
     def close(self) -> None:
         self.outbox.close()

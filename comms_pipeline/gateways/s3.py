@@ -90,8 +90,8 @@ class S3DocumentStore:
                                         region_name=cfg.region)
         self.client = session.client(
             "s3", endpoint_url=cfg.endpoint_url,
-            config=Config(connect_timeout=cfg.timeout, read_timeout=cfg.timeout,
-                          retries={"max_attempts": 3, "mode": "standard"}))
+            config=Config(connect_timeout=cfg.connect_timeout, read_timeout=cfg.timeout,
+                          retries={"total_max_attempts": cfg.attempts, "mode": "standard"}))
 
     def put(self, key: str, data: bytes, content_type: str,
             metadata: Mapping[str, str]) -> str:

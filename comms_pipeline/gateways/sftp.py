@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from comms_pipeline.core.errors import GatewayError, MissingExtraError, TransientGatewayError
+from comms_pipeline.gateways.deadline import Watchdog
 from comms_pipeline.gateways.manifest import MANIFEST_NAME, build_manifest, new_batch_name
 from comms_pipeline.gateways.protocols import Letter, Outcome, SendResult
 
@@ -99,9 +100,11 @@ class SftpConnection:
             client.set_missing_host_key_policy(_RejectUnknownHost())
             client.connect(cfg.host, port=cfg.port, username=cfg.username or None,
                            password=cfg.password, key_filename=cfg.key_file,
-                           timeout=cfg.timeout, banner_timeout=cfg.timeout,
-                           auth_timeout=cfg.timeout, look_for_keys=False, allow_agent=False)
+                           timeout=cfg.connect_timeout, banner_timeout=cfg.timeout,
+                           auth_timeout=cfg.timeout, channel_timeout=cfg.timeout,
+                           look_for_keys=False, allow_agent=False)
             sftp = client.open_sftp()
+            sftp.get_channel().settimeout(cfg.timeout)  # every SFTP reply: a read timeout
         except Exception as exc:  # every failure here is mapped below
             client.close()
             err = sftp_error(exc)
@@ -125,10 +128,15 @@ class SftpConnection:
                 self.close()
                 sftp = self._connect()
             try:
-                return operation(sftp)
+                with Watchdog(self.cfg.total_timeout, self.close, "sftp") as dog:
+                    return operation(sftp)
             except GatewayError:
                 raise
             except Exception as exc:  # mapped to our errors at this boundary
+                if dog.fired:
+                    raise TransientGatewayError(
+                        "TIMEOUT", f"the SFTP server at {self.where} took more than "
+                        f"{self.cfg.total_timeout:g} s over one upload") from None
                 self._dirs.clear()  # a folder removed behind our back is made again next time
                 if self._alive() or attempt:
                     raise sftp_error(exc) from None

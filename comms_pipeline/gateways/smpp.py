@@ -264,8 +264,9 @@ class SmppSender:
 
     def _bind(self) -> None:
         cfg = self.cfg
-        sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.timeout)
+        sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.connect_timeout)
         try:
+            sock.settimeout(cfg.timeout)  # the bind_resp: an SMSC that never answers is a timeout
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             bind = self.pdu("bind_transceiver", system_id=cfg.system_id, password=cfg.password,
                             system_type=cfg.system_type, interface_version=0x34)

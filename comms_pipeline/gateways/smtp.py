@@ -42,6 +42,7 @@ from comms_pipeline.core.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
+from comms_pipeline.gateways.deadline import Watchdog, shutdown_socket
 from comms_pipeline.gateways.protocols import EmailMessage, Outcome, SendResult
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ def error_from_exception(exc: BaseException) -> GatewayError:
     if isinstance(exc, smtplib.SMTPResponseException):
         return reply_error(exc.smtp_code, exc.smtp_error)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
+        if isinstance(exc.__context__, TimeoutError):  # smtplib's word for a read timeout
+            return TransientGatewayError("TIMEOUT", "the SMTP server did not answer in time")
         return TransientGatewayError("DISCONNECTED", _text(str(exc)) or "connection closed")
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return TransientGatewayError("NOT_SUPPORTED", _text(str(exc)))
@@ -169,6 +172,14 @@ class _EndOfData:
     """Remembers whether the end-of-data marker of the current transaction has gone out."""
 
     data_sent = False
+    #: Seconds for the TCP connect (and, with implicit TLS, the handshake); reads then wait
+    #: ``timeout`` each.
+    connect_timeout: float | None = None
+
+    def _get_socket(self, host: str, port: int, timeout: float):  # type: ignore[no-untyped-def]
+        sock = super()._get_socket(host, port, self.connect_timeout or timeout)  # type: ignore[misc]
+        sock.settimeout(timeout)
+        return sock
 
     def send(self, s: bytes | str) -> None:
         super().send(s)  # type: ignore[misc]
@@ -194,16 +205,22 @@ class SmtpLane:
         self.signer = signer
         self.name = name
         self._smtp: _Session | _SslSession | None = None
+        self._opening: _Session | _SslSession | None = None
 
     def _connect(self) -> _Session | _SslSession:
         cfg = self.cfg
         smtp: _Session | _SslSession | None = None
         try:
             if cfg.security == "ssl":
-                smtp = _SslSession(cfg.host, cfg.port, timeout=cfg.timeout,
-                                   context=_tls_context(cfg))
+                smtp = _SslSession(timeout=cfg.timeout, context=_tls_context(cfg))
             else:
-                smtp = _Session(cfg.host, cfg.port, timeout=cfg.timeout)
+                smtp = _Session(timeout=cfg.timeout)
+            smtp.connect_timeout = cfg.connect_timeout
+            smtp._host = cfg.host  # what TLS checks the certificate against
+            self._opening = smtp  # within reach of the total timeout's cut
+            code, text = smtp.connect(cfg.host, cfg.port)
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, text)
             smtp.ehlo()
             if cfg.security == "starttls":
                 smtp.starttls(context=_tls_context(cfg))
@@ -214,6 +231,8 @@ class SmtpLane:
             if smtp is not None:
                 smtp.close()
             raise setup_error(exc) from None
+        finally:
+            self._opening = None
         log.info("email.connected", lane=self.name, host=cfg.host, port=cfg.port,
                  security=cfg.security)
         return smtp
@@ -238,6 +257,21 @@ class SmtpLane:
         except GatewayError as err:
             return err
         self.limiter.wait()
+        with Watchdog(self.cfg.total_timeout, self._cut, "smtp") as dog:
+            result = self._send(message, data)
+        if dog.fired and not isinstance(result, SendResult):
+            self._drop()
+            return TransientGatewayError(
+                "TIMEOUT", f"the SMTP server took more than {self.cfg.total_timeout:g} s "
+                "over one message")
+        return result
+
+    def _cut(self) -> None:
+        smtp = self._smtp or self._opening
+        if smtp is not None:
+            shutdown_socket(getattr(smtp, "sock", None))
+
+    def _send(self, message: EmailMessage, data: bytes) -> Outcome:
         lost: BaseException | None = None
         for _ in range(2):  # the message in hand is resent once after a dropped connection
             try:

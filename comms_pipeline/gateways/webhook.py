@@ -32,6 +32,7 @@ from comms_pipeline.core.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
+from comms_pipeline.gateways.deadline import http_timeout
 from comms_pipeline.gateways.netguard import TargetRefused, TargetUnresolved, check_target
 from comms_pipeline.gateways.protocols import Outcome, SendResult, WebhookMessage
 
@@ -114,7 +115,8 @@ class HttpWebhookSender:
         self.cfg = cfg
         self._httpx = httpx
         # No proxies from the environment: the request must go to the address we checked.
-        self.client = httpx.Client(timeout=cfg.timeout, trust_env=False, follow_redirects=False)
+        self.client = httpx.Client(timeout=http_timeout(httpx, cfg), trust_env=False,
+                                   follow_redirects=False)
         self._pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="webhook")
 
     def send_many(self, messages: Sequence[WebhookMessage]) -> list[Outcome]:

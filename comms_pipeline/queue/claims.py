@@ -12,6 +12,8 @@ written to ``state_transitions`` in the same transaction.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +54,19 @@ log = structlog.get_logger(__name__)
 
 #: How often a claimer looks whether its queue's table statistics went stale.
 STATS_CHECK_SECONDS = 5.0
+
+#: Test hook (never set in production): the first finish that holds rows stops the process
+#: with SIGSTOP while its row locks are held, as a frozen VM would. The file named by the
+#: variable is written first so that the test knows the moment.
+FREEZE_IN_FINISH = os.environ.get("COMMS_TEST_FREEZE_IN_FINISH", "")
+
+
+def _freeze_once() -> None:
+    global FREEZE_IN_FINISH
+    marker, FREEZE_IN_FINISH = FREEZE_IN_FINISH, ""
+    with open(marker, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 @dataclass(frozen=True)
@@ -263,11 +278,24 @@ class Claimer:
             ).scalars().all()
         return set(held)
 
+    def held(self, queue: WorkQueue, ids: Sequence[int]) -> set[int]:
+        """The ids of ``ids`` this worker still holds (a read: nothing is extended)."""
+        if not ids:
+            return set()
+        t = queue.table
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(t.c.id).where(
+                t.c.id.in_(list(ids)), t.c.claimed_by == self.worker_id)).scalars())
+
     # -- finishing ------------------------------------------------------------------------
     def finish(self, queue: WorkQueue, outcomes: Sequence[Outcome],
                conn: Connection | None = None,
-               persist: Callable[[Connection, list[Outcome]], None] | None = None) -> set[int]:
+               persist: Callable[[Connection, list[Outcome]], None] | None = None,
+               known_lost: set[int] | frozenset[int] = frozenset()) -> set[int]:
         """Apply outcomes to rows this worker still holds; return the ids that were refused.
+
+        ``known_lost``: rows whose loss was already reported (``claims.lease_lost`` is logged
+        once per batch, not again when the batch is finished).
 
         ``persist(conn, held_outcomes)`` runs first in the same transaction, so what a handler
         produced (request details, documents) is written if and only if its row was still held.
@@ -276,7 +304,7 @@ class Claimer:
             return set()
         if conn is None:
             with self.engine.begin() as own:
-                return self.finish(queue, outcomes, own, persist)
+                return self.finish(queue, outcomes, own, persist, known_lost)
         t = queue.table
         cols = [t.c.id, t.c.attempts]
         if queue.state_column:
@@ -286,10 +314,13 @@ class Claimer:
         if self._pg:
             held_q = held_q.with_for_update()
         held = {r.id: r for r in conn.execute(held_q)}
+        if FREEZE_IN_FINISH and held:
+            _freeze_once()
         refused = {o.id for o in outcomes} - set(held)
-        if refused:
+        if refused - known_lost:
+            news = refused - known_lost
             log.warning("claims.lease_lost", kind=queue.kind, worker=self.worker_id,
-                        ids=sorted(refused)[:20], count=len(refused))
+                        ids=sorted(news)[:20], count=len(news))
         kept = [o for o in outcomes if o.id in held]
         if persist is not None and kept:
             persist(conn, kept)

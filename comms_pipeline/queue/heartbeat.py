@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
@@ -13,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.store.db import is_postgres
 from comms_pipeline.store.models import heartbeats_t
+from comms_pipeline.store.outage import is_db_unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -24,16 +26,50 @@ def instance_id(name: str) -> str:
     return f"{name}@{socket.gethostname()}:{os.getpid()}"
 
 
+def waiting_marker(run_dir: Path, pid: int) -> Path:
+    """The file that says process ``pid`` is waiting for the database (it cannot say so in
+    the database): ``comms daemon status`` shows it."""
+    return run_dir / f"waiting-for-database-{pid}"
+
+
 class Heartbeat:
-    def __init__(self, engine: Engine, name: str, every: float) -> None:
+    def __init__(self, engine: Engine, name: str, every: float,
+                 run_dir: Path | None = None) -> None:
         self.engine = engine
+        self.run_dir = run_dir
         self.name = name
         self.instance = instance_id(name)
         self.every = every
         self._last = None
         self.processed = 0
 
-    def beat(self, force: bool = False) -> None:
+    def waiting(self, waiting: bool) -> None:
+        """Show (or stop showing) "waiting for the database" where it can be seen."""
+        if self.run_dir is None:
+            return
+        marker = waiting_marker(self.run_dir, os.getpid())
+        try:
+            if waiting:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                marker.write_text(f"{utcnow().isoformat()} {self.instance}\n")
+            else:
+                marker.unlink(missing_ok=True)
+        except OSError:  # a read-only or full var/: the log says it too
+            pass
+
+    def beat(self, force: bool = False) -> bool:
+        """Refresh the row (every ``every`` seconds); False when the database is away: a
+        heartbeat is best effort, and its absence is what says the worker is waiting."""
+        try:
+            self._beat(force)
+        except Exception as exc:
+            if not is_db_unavailable(exc):
+                raise
+            self._last = None  # beat again as soon as the database is back
+            return False
+        return True
+
+    def _beat(self, force: bool) -> None:
         now = utcnow()
         if not force and self._last and (now - self._last).total_seconds() < self.every:
             return
@@ -51,10 +87,14 @@ class Heartbeat:
             conn.execute(stmt)
 
     def stopped(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(hb_t).where(hb_t.c.instance == self.instance)
-                         .values(stopped_at=utcnow(), beat_at=utcnow(),
-                                 processed=self.processed))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(update(hb_t).where(hb_t.c.instance == self.instance)
+                             .values(stopped_at=utcnow(), beat_at=utcnow(),
+                                     processed=self.processed))
+        except Exception as exc:  # the row goes stale instead: the same news, later
+            if not is_db_unavailable(exc):
+                raise
 
 
 def live_instances(engine: Engine, stale_after: float) -> list[dict]:

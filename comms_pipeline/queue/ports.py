@@ -30,10 +30,16 @@ class ClaimStore(Protocol):
         """Push the lease of rows still held further out; return the ids still held."""
         ...
 
+    def held(self, queue: WorkQueue, ids: Sequence[int]) -> set[int]:
+        """The ids still held by this worker (without extending their lease)."""
+        ...
+
     def finish(self, queue: WorkQueue, outcomes: Sequence[Outcome],
                conn: Connection | None = None,
-               persist: Callable[[Connection, list[Outcome]], None] | None = None) -> set[int]:
-        """Apply outcomes to rows still held; return the ids refused (lease lost)."""
+               persist: Callable[[Connection, list[Outcome]], None] | None = None,
+               known_lost: set[int] | frozenset[int] = frozenset()) -> set[int]:
+        """Apply outcomes to rows still held; return the ids refused (lease lost).
+        ``known_lost``: rows whose loss was already reported (logged once)."""
         ...
 
 
@@ -49,4 +55,8 @@ class Liveness(Protocol):
 
     def stopped(self) -> None:
         """Say the worker stopped cleanly."""
+        ...
+
+    def waiting(self, waiting: bool) -> None:
+        """Say the worker is (or is no longer) waiting for the database."""
         ...

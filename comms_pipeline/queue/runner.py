@@ -8,6 +8,7 @@ heartbeats, graceful SIGTERM (rows not yet handled are released, the rest finish
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from comms_pipeline.core.states import ErrorCode
 from comms_pipeline.queue.claims import Claimer, Outcome, WorkQueue
 from comms_pipeline.queue.heartbeat import Heartbeat
 from comms_pipeline.queue.ports import ClaimStore, Liveness
+from comms_pipeline.store.outage import DbWaiter, is_db_unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -55,24 +57,88 @@ Persist = Callable[["Connection", list[Outcome]], None]
 
 
 class BatchContext:
-    """What a handler may ask of the runner while it works through a batch."""
+    """What a handler may ask of the runner while it works through a batch.
+
+    A worker frozen past its lease (SIGSTOP, a paused VM, a partitioned host) wakes up holding
+    a batch another copy has taken over. ``lost`` says so as soon as the lease keeper or a
+    send boundary (:meth:`still_ours`) learns it from the database, and ``stopping`` is then
+    true: a handler stops sending at its next chunk or message boundary, and the runner
+    finishes only the rows still held (compare-and-set), so nothing that is no longer ours is
+    released or reported done. ``claims.lease_lost`` is logged once per batch.
+    """
 
     def __init__(self, runner: Runner, ids: Sequence[int]) -> None:
         self._runner = runner
         self._ids = list(ids)
-        self._started = time.monotonic()
+        self._extended = time.monotonic()  # when the lease was last set (claim or extension)
+        self._lock = threading.Lock()
+        #: Rows of this batch the database says another worker holds now.
+        self.lost_ids: set[int] = set()
+        #: The lease ran out while the database could not be asked: assume it is lost.
+        self.unconfirmed = False
+
+    @property
+    def lost(self) -> bool:
+        """The claim on (part of) this batch is gone, or can no longer be vouched for."""
+        return bool(self.lost_ids) or self.unconfirmed
 
     @property
     def stopping(self) -> bool:
-        return self._runner.stop_event.is_set()
+        """Stop sending: a shutdown was asked for, or the batch is no longer ours."""
+        return self._runner.stop_event.is_set() or self.lost
 
-    def keep_alive(self) -> None:
-        """Extend the batch's lease when a third of it has passed (long batches)."""
+    def keep_alive(self) -> bool:
+        """Extend the batch's lease when a third of it has passed (long batches); cheap
+        otherwise. Returns whether the batch is still ours as far as is known."""
         lease = self._runner.settings.claims.lease_seconds
-        if time.monotonic() - self._started > lease / 3:
-            self._runner.claimer.extend(self._runner.handler.queue, self._ids)
-            self._started = time.monotonic()
-        self._runner.heartbeat.beat()
+        if time.monotonic() - self._extended > lease / 3:
+            self._ask(extend=True)
+        self._beat()
+        return not self.lost
+
+    def still_ours(self) -> bool:
+        """Ask the database whether every row of the batch is still held (one read), before
+        the next chunk goes out; extends the lease too when that is due."""
+        lease = self._runner.settings.claims.lease_seconds
+        self._ask(extend=time.monotonic() - self._extended > lease / 3)
+        return not self.lost
+
+    def _ask(self, *, extend: bool) -> None:
+        runner = self._runner
+        queue = runner.handler.queue
+        with self._lock:
+            if self.lost:
+                return
+            asked = time.monotonic()
+            try:
+                if extend:
+                    held = runner.claimer.extend(queue, self._ids)
+                else:
+                    held = runner.claimer.held(queue, self._ids)
+            except Exception as exc:
+                if not is_db_unavailable(exc):
+                    raise
+                # The database is away: go on only while the last lease surely holds.
+                if time.monotonic() - self._extended >= runner.settings.claims.lease_seconds:
+                    self.unconfirmed = True
+                    log.warning("claims.lease_unconfirmed", kind=queue.kind,
+                                worker=runner.heartbeat.instance, count=len(self._ids))
+                return
+            if extend:
+                self._extended = asked
+            lost = set(self._ids) - set(held)
+            if lost:
+                self.lost_ids = lost
+                log.warning("claims.lease_lost", kind=queue.kind,
+                            worker=runner.heartbeat.instance, ids=sorted(lost)[:20],
+                            count=len(lost))
+
+    def _beat(self) -> None:
+        try:
+            self._runner.heartbeat.beat()
+        except Exception as exc:
+            if not is_db_unavailable(exc):
+                raise
 
 
 class LeaseKeeper:
@@ -93,7 +159,8 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._done.wait(self.interval) and time.monotonic() < self.deadline:
             try:
-                self.ctx.keep_alive()
+                if self.ctx.keep_alive() is False:
+                    break  # the batch is no longer ours: nothing left to keep
             except Exception:  # the database is away: the finish will say whether we held on
                 log.warning("worker.keep_alive_failed", exc_info=True)
 
@@ -125,11 +192,18 @@ class Runner:
         self.on_progress = on_progress
         if (claims is None or heartbeat is None) and engine is None:
             raise ValueError("a Runner needs an engine, or both a claim store and a heartbeat")
+        # The pidfiles' folder (supervise.run_dir), where "waiting for the database" shows.
         self.heartbeat: Liveness = heartbeat or Heartbeat(
-            engine, handler.name, settings.daemons.heartbeat_seconds)  # type: ignore[arg-type]
+            engine, handler.name, settings.daemons.heartbeat_seconds,  # type: ignore[arg-type]
+            settings.var_dir / "run")
         self.claimer: ClaimStore = claims or Claimer(
             engine, self.heartbeat.instance, settings.claims)  # type: ignore[arg-type]
         self.stop_event = threading.Event()
+        limit = (settings.database.outage_wait_once_seconds if once
+                 else settings.database.outage_wait_seconds)
+        #: Paces the retries while the database is away; gives up after the limit.
+        self.db_wait = DbWaiter(self.heartbeat.instance, limit_seconds=limit or None,
+                                on_wait=self.heartbeat.waiting, stop=self.stop_event)
         #: Rows finished (sent, merged, rejected…); rows deferred for a retry are counted apart.
         self.processed = 0
         self.retried = 0
@@ -148,23 +222,39 @@ class Runner:
         signal.signal(signal.SIGINT, _stop)
 
     def run(self) -> int:
-        """Work until stopped (or, with ``once``, until nothing is left); return rows handled."""
+        """Work until stopped (or, with ``once``, until nothing is left); return the rows
+        worked on: finished (``processed``) or deferred for a retry (``retried``).
+
+        A database that goes away (a restart, a failover, a blip) is waited for, with
+        backoff, for ``database.outage_wait_seconds`` (``outage_wait_once_seconds`` with
+        ``once``; :class:`DatabaseUnavailable` past it): nothing is claimed meanwhile, and
+        work resumes where the claims say once it answers again.
+        """
         log.info("worker.started", worker=self.heartbeat.instance, once=self.once)
         self.heartbeat.beat(force=True)
         try:
             while not self.stop_event.is_set():
-                if not self.run_batch():
+                try:
+                    claimed = self.run_batch()
+                except Exception as exc:
+                    if not is_db_unavailable(exc):
+                        raise
+                    self.db_wait.failed(exc)
+                    continue
+                self.db_wait.recovered()
+                if not claimed:
                     if self.once:
                         break
                     self.stop_event.wait(self.settings.daemons.poll_interval)
                 self.heartbeat.beat()
         finally:
+            self.heartbeat.waiting(False)
             self.handler.close()
             self.heartbeat.processed = self.processed
             self.heartbeat.stopped()
             log.info("worker.stopped", worker=self.heartbeat.instance,
                      processed=self.processed, refused=self.refused)
-        return self.processed
+        return self.processed + self.retried
 
     def _after_failure(self, rows: Sequence[Row], ctx: BatchContext,
                        exc: Exception) -> list[Outcome]:
@@ -221,6 +311,26 @@ class Runner:
             return Outcome.done(row_id, failed_state, ErrorCode.INVALID_REQUEST, reason)
         return Outcome.retry(row_id, ErrorCode.INTERNAL_ERROR, reason)
 
+    def _finish(self, outcomes: list[Outcome], ctx: BatchContext) -> set[int]:
+        """Finish the batch, waiting for the database if it is away: the rows still held
+        when it answers are finished (compare-and-set), the others belong to whoever took
+        them over. Nothing counts as done before its commit. If the wait runs out
+        (:class:`DatabaseUnavailable`), the batch is left to lease takeover."""
+        persist = getattr(self.handler, "persist", None)
+        while True:
+            try:
+                refused = self.claimer.finish(self.handler.queue, outcomes, persist=persist,
+                                              known_lost=ctx.lost_ids)
+            except Exception as exc:
+                if not is_db_unavailable(exc):
+                    raise
+                self.db_wait.failed(exc)
+                if self.stop_event.is_set():
+                    raise  # stopping: the lease hands the batch over
+                continue
+            self.db_wait.recovered()
+            return refused
+
     def run_batch(self) -> int:
         """Claim and handle one batch; return how many rows were claimed."""
         queue = self.handler.queue
@@ -232,19 +342,27 @@ class Runner:
             with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
                 try:
                     outcomes = self.handler.handle(rows, ctx)
-                except Exception as exc:  # bad data or a bug: explained on the rows
-                    outcomes = self._after_failure(rows, ctx, exc)
+                except Exception as exc:
+                    if is_db_unavailable(exc):
+                        # Not the rows' fault: what was done is kept, the rest given back
+                        # (or left to the lease) once the database is back.
+                        log.warning("worker.batch_interrupted", worker=self.heartbeat.instance,
+                                    rows=len(rows), error=type(exc).__name__)
+                        outcomes = []
+                    else:  # bad data or a bug: explained on the rows
+                        outcomes = self._after_failure(rows, ctx, exc)
         except BaseException:
             # Give the batch back at once rather than waiting for the lease to pass.
-            self.claimer.finish(queue, [Outcome.release(r.id) for r in rows])
+            with contextlib.suppress(Exception):  # the database may be away: the lease ends it
+                self.claimer.finish(queue, [Outcome.release(r.id) for r in rows])
             raise
         handled = {o.id for o in outcomes}
         outcomes = list(outcomes) + [Outcome.release(r.id) for r in rows if r.id not in handled]
         persist = getattr(self.handler, "persist", None)
         try:
-            refused = self.claimer.finish(queue, outcomes, persist=persist)
+            refused = self._finish(outcomes, ctx)
         except Exception as exc:  # a row's products cannot be stored: one by one, as above
-            if _transient(exc):
+            if _transient(exc) or is_db_unavailable(exc):
                 raise
             with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
                 refused, outcomes = self._finish_one_by_one(outcomes, persist, exc)

@@ -7,8 +7,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.queue.heartbeat import live_instances
+from comms_pipeline.queue.heartbeat import live_instances, waiting_marker
 from comms_pipeline.runtime import supervisor as supervise
+from comms_pipeline.store.outage import is_db_unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -24,7 +25,12 @@ def daemon_health(settings: Settings, engine: Engine) -> tuple[list[dict[str, An
     foreground runs) are listed for information only.
     """
     stale_after = settings.daemons.stale_after_seconds
-    beats = {(b["host"], b["pid"]): b for b in live_instances(engine, stale_after)}
+    try:
+        beats = {(b["host"], b["pid"]): b for b in live_instances(engine, stale_after)}
+    except Exception as exc:
+        if not is_db_unavailable(exc):
+            raise
+        beats = {}  # the database is away: what this machine knows is still worth showing
     host = socket.gethostname()
     now = utcnow()
     rows, healthy = [], True
@@ -33,6 +39,8 @@ def daemon_health(settings: Settings, engine: Engine) -> tuple[list[dict[str, An
         age = (now - beat["beat_at"]).total_seconds() if beat else None
         if not inst.alive:
             state = "dead"
+        elif waiting_marker(supervise.run_dir(settings.var_dir), inst.pid).exists():
+            state = "waiting for the database"
         elif beat is None:
             started_ago = time.time() - inst.pidfile.stat().st_mtime
             state = "starting" if started_ago < stale_after else "stale"

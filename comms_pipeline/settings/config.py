@@ -38,6 +38,28 @@ class DatabaseSettings(_Section):
     url: str = "sqlite:///{var}/comms.db"
     echo: bool = False
     pool_size: int = Field(5, ge=1)
+    #: A daemon waits this long for a database that went away (a restart, a failover, a
+    #: network blip) before it exits; 0 waits for ever.
+    outage_wait_seconds: float = Field(0.0, ge=0)
+    #: The same for ``--once`` runs (cron jobs): they then exit with code 75 (EX_TEMPFAIL),
+    #: and the next run picks up where the claims say.
+    outage_wait_once_seconds: float = Field(300.0, ge=0)
+    # PostgreSQL session limits (0 switches one off). A frozen worker (SIGSTOP, a paused VM,
+    # a partitioned host) inside a transaction would otherwise hold its row locks, hiding
+    # the rows from every other claimer (SKIP LOCKED) for as long as it is frozen.
+    #: The longest one statement may run (a bulk COPY of a large run included).
+    statement_timeout_seconds: float = Field(300.0, ge=0)
+    #: The longest a statement waits for a row lock held by another session.
+    lock_timeout_seconds: float = Field(30.0, ge=0)
+    #: A session idle inside a transaction this long is ended by the server (its locks go):
+    #: a little above what a finishing transaction spends between two statements.
+    idle_in_transaction_seconds: float = Field(60.0, ge=0)
+    #: libpq TCP keepalives: a peer gone silent is noticed after about idle + 3 x interval.
+    tcp_keepalive_idle_seconds: int = Field(30, ge=1)
+    tcp_keepalive_interval_seconds: int = Field(10, ge=1)
+    #: libpq connect_timeout: how long one attempt to reach a host may take (per host, with
+    #: several hosts in the URL).
+    connect_timeout_seconds: int = Field(10, ge=1)
 
 
 class PathSettings(_Section):

@@ -14,7 +14,19 @@ class _Gateway(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EmailGateway(_Gateway):
+class _Timeouts(_Gateway):
+    """How long a hung peer may hold a worker. ``timeout`` (in each gateway) bounds every wait
+    for an answer (a read); a peer that accepts the connection and then says nothing turns
+    into a transient failure (retried later) after it, not a frozen worker."""
+
+    connect_timeout: float = Field(10.0, gt=0, description="TCP connect (and TLS/SSH "
+                                   "handshake) timeout, seconds")
+    total_timeout: float = Field(300.0, gt=0, description="the most one message, request or "
+                                 "upload may take end to end, however slowly the peer "
+                                 "trickles its answer, seconds")
+
+
+class EmailGateway(_Timeouts):
     backend: Literal["local", "smtp"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(25, ge=1, le=65535)
@@ -31,7 +43,7 @@ class EmailGateway(_Gateway):
     dkim_key_file: str | None = None
 
 
-class SmsGateway(_Gateway):
+class SmsGateway(_Timeouts):
     backend: Literal["local", "smpp", "http"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(2775, ge=1, le=65535)
@@ -62,7 +74,7 @@ class SmsGateway(_Gateway):
     max_parts: int = Field(8, ge=1, le=255)
 
 
-class PushGateway(_Gateway):
+class PushGateway(_Timeouts):
     backend: Literal["local", "fcm"] = "local"
     url: str = ""
     access_token: str | None = None
@@ -70,7 +82,7 @@ class PushGateway(_Gateway):
     concurrency: int = Field(8, ge=1, le=256, description="requests in flight at once")
 
 
-class WebhookGateway(_Gateway):
+class WebhookGateway(_Timeouts):
     backend: Literal["local", "http"] = "local"
     timeout: float = Field(10.0, gt=0)
     allow_private_targets: bool = False
@@ -83,7 +95,7 @@ class WebhookGateway(_Gateway):
         "claims.max_attempts")
 
 
-class LetterGateway(_Gateway):
+class LetterGateway(_Timeouts):
     backend: Literal["local", "sftp"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(22, ge=1, le=65535)
@@ -95,7 +107,7 @@ class LetterGateway(_Gateway):
     timeout: float = Field(15.0, gt=0)
 
 
-class StorageGateway(_Gateway):
+class StorageGateway(_Timeouts):
     backend: Literal["local", "s3", "sftp"] = "local"
     bucket: str = ""
     prefix: str = ""
@@ -106,6 +118,8 @@ class StorageGateway(_Gateway):
     access_key_id: str | None = Field(None, description="None: boto3's own credential chain")
     secret_access_key: str | None = None
     timeout: float = Field(15.0, gt=0)
+    attempts: int = Field(3, ge=1, le=10, description="S3: tries per request (botocore's "
+                          "standard retry mode), each bounded by the timeouts")
     host: str = "127.0.0.1"
     port: int = Field(22, ge=1, le=65535)
     username: str = ""

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from comms_pipeline.settings.config import Settings
+    from comms_pipeline.settings.config import DatabaseSettings, Settings
 
 _CHECKOUT_MIGRATIONS = Path(__file__).resolve().parents[2] / "sql" / "migrations"
 #: ``sql/migrations`` in a checkout; the copy a wheel carries in the package otherwise.
@@ -32,7 +32,34 @@ MIGRATIONS_DIR = (_CHECKOUT_MIGRATIONS if _CHECKOUT_MIGRATIONS.is_dir()
                   else Path(__file__).resolve().parents[1] / "sql_migrations")
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:
+def pg_connect_args(database: DatabaseSettings | None) -> dict[str, object]:
+    """libpq parameters for the pipeline's PostgreSQL sessions: UTC, and with settings the
+    statement, lock and idle-in-transaction timeouts, TCP keepalives and a connect timeout.
+
+    Without settings (migrations, tools) only the time zone is set: a schema upgrade of a
+    large table must not be cut short by a worker's statement timeout.
+    """
+    options = ["-c timezone=UTC"]
+    if database is None:
+        return {"options": " ".join(options)}
+    for name, seconds in (("statement_timeout", database.statement_timeout_seconds),
+                          ("lock_timeout", database.lock_timeout_seconds),
+                          ("idle_in_transaction_session_timeout",
+                           database.idle_in_transaction_seconds)):
+        if seconds:
+            options.append(f"-c {name}={max(1, round(seconds * 1000))}")
+    return {"options": " ".join(options), "keepalives": 1,
+            "keepalives_idle": database.tcp_keepalive_idle_seconds,
+            "keepalives_interval": database.tcp_keepalive_interval_seconds,
+            "keepalives_count": 3, "connect_timeout": database.connect_timeout_seconds}
+
+
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 5,
+                database: DatabaseSettings | None = None) -> Engine:
+    """An engine for ``url``. On PostgreSQL the pool pre-pings (a connection the server
+    closed, in a restart or a failover, is replaced before use) and, with ``database``
+    settings, sessions get the timeouts of :func:`pg_connect_args`. The URL may name several
+    hosts for failover (``?host=a:5432&host=b:5432&target_session_attrs=read-write``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -46,7 +73,7 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:
         pool_size=pool_size,
         pool_pre_ping=True,
         executemany_mode="values_plus_batch",
-        connect_args={"options": "-c timezone=UTC"},
+        connect_args=pg_connect_args(database),
     )
 
 
@@ -73,14 +100,17 @@ def is_postgres(engine_or_conn: Engine | Connection) -> bool:
 
 
 @lru_cache(maxsize=8)
-def _cached_engine(url: str, echo: bool, pool_size: int) -> Engine:
-    return make_engine(url, echo=echo, pool_size=pool_size)
+def _cached_engine(url: str, database_json: str) -> Engine:
+    from comms_pipeline.settings.config import DatabaseSettings
+
+    database = DatabaseSettings.model_validate_json(database_json)
+    return make_engine(url, echo=database.echo, pool_size=database.pool_size,
+                       database=database)
 
 
 def engine_for(settings: Settings) -> Engine:
-    """The process-wide engine for these settings (one pool per URL)."""
-    return _cached_engine(settings.database_url, settings.database.echo,
-                          settings.database.pool_size)
+    """The process-wide engine for these settings (one pool per URL and settings)."""
+    return _cached_engine(settings.database_url, settings.database.model_dump_json())
 
 
 @contextmanager

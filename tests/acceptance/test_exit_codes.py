@@ -61,16 +61,19 @@ def test_daemon_run_once_with_a_failed_batch_exits_1(comms):
     _sql(comms.url)
     assert comms("trigger", "--contact", "C-1", "--template", "SMS_HELLO").returncode == 0
     assert comms("job", "run", "monitor", "--no-progress").returncode == 0
-    # The local SMS outbox is a folder where no file can be made: the gateway call raises.
-    (comms.var / "out").mkdir(parents=True)
-    (comms.var / "out" / "sms").symlink_to("/proc/self")
+    # An entry the daemon cannot work on (its text is not text): the handler raises.
+    engine = create_engine(comms.url)
+    with engine.begin() as conn:
+        body = conn.execute(text("SELECT body FROM request_details")).scalar_one()
+        conn.execute(text("UPDATE request_details SET body = X'FFFE'"))  # bytes, not text
+    engine.dispose()
     proc = comms("daemon", "run", "sms", "--once")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "error: sms: 1 batch(es) failed" in proc.stderr
-    (comms.var / "out" / "sms").unlink()
     engine = create_engine(comms.url)
-    with engine.begin() as conn:  # the retry's backoff has passed
-        conn.execute(text("UPDATE request_details SET next_attempt_at = NULL"))
+    with engine.begin() as conn:  # the text is back and the retry's backoff has passed
+        conn.execute(text("UPDATE request_details SET body = :b, next_attempt_at = NULL"),
+                     {"b": body})
     engine.dispose()
     ok = comms("daemon", "run", "sms", "--once")
     assert ok.returncode == 0 and "sms: 1 handled" in ok.stdout, ok.stderr
