@@ -1,15 +1,17 @@
 """Benchmark: the Email daemon (through the database) against a bare smtplib loop.
 
-Both send the same prebuilt messages to the same loopback SMTP server (aiosmtpd, in its own
-process so that it does not share this process's GIL). The raw limit is one smtplib
-connection sending ``sendmail()`` in a loop; the pipeline is the Email daemon in ``once`` mode
-claiming batches of awaiting-send entries, reading their documents in one query per batch,
-sending them over kept-open connections and recording every outcome with its transition.
-The daemon runs with one connection (like the raw loop) and with ``--connections`` lanes.
-Peak RSS is this process's and the server process's.
+Both send the same prebuilt messages to the same loopback SMTP server: Postfix's
+``smtp-sink`` (a C server that throws mail away, from Debian's ``postfix`` package, see
+``.ci/services``), so that the client is the limit -- or, when it is not installed, aiosmtpd in
+its own process (say so: aiosmtpd is slower than the client and is then what is measured).
+The raw limit is one smtplib connection sending ``sendmail()`` in a loop; the pipeline is the
+Email daemon in ``once`` mode claiming batches of awaiting-send entries, reading their
+documents in one query per batch, sending them over kept-open connections and recording every
+outcome with its transition. The daemon runs with one connection (like the raw loop) and with
+``--connections`` lanes. Peak RSS is this process's and the server process's.
 
     .venv/bin/python bench/email_daemon.py [--n 5000] [--connections 4]
-        [--backend sqlite|postgresql]
+        [--backend sqlite|postgresql] [--server smtp-sink|aiosmtpd] [--profile out.txt]
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def seed(engine, prebuilt: list[tuple[str, bytes]]) -> None:  # type: ignore[no-
 
 
 def pipeline(backend: str, port: int, prebuilt: list[tuple[str, bytes]], connections: int,
-             batch_size: int) -> tuple[float, float]:
+             batch_size: int, profiler=None) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Wall seconds and this process's CPU seconds of the Email daemon draining the queue."""
     url = fresh_database(backend, f"comms_bench_email_{backend}")
     upgrade(url)
@@ -125,9 +127,13 @@ def pipeline(backend: str, port: int, prebuilt: list[tuple[str, bytes]], connect
     engine = make_engine(settings.database_url)
     seed(engine, prebuilt)
     cpu = time.process_time()
+    if profiler is not None:
+        profiler.enable()
     with timer() as took:
         Runner(settings, engine, EmailDaemon(settings, engine), once=True,
                batch_size=batch_size).run()
+    if profiler is not None:
+        profiler.disable()
     cpu = time.process_time() - cpu
     with engine.connect() as conn:
         done = conn.execute(select(func.count()).select_from(details_t)
@@ -138,6 +144,23 @@ def pipeline(backend: str, port: int, prebuilt: list[tuple[str, bytes]], connect
     return took[0], cpu
 
 
+def profile(args, port: int, prebuilt: list[tuple[str, bytes]]) -> None:  # type: ignore[no-untyped-def]
+    """One 1-connection daemon pass (the run, not the set-up) under cProfile; the top
+    functions by own and by cumulative time, to a file."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    pipeline(args.backend, port, prebuilt, 1, args.batch_size, profiler=prof)
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(60)
+    Path(args.profile).write_text(out.getvalue())
+    print(f"  profile of one 1-connection pass written to {args.profile}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=5000)
@@ -146,6 +169,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2,
                         help="interleaved rounds; the best of each is reported (noisy hosts)")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--server", choices=["smtp-sink", "aiosmtpd"], default="smtp-sink",
+                        help="the loopback SMTP server (smtp-sink falls back to aiosmtpd, "
+                        "with a note, when postfix is not installed)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="profile one 1-connection daemon pass (cProfile) into FILE")
     args = parser.parse_args()
 
     import logging
@@ -154,27 +182,45 @@ def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     from tests.servers.smtp import free_port
+    from tests.servers.smtp_sink import SmtpSink, smtp_sink_path
 
-    port = free_port()
-    ctx = mp.get_context("spawn")
-    ready, stop, counter = ctx.Event(), ctx.Event(), ctx.Value("l", 0)
-    server = ctx.Process(target=serve, args=(port, ready, stop, counter), daemon=True)
-    server.start()
-    ready.wait(30)
+    server_name = args.server
+    if server_name == "smtp-sink" and smtp_sink_path() is None:
+        print("NOTE: smtp-sink is not installed (apt-get install postfix); falling back to "
+              "aiosmtpd, which is slower than the client: the ratios below measure aiosmtpd")
+        server_name = "aiosmtpd"
+    sink = server = None
+    counter = None
+    if server_name == "smtp-sink":
+        sink = SmtpSink(backlog=256)
+        port = sink.port
+    else:
+        port = free_port()
+        ctx = mp.get_context("spawn")
+        ready, stop, counter = ctx.Event(), ctx.Event(), ctx.Value("l", 0)
+        server = ctx.Process(target=serve, args=(port, ready, stop, counter), daemon=True)
+        server.start()
+        ready.wait(30)
     runs: dict[str, list[tuple[float, float]]] = {"raw": [], "one": [], "many": []}
     try:
         prebuilt = messages(args.n)
         size = sum(len(d) for _, d in prebuilt) / len(prebuilt)
-        print(f"email: {args.n} messages of {size:,.0f} bytes, loopback aiosmtpd in a separate "
-              f"process, database {args.backend}, best of {args.repeat} interleaved rounds")
+        where = ("Postfix smtp-sink (C)" if sink else "aiosmtpd in a separate process")
+        print(f"email: {args.n} messages of {size:,.0f} bytes, loopback {where}, "
+              f"database {args.backend}, best of {args.repeat} interleaved rounds")
+        if args.profile:
+            profile(args, port, prebuilt)
         for _ in range(args.repeat):
             runs["raw"].append(raw_loop(port, prebuilt))
             runs["one"].append(pipeline(args.backend, port, prebuilt, 1, args.batch_size))
             runs["many"].append(pipeline(args.backend, port, prebuilt, args.connections,
                                          args.batch_size))
     finally:
-        stop.set()
-        server.join(30)
+        if sink is not None:
+            sink.stop()
+        if server is not None:
+            stop.set()
+            server.join(30)
     best = {k: min(v) for k, v in runs.items()}
     raw = row("bare smtplib loop, 1 connection", args.n, best["raw"][0], "msgs")
     one = row("Email daemon, 1 connection", args.n, best["one"][0], "msgs")
@@ -185,7 +231,9 @@ def main() -> None:
     print(f"  client CPU per message: bare loop {per_msg['raw']:.0f} us, daemon "
           f"{per_msg['one']:.0f} us (1 connection), {per_msg['many']:.0f} us "
           f"({args.connections} connections)")
-    print(f"  server received {counter.value} messages (expected {3 * args.repeat * args.n})")
+    if counter is not None:
+        print(f"  server received {counter.value} messages "
+              f"(expected {3 * args.repeat * args.n})")
     print(f"  peak RSS: this process {peak_rss_mb():.0f} MB, "
           f"server process {peak_rss_mb(children=True):.0f} MB")
 

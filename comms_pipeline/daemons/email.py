@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
+import structlog
+
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.states import DetailState, ErrorCode
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
-from comms_pipeline.gateways.protocols import EmailMessage, EmailSender
+from comms_pipeline.gateways.protocols import EmailMessage, EmailSender, SendResult
 from comms_pipeline.pipeline.documents import document_contents
 from comms_pipeline.queue.claims import Outcome
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
     from comms_pipeline.queue.runner import BatchContext
     from comms_pipeline.settings.config import Settings
+
+log = structlog.get_logger(__name__)
 
 NO_DOCUMENT = "NO_DOCUMENT"
 
@@ -72,8 +76,13 @@ class EmailDaemon(DeliveryHandler):
                                              completed_at=utcnow()))
             else:
                 messages.append(EmailMessage(row.id, self.mail_from, (row.address,), data))
+        sent: list[int] = []
         for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
-            outcomes.append(outcome_for(m.detail_id, res, self.media))
+            outcomes.append(outcome_for(m.detail_id, res, self.media, log_sent=False))
+            if isinstance(res, SendResult):
+                sent.append(m.detail_id)
+        if sent:  # one event per batch: per message it cost as much as the send itself
+            log.info("email.sent", count=len(sent), detail_ids=sent)
         return outcomes
 
     def close(self) -> None:

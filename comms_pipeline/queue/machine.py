@@ -64,6 +64,9 @@ class StateMachine:
     failed_state: str | None
     #: The states a row may be created in.
     births: frozenset[str] = frozenset()
+    #: The states in which a row waits for a worker (a stage): entering one starts the count
+    #: of attempts afresh, so each stage has its own tries (a merge is not a send).
+    stages: frozenset[str] = frozenset()
     #: Allowed moves: from state -> the states it may go to.
     moves: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: Run, in the changing transaction, for every change of state (after history is written).
@@ -81,6 +84,10 @@ class StateMachine:
                 what = f"born {new!r}" if old is None else f"moved from {old!r} to {new!r}"
                 raise IllegalTransition(f"a {self.kind} cannot be {what}")
 
+    def starts_stage(self, old: str | None, new: str | None) -> bool:
+        """Whether moving ``old`` -> ``new`` enters a new stage (attempts start afresh)."""
+        return new is not None and new != old and new in self.stages
+
     def changed(self, conn: Connection, new_state: str, ids: list[int]) -> None:
         for hook in self.on_change:
             hook(conn, new_state, ids)
@@ -95,6 +102,7 @@ HEADERS = StateMachine(
     state_column="status",
     error_columns=("status_code", "status_reason"),
     failed_state=H.ERROR,
+    stages=frozenset({H.AWAITING_PROCESSING, H.AWAITING_EVENT_RESOLUTION}),
     births=frozenset({H.AWAITING_PROCESSING, H.AWAITING_EVENT_RESOLUTION, H.PROCESSED,
                       H.NOT_SENT, H.OPTED_OUT, H.ERROR, H.CANCELLED}),
     moves={
@@ -111,6 +119,7 @@ DETAILS = StateMachine(
     state_column="state",
     error_columns=("error_code", "error_description"),
     failed_state=D.REJECTED,
+    stages=frozenset(_PENDING),
     births=frozenset({*_PENDING, D.REJECTED, D.COMPLETED}),
     moves={
         D.AWAITING_MERGE: frozenset({D.AWAITING_SEND, D.AWAITING_EXTERNAL, D.COMPLETED,

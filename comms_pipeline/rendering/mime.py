@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from email import policy as email_policy
 from email.errors import HeaderParseError, MessageError
 from email.header import decode_header, make_header
-from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, AddressHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from html import escape
@@ -24,6 +24,7 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.rendering.header_words import fold_addresses, fold_unstructured
 
 #: A host name (letters, digits and hyphens in dot-separated labels) or an address literal.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -77,13 +78,37 @@ class _UnfoldedHeader(UnstructuredHeader):
         return f"{self.name}: {self}{policy.linesep}"
 
 
+class _EncodedTextHeader(UnstructuredHeader):
+    """Subject: written by :mod:`.header_words`, not by Python's folder, which
+    loses spaces between encoded words (python/cpython#144156)."""
+
+    max_count = 1
+
+    def fold(self, *, policy):  # type: ignore[no-untyped-def, override]
+        return fold_unstructured(self.name, str(self), policy.linesep)
+
+
+class _EncodedAddressHeader(AddressHeader):
+    """From / To / Reply-To: display names written by :mod:`.header_words`."""
+
+    max_count = 1
+
+    def fold(self, *, policy):  # type: ignore[no-untyped-def, override]
+        return fold_addresses(self.name, [(a.display_name, a.addr_spec)
+                                          for a in self.addresses], policy.linesep)
+
+
 def _make_policy() -> email_policy.EmailPolicy:
     registry = HeaderRegistry()
     registry.map_to_type("list-unsubscribe", _UnfoldedHeader)
+    registry.map_to_type("subject", _EncodedTextHeader)
+    for name in ("from", "to", "reply-to"):
+        registry.map_to_type(name, _EncodedAddressHeader)
     return email_policy.SMTP.clone(header_factory=registry)
 
 
-#: CRLF line endings and 78-column folding (RFC 2047 encoded words for non-ASCII text).
+#: CRLF line endings and 78-column folding; the headers whose text comes from data are
+#: encoded by :mod:`~comms_pipeline.rendering.header_words` (exact text back in every decoder).
 POLICY = _make_policy()
 _PARSER = HeaderRegistry()
 

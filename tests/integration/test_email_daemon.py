@@ -221,10 +221,10 @@ def test_plain_auth_and_a_wrong_password(sqlite_url, make_engine_for):
     assert server.handler.logins == ["comms"]
 
 
-def test_dkim_signature_verifies(sqlite_url, smtp_server, make_engine_for, tmp_path):
+def _dkim_key(tmp_path) -> tuple[str, bytes]:  # type: ignore[no-untyped-def]
+    """A fresh RSA key file and the DNS TXT record that publishes it."""
     import base64
 
-    import dkim
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -235,10 +235,16 @@ def test_dkim_signature_verifies(sqlite_url, smtp_server, make_engine_for, tmp_p
                                            serialization.NoEncryption()))
     public = key.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    txt = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    return str(key_file), b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def test_dkim_signature_verifies(sqlite_url, smtp_server, make_engine_for, tmp_path):
+    import dkim
+
+    key_file, txt = _dkim_key(tmp_path)
     settings, engine = make_engine_for(sqlite_url, **smtp_server.env(
         COMMS_GATEWAYS_EMAIL_DKIM_SELECTOR="s1", COMMS_GATEWAYS_EMAIL_DKIM_DOMAIN="example.com",
-        COMMS_GATEWAYS_EMAIL_DKIM_KEY_FILE=str(key_file)))
+        COMMS_GATEWAYS_EMAIL_DKIM_KEY_FILE=key_file))
     add_entries(engine, "email", 1)
     run_once(settings, engine)
 
@@ -248,6 +254,41 @@ def test_dkim_signature_verifies(sqlite_url, smtp_server, make_engine_for, tmp_p
     assert dkim.verify(message.data, dnsfunc=lambda name, timeout=5: dns.get(name))
     tampered = message.data.replace(b"Hello", b"Jello")
     assert not dkim.verify(tampered, dnsfunc=lambda name, timeout=5: dns.get(name))
+
+
+def test_dkim_signs_the_one_click_unsubscribe_headers(sqlite_url, smtp_server, make_engine_for,
+                                                      tmp_path):
+    """RFC 8058 section 4: List-Unsubscribe and List-Unsubscribe-Post are under the signature."""
+    import dkim
+
+    from comms_pipeline.rendering.mime import MessageSpec, build_message, parse_mailbox
+
+    key_file, txt = _dkim_key(tmp_path)
+    settings, engine = make_engine_for(sqlite_url, **smtp_server.env(
+        COMMS_GATEWAYS_EMAIL_DKIM_SELECTOR="s1", COMMS_GATEWAYS_EMAIL_DKIM_DOMAIN="example.com",
+        COMMS_GATEWAYS_EMAIL_DKIM_KEY_FILE=key_file))
+    url = "https://comms.example.com/u?t=abc.def"
+
+    def marketing(i: int, to: str) -> bytes:
+        return build_message(MessageSpec(
+            sender=parse_mailbox("Offers <offers@example.com>"), to=parse_mailbox(to),
+            subject="Our spring offers", text="Hello", unsubscribe_url=url))[0]
+
+    add_entries(engine, "email", 1, content=marketing)
+    run_once(settings, engine)
+
+    (message,) = smtp_server.messages
+    dns = {b"s1._domainkey.example.com.": txt}
+    verify = lambda data: dkim.verify(data, dnsfunc=lambda name, timeout=5: dns.get(name))  # noqa: E731
+    assert verify(message.data)
+    signature = message.message()["DKIM-Signature"]
+    tags = dict(t.strip().split("=", 1) for t in "".join(signature.split()).split(";") if t)
+    assert {"list-unsubscribe", "list-unsubscribe-post"} <= set(tags["h"].lower().split(":"))
+    assert message.message()["List-Unsubscribe"] == f"<{url}>"
+    # Changing either header (a relay rewriting the link, say) breaks the signature.
+    assert not verify(message.data.replace(b"t=abc.def", b"t=abc.xyz"))
+    assert not verify(message.data.replace(b"List-Unsubscribe=One-Click",
+                                           b"List-Unsubscribe=Two-Click"))
 
 
 def test_processing_rules_expiry_and_external_entries(sqlite_url, smtp_server, make_engine_for):

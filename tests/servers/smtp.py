@@ -2,6 +2,11 @@
 demand: chosen recipients answered with 4xx/5xx, DATA answered with queued replies, the
 connection dropped before the DATA reply, the whole server stopped and started again on the
 same port. Also a self-signed certificate for STARTTLS / implicit TLS tests.
+
+It is strict about the command sequence as Postfix is: a transaction refused at the end of
+DATA keeps its sender until the client sends RSET, and a MAIL before that RSET is answered
+``503 5.5.1 Error: nested MAIL command`` (aiosmtpd alone forgets the sender after any DATA
+reply). After a refused RCPT aiosmtpd already keeps the sender, as Postfix does.
 """
 
 from __future__ import annotations
@@ -53,11 +58,40 @@ class RecordingHandler:
         self.messages: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}   # recipient -> reply (e.g. "550 5.1.1 no")
         self.data_replies: deque[str] = deque()  # next DATA replies, instead of accepting
+        self.data_reply_for: dict[str, str] = {}  # recipient -> end-of-DATA reply (refusal)
+        self.mail_replies: deque[str | None] = deque()  # next MAIL replies (None: accept)
         self.drop_before_data_reply = 0          # abort the connection this many times
         self.drop_after_taking = 0               # take the message, then abort: reply lost
         self.logins: list[str] = []
+        #: Postfix's sequence rule (see the module docstring); ``False`` = aiosmtpd's leniency.
+        self.strict = True
+        self.pipelining = False                  # offer PIPELINING (RFC 2920) in EHLO
+        self.nested_mail = 0                     # MAIL commands answered 503 (nested)
+        self.resets = 0                          # RSET commands received
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.strict and getattr(session, "refused_sender", None):
+            self.nested_mail += 1
+            return "503 5.5.1 Error: nested MAIL command"
+        reply = self.mail_replies.popleft() if self.mail_replies else None
+        if reply is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RSET(self, server, session, envelope):
+        session.refused_sender = None
+        self.resets += 1
+        return "250 2.0.0 Ok"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.rcpt_replies.get(address)
@@ -71,8 +105,14 @@ class RecordingHandler:
             self.drop_before_data_reply -= 1
             server.transport.abort()
             return "451 4.3.0 never seen by the client"
-        if self.data_replies:
-            return self.data_replies.popleft()
+        reply = next((self.data_reply_for[r] for r in envelope.rcpt_tos
+                      if r in self.data_reply_for), None)
+        if reply is None and self.data_replies:
+            reply = self.data_replies.popleft()
+        if reply is not None:
+            if not reply.startswith("2"):
+                session.refused_sender = envelope.mail_from  # until RSET, as Postfix does
+            return reply
         queue_id = f"Q{next(self._ids):06d}"
         with self._lock:
             self.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos),

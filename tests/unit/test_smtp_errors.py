@@ -23,6 +23,7 @@ from comms_pipeline.gateways.smtp import (
     (421, TransientGatewayError), (450, TransientGatewayError), (451, TransientGatewayError),
     (452, TransientGatewayError), (550, PermanentGatewayError), (552, PermanentGatewayError),
     (554, PermanentGatewayError), (354, TransientGatewayError),
+    (503, TransientGatewayError),  # bad sequence: our session state, not the message
 ])
 def test_reply_codes(code, kind):
     err = reply_error(code, b"4.2.0  some   text\r\n")
@@ -92,3 +93,15 @@ def test_unlimited_rate_never_sleeps(monkeypatch):
     limiter = RateLimiter(0)
     for _ in range(3):
         limiter.wait()
+
+
+def test_end_of_data_is_dot_stuffed_and_terminated():
+    assert smtp._end_of_data(b"a\r\n.b\r\n..c\r\n") == b"a\r\n..b\r\n...c\r\n.\r\n"
+    assert smtp._end_of_data(b".x") == b"..x\r\n.\r\n"
+    assert smtp._end_of_data(b"plain\r\n") == b"plain\r\n.\r\n"
+
+
+@pytest.mark.parametrize("address", ["a@example.com", "o'brien+tag@mail.example.org",
+                                     '"two words"@example.com', "user@[127.0.0.1]", ""])
+def test_bracketed_address_matches_smtplib(address):
+    assert smtp._bracketed(address) == smtplib.quoteaddr(address)

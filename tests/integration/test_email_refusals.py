@@ -1,0 +1,171 @@
+"""Refused transactions on a kept-open SMTP connection never poison the next message.
+
+The loopback server keeps a refused transaction's sender until RSET, as Postfix does, and
+answers a MAIL before that ``503 5.5.1 Error: nested MAIL command``. One test also runs
+Postfix's own ``smtp-sink`` (Debian's ``postfix`` package, installed by ``.ci/services``).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from comms_pipeline.core.clock import utcnow
+from comms_pipeline.gateways.smtp import SmtpLane
+from comms_pipeline.store.models import details_t
+from tests.conftest import require_service
+from tests.integration.documents_factory import add_entries, details
+from tests.integration.test_email_daemon import run_once
+from tests.servers.smtp import smtp_server  # noqa: F401
+from tests.servers.smtp_sink import SmtpSink, smtp_sink_path
+
+
+def _due_now(engine, ids) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        conn.execute(update(details_t).where(details_t.c.id.in_(ids))
+                     .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def _kind(i: int) -> str:
+    return ("good", "soft-data", "good", "hard-data", "good", "soft-rcpt", "good",
+            "hard-rcpt")[i % 8]
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+def test_refusals_mixed_with_good_messages_on_one_connection(db_url, smtp_server,
+                                                             make_engine_for, pipelining,
+                                                             monkeypatch):
+    smtp_server.handler.pipelining = pipelining
+    pipelined = _count_pipelined(monkeypatch)
+    settings, engine = make_engine_for(db_url, COMMS_CLAIMS_BACKOFF_BASE_SECONDS="600",
+                                       COMMS_DAEMONS_BATCH_SIZE="100", **smtp_server.env())
+    handler = smtp_server.handler
+    ids = add_entries(engine, "email", 40, address=lambda i: f"{_kind(i)}-{i}@example.com")
+    kinds = dict(zip(ids, (_kind(i) for i in range(40)), strict=True))
+    for i in range(40):
+        to = f"{_kind(i)}-{i}@example.com"
+        reply = {"soft-data": "451 4.3.0 Temporary lookup failure",
+                 "hard-data": "554 5.7.1 Message refused as spam",
+                 "soft-rcpt": "450 4.2.0 Mailbox busy",
+                 "hard-rcpt": "550 5.1.1 No such user here"}.get(_kind(i))
+        if _kind(i).endswith("-data"):
+            handler.data_reply_for[to] = reply
+        elif reply:
+            handler.rcpt_replies[to] = reply
+
+    run_once(settings, engine)
+
+    rows = details(engine, ids)
+    by_kind: dict[str, set] = {}
+    for detail_id, kind in kinds.items():
+        by_kind.setdefault(kind, set()).add(
+            (rows[detail_id]["state"], rows[detail_id]["error_code"]))
+    assert by_kind == {"good": {("completed", None)},
+                       "soft-data": {("awaiting_send", "451")},
+                       "hard-data": {("rejected", "554")},
+                       "soft-rcpt": {("awaiting_send", "450")},
+                       "hard-rcpt": {("rejected", "550")}}
+    assert handler.nested_mail == 0  # every refusal ended with RSET before the next MAIL
+    assert len({m.peer for m in smtp_server.messages}) == 1  # one kept-open connection
+
+    # The soft refusals clear up and their backoff passes: each goes through, once.
+    handler.data_reply_for.clear()
+    handler.rcpt_replies.clear()
+    soft = [i for i, k in kinds.items() if k.startswith("soft")]
+    _due_now(engine, soft)
+    run_once(settings, engine)
+    rows = details(engine, ids)
+    assert {rows[i]["state"] for i in soft} == {"completed"}
+    counts = Counter(handler.message_ids())
+    assert len(counts) == 30 and set(counts.values()) == {1}  # 20 good + 10 soft, none lost
+    assert bool(pipelined) == pipelining
+
+
+def _count_pipelined(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """Which path the gateway took: pipelined transactions are counted."""
+    calls: list[int] = []
+    original = SmtpLane._pipelined
+
+    def counting(self, *args):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(SmtpLane, "_pipelined", counting)
+    return calls
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+def test_a_503_is_out_of_step_never_a_verdict_on_the_message(sqlite_url, smtp_server,
+                                                            make_engine_for, pipelining):
+    smtp_server.handler.pipelining = pipelining
+    settings, engine = make_engine_for(sqlite_url, COMMS_CLAIMS_BACKOFF_BASE_SECONDS="600",
+                                       **smtp_server.env())
+    ids = add_entries(engine, "email", 3)
+    # Once: sent again on a fresh session straight away. Twice in a row: kept for a retry.
+    smtp_server.handler.mail_replies.extend([
+        "503 5.5.1 Error: nested MAIL command", None, None,
+        "503 5.5.1 Error: nested MAIL command", "503 5.5.1 Error: nested MAIL command"])
+    run_once(settings, engine)
+    rows = [details(engine, ids)[i] for i in ids]
+    assert [(r["state"], r["error_code"]) for r in rows] == [
+        ("completed", None), ("completed", None), ("awaiting_send", "503")]
+    assert rows[2]["next_attempt_at"] > utcnow()
+    _due_now(engine, ids)
+    run_once(settings, engine)
+    assert details(engine, ids)[ids[2]]["state"] == "completed"
+    assert len(smtp_server.messages) == 3
+
+
+def test_postfix_smtp_sink_refusing_then_taking(db_url, make_engine_for, monkeypatch):
+    """Postfix's smtp-sink refusing every end-of-DATA with 450, then taking everything."""
+    require_service(smtp_sink_path() is not None,
+                    "smtp-sink (Debian package postfix, see .ci/services)")
+    refusing = SmtpSink("-r", ".")
+    try:
+        settings, engine = make_engine_for(db_url, COMMS_CLAIMS_BACKOFF_BASE_SECONDS="600",
+                                           **refusing.env())
+        ids = add_entries(engine, "email", 12)
+        run_once(settings, engine)
+    finally:
+        refusing.stop()
+    rows = details(engine, ids)
+    assert {(r["state"], r["error_code"], r["attempts"]) for r in rows.values()} == {
+        ("awaiting_send", "450", 1)}  # soft: every one kept for a retry, none rejected
+
+    taking = SmtpSink()  # offers PIPELINING (the refusing one does not: -r implies -p)
+    pipelined = _count_pipelined(monkeypatch)
+    try:
+        settings, engine = make_engine_for(db_url, **taking.env())
+        _due_now(engine, ids)
+        run_once(settings, engine)
+    finally:
+        taking.stop()
+    assert len(pipelined) == 12
+    rows = details(engine, ids)
+    assert {(r["state"], r["error_code"], r["attempts"]) for r in rows.values()} == {
+        ("completed", None, 2)}
+    assert {r["gateway_status"][:3] for r in rows.values()} == {"250"}
+
+
+def test_pipelined_messages_arrive_intact(sqlite_url, smtp_server, make_engine_for, monkeypatch):
+    """Dot-stuffing and the envelope are right on the pipelined path."""
+    from tests.integration.documents_factory import make_eml
+
+    smtp_server.handler.pipelining = True
+    pipelined = _count_pipelined(monkeypatch)
+    settings, engine = make_engine_for(sqlite_url, **smtp_server.env())
+    body = "line one\n.starts with a dot\n..two dots\n."
+    ids = add_entries(engine, "email", 3, content=lambda i, to: make_eml(to, body=body))
+    run_once(settings, engine)
+    assert {r["state"] for r in details(engine, ids).values()} == {"completed"}
+    assert len(pipelined) == 3
+    for received in smtp_server.messages:
+        parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+        text = parsed.get_body(("plain",)).get_content()
+        assert text.splitlines() == body.splitlines()
+        assert received.rcpt_tos[0].endswith("@example.com")
