@@ -142,6 +142,7 @@ class ErrorCode(StrEnum):
     STORAGE_FULL = "STORAGE_FULL"
     #: The local folder is on a read-only filesystem.
     STORAGE_READ_ONLY = "STORAGE_READ_ONLY"
+    HEADER_INJECTION = "HEADER_INJECTION"
 
 
 #: SPEC's processing rules keep these exact messages.

@@ -29,7 +29,9 @@ from comms_pipeline.pipeline.merge_data import (
 from comms_pipeline.pipeline.tracking import Tracker, record_links
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.queue.work_queues import merge_queue
+from comms_pipeline.rendering import TemplateError
 from comms_pipeline.rendering.mime import (
+    HeaderInjection,
     InvalidMessage,
     MessageSpec,
     build_message,
@@ -100,13 +102,22 @@ class EmailMonitorJob(MergeJob):
             unsubscribe = unsubscribe_link(self.settings.email.unsubscribe_url, token)
         html, links = item.html, []
         if html and row.id in self._tracked:  # links rewritten, pixel added (Web API tracking)
-            tracked = self.tracker.rewrite(row.id, html)
+            try:
+                tracked = self.tracker.rewrite(row.id, html)
+            except TemplateError as exc:
+                raise MergeRejected(ErrorCode.TEMPLATE_ERROR, str(exc)) from None
             html, links = tracked.html, [tracked]
-        data, message_id = build_message(MessageSpec(
-            sender=self.sender, reply_to=self.reply_to, to=to, subject=item.subject,
-            text=text, html=html, message_id_domain=self.settings.email.message_id_domain,
-            unsubscribe_url=unsubscribe,
-        ))
+        try:
+            data, message_id = build_message(MessageSpec(
+                sender=self.sender, reply_to=self.reply_to, to=to, subject=item.subject,
+                text=text, html=html, message_id_domain=self.settings.email.message_id_domain,
+                unsubscribe_url=unsubscribe,
+            ))
+        except HeaderInjection as exc:  # a value that would have written a header of its own
+            raise MergeRejected(ErrorCode.HEADER_INJECTION, f"{exc}; the email was not sent") \
+                from None
+        except InvalidMessage as exc:
+            raise MergeRejected(ErrorCode.TEMPLATE_ERROR, str(exc)) from None
         log.info("email.merged", detail_id=row.id, message_id=message_id, size=len(data),
                  language=item.language)
         return Outcome.done(row.id, next_state(row), subject=item.subject, body=text,

@@ -6,7 +6,8 @@ communications of notification runs only), the Email Monitor passes each email's
 ``<id>`` is a random opaque id whose destination is recorded in ``tracking_links`` — the click
 endpoint redirects only there, never to a URL taken from the request, so there is no open
 redirect. An invisible ``<tracking>/t/o/<token>.gif`` is added; its token is the detail id
-signed with the dynamic links' secret, so a guessed or altered token records nothing.
+signed with the dynamic links' secret and timestamped, so a guessed or altered token records
+nothing, and one older than ``[links] max_age_days`` records nothing either.
 Dynamic links (consent, acceptances) are left alone: they act on their own signed tokens.
 """
 
@@ -19,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import case, exists, func, insert, literal, select
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline.links import link_secret
+from comms_pipeline.rendering import TemplateError
+from comms_pipeline.rendering.sandbox import Budget, SandboxError
 from comms_pipeline.store.models import (
     details_t,
     headers_t,
@@ -40,8 +43,41 @@ events_t = tracking_events_t
 OPEN_SALT = "comms.tracking.open"
 USER_AGENT_MAX = 300
 
-_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)')""", re.I | re.S)
+_A_TAG = re.compile(r"<a\b", re.I)
+_HREF_NAME = re.compile(r"\bhref\s*=\s*(?=[\"'])", re.I)
 _BODY_END = re.compile(r"</body\s*>", re.I)
+#: Links looked at between two looks at the render budget's clock.
+_TICK_EVERY = 64
+
+
+class _NextMatch:
+    """``pattern.search(text, at)`` in amortised linear time over increasing ``at``."""
+
+    def __init__(self, pattern: re.Pattern[str], text: str) -> None:
+        self.pattern, self.text = pattern, text
+        self.found: re.Match[str] | None = None
+        self.done = False
+
+    def find(self, at: int) -> re.Match[str] | None:
+        if self.done or (self.found is not None and self.found.start() >= at):
+            return self.found
+        self.found = self.pattern.search(self.text, at)
+        self.done = self.found is None
+        return self.found
+
+
+class _NextChar:
+    """``text.find(char, at)`` in amortised linear time over increasing ``at``: a found
+    position serves every later search before it, and "none left" serves all of them."""
+
+    def __init__(self, text: str, char: str) -> None:
+        self.text, self.char, self.found = text, char, -2
+
+    def find(self, at: int) -> int:
+        if self.found == -1 or self.found >= at:
+            return self.found
+        self.found = self.text.find(self.char, at)
+        return self.found
 
 
 @dataclass
@@ -63,18 +99,19 @@ class Tracker:
         links = settings.links
         self._skip = tuple(p for p in (links.base_url, self.base_url + "/t/") if p)
         self._settings = settings
-        self._signer: URLSafeSerializer | None = None
+        self._signer: URLSafeTimedSerializer | None = None
+        self.max_age = links.max_age_days * 86400
 
     @property
     def enabled(self) -> bool:
         return self.mode != "off"
 
     @property
-    def signer(self) -> URLSafeSerializer:
+    def signer(self) -> URLSafeTimedSerializer:
         if self._signer is None:
             secret = link_secret(self._settings.links,
                                  getattr(self._settings, "var_dir", None))
-            self._signer = URLSafeSerializer(secret, salt=OPEN_SALT)
+            self._signer = URLSafeTimedSerializer(secret, salt=OPEN_SALT)
         return self._signer
 
     def tracked_ids(self, conn: Connection, detail_ids: Sequence[int]) -> set[int]:
@@ -90,28 +127,62 @@ class Tracker:
     def open_token(self, detail_id: int) -> str:
         return str(self.signer.dumps(detail_id))
 
-    def opened_detail(self, token: str) -> int | None:
-        """The detail id of a pixel token, or None when it is not one of ours."""
+    def opened_detail(self, token: str, max_age: float | None = None) -> int | None:
+        """The detail id of a pixel token, or None when it is not one of ours, has expired
+        (``[links] max_age_days``) or, though signed by us, holds no detail id."""
         try:
-            value = self.signer.loads(token)
-        except BadSignature:
+            value = self.signer.loads(token, max_age=self.max_age if max_age is None
+                                      else max_age)
+        except (BadData, ValueError, TypeError):  # bad or expired signature, unreadable value
             return None
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2 ** 63:
+            return value
+        return None
 
     def rewrite(self, detail_id: int, body: str) -> TrackedHtml:
-        """Rewrite links and add the pixel (no database access: see :func:`record_links`)."""
-        tracked = TrackedHtml(detail_id, body)
+        """Rewrite links and add the pixel (no database access: see :func:`record_links`).
 
-        def swap(match: re.Match[str]) -> str:
-            raw = match.group(2) if match.group(2) is not None else match.group(3)
-            url = html.unescape(raw).strip()
+        One pass over the body: each ``<a`` tag is read up to its ``>`` and the scan goes on
+        after it, so a body of thousands of unclosed ``<a`` fragments costs what its length
+        does; the render's time limit applies as well.
+        """
+        tracked = TrackedHtml(detail_id, body)
+        budget = Budget()
+        closers = {">": _NextChar(body, ">"), '"': _NextChar(body, '"'),
+                   "'": _NextChar(body, "'")}
+        hrefs = _NextMatch(_HREF_NAME, body)
+        parts: list[str] = []
+        pos = copied = seen = 0
+        while (tag := _A_TAG.search(body, pos)) is not None:
+            seen += 1
+            if not seen % _TICK_EVERY:
+                try:
+                    budget.tick()
+                except SandboxError as exc:
+                    raise TemplateError(f"tracking the email's links: {exc}") from None
+            end = closers[">"].find(tag.end())
+            limit = end if end >= 0 else len(body)
+            pos = end + 1 if end >= 0 else tag.end()
+            name = hrefs.find(tag.end())
+            while name is not None and name.start() < limit:
+                quote_at = name.end()
+                close = closers[body[quote_at]].find(quote_at + 1)
+                if close >= 0:
+                    break
+                name = hrefs.find(name.end())  # an unclosed value: a later href may do
+            else:
+                continue
+            pos = close + 1  # as the old pattern did: an ``<a`` after the value is a new tag
+            url = html.unescape(body[quote_at + 1:close]).strip()
             if not url.lower().startswith(("http://", "https://")) or url.startswith(self._skip):
-                return match.group(0)
+                continue
             link_id = secrets.token_urlsafe(16)
             tracked.links.append({"id": link_id, "detail_id": detail_id, "url": url})
-            return f'{match.group(1)}"{html.escape(self.base_url + "/t/c/" + link_id)}"'
-
-        rewritten = _HREF.sub(swap, body)
+            parts += [body[copied:quote_at],
+                      f'"{html.escape(self.base_url + "/t/c/" + link_id)}"']
+            copied = close + 1
+        parts.append(body[copied:])
+        rewritten = "".join(parts)
         pixel = (f'<img src="{html.escape(self.base_url)}/t/o/{self.open_token(detail_id)}.gif" '
                  'width="1" height="1" alt="" style="display:none">')
         ends = list(_BODY_END.finditer(rewritten))

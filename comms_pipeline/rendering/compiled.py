@@ -88,23 +88,46 @@ class CompiledTemplate:
             text = velocity.merge(self.tree, dict(context), budget)
         except Exception as exc:  # every failure becomes a TemplateError
             cause, offset = velocity.execution_failure(exc)
-            if isinstance(cause, SandboxError):
-                message = str(cause)
-            elif isinstance(cause, RecursionError):
-                message = "template recursion is too deep"
-            else:
-                message = f"{type(cause).__name__}: {cause}"
-            raise self._error(message, offset) from None
+            raise self._error(failure_message(cause), offset) from None
         return Rendered(text, list(budget.missing))
+
+
+def failure_message(cause: BaseException) -> str:
+    """What a render failure means, in the product's words: our own refusals as they are,
+    anything else by its kind (Python's own messages name its internals, never shown)."""
+    if isinstance(cause, SandboxError):
+        return str(cause)
+    if isinstance(cause, RecursionError):
+        return "template recursion is too deep"
+    if isinstance(cause, MemoryError):
+        return "the template needs more memory than a render may use"
+    if isinstance(cause, ZeroDivisionError):
+        return "division by zero"
+    if isinstance(cause, OverflowError) or (
+            isinstance(cause, ValueError) and "digits" in str(cause)):
+        return "number too large"
+    if isinstance(cause, ArithmeticError):
+        return "a calculation with a value that is not a valid number"
+    if isinstance(cause, TypeError):
+        if "argument" in str(cause):
+            return "a method was given the wrong number or kind of values"
+        return "a value of the wrong kind for this operation"
+    if isinstance(cause, ValueError | LookupError):
+        return "a value that cannot be used here"
+    return "the template could not be rendered here"
 
 
 def _parse_message(exc: Exception) -> str:
     if isinstance(exc, velocity.ForbiddenDirective):
         return str(exc)
+    if not isinstance(exc, velocity.V.TemplateSyntaxError):  # e.g. int() of a literal
+        if isinstance(exc, ValueError) and "digits" in str(exc):
+            return "syntax error: a number in the template is too large"
+        return "syntax error"
     text = str(exc)
     if text.startswith("line ") and ": " in text:
         text = text.split(": ", 1)[1]  # airspeed's own line/column are of the translation
-    return f"syntax error: {text}" if text else f"syntax error ({type(exc).__name__})"
+    return f"syntax error: {text}" if text else "syntax error"
 
 
 @lru_cache(maxsize=4096)

@@ -43,7 +43,15 @@ class InvalidMessage(CommsError):
 #: ``=0D=0A`` inside one would become a real line break, i.e. a new header (CPython
 #: gh-121650). So values are taken as their decoded text, cleaned, before they reach a header.
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+#: The start of anything Python's header parser may take for an encoded word: it is more
+#: lenient than RFC 2047 (spaces inside a word are accepted), so what is left after decoding
+#: is defused by its start, whatever follows.
+_WORD_START = re.compile(r"=\?(?=[^?]*\?[bBqQ]\?)")
 _DECODE_ROUNDS = 4
+
+
+class HeaderInjection(InvalidMessage):
+    """A value would have written a header line of its own (refused, never sent)."""
 
 
 def _one_line(value: str) -> str:
@@ -53,17 +61,25 @@ def _one_line(value: str) -> str:
 def clean_header_text(value: str | None) -> str:
     """One line of text: control characters and line breaks become single spaces, and
     encoded words are replaced by the cleaned text they stand for (what a reader would see),
-    so nothing in the value can turn into a line break when the header is written."""
+    so nothing in the value can turn into a line break when the header is written.
+
+    Words that cannot be decoded (an unknown charset) are defused and kept as text. A value
+    that still holds encoded-word syntax after decoding (words that decode to more words,
+    deeper than anyone writes by accident, or words only Python's lenient parser reads) is an
+    injection attempt: refused with :class:`HeaderInjection`, never sent.
+    """
     text = _one_line(value or "")
     for _ in range(_DECODE_ROUNDS):
         if _ENCODED_WORD.search(text) is None:
-            return text
+            break
         try:
             text = _one_line(str(make_header(decode_header(text))))
         except (HeaderParseError, LookupError, UnicodeError, ValueError):
-            break
-    # Undecodable, or nested deeper than anyone writes by accident: defuse the syntax.
-    return _ENCODED_WORD.sub(lambda m: m.group().replace("=?", "= ?"), text)
+            return _WORD_START.sub("= ?", text)  # undecodable (a charset we lack): as text
+    if _WORD_START.search(text) is not None:
+        raise HeaderInjection("a header value holds encoded words (=?...?=) that are nested "
+                              "or cannot be decoded")
+    return text
 
 
 class _UnfoldedHeader(UnstructuredHeader):
@@ -209,7 +225,7 @@ def _check_header_lines(data: bytes, names: set[str]) -> None:
             continue
         name = line.split(b":", 1)[0].decode("ascii", "replace").lower()
         if ":" not in line.decode("ascii", "replace") or name not in names:
-            raise InvalidMessage("a header value would have added a line of its own")
+            raise HeaderInjection("a header value would have added a line of its own")
 
 
 def _lf_lines(body: str) -> str:

@@ -10,8 +10,15 @@ and output write through the functions below instead:
 * a call is allowed only for a short list of pure Velocity-style methods per data type and for
   the listed methods of :class:`Helper` objects (the ``$fmt`` formatters);
 * operators refuse string repetition and ``%`` formatting, and cap numbers and lengths;
-* output size, loop sizes, macro depth and render time are capped by a per-render
-  :class:`Budget` (breach -> :class:`SandboxError`, reported as a ``TemplateError``).
+* output size, loop sizes, macro depth, render time and the bytes a render produces are
+  capped by a per-render :class:`Budget` (breach -> :class:`SandboxError`, reported as a
+  ``TemplateError``). Time is charged on every evaluation step (a value, an operator, a call,
+  a literal), weighted by the text or list it works on, and the clock is read every
+  :data:`STEP_CHECK` units, so no single expression can run past the limit; memory is charged
+  for every string, list and map the sandbox makes (call results, ``+``, literals) and given
+  back when a value is freed (a variable set anew, a loop iteration's own variables, a value
+  made only to be written), so a template cannot keep thousands of large distinct values alive
+  while building a list or a text step by step stays within the budget.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from __future__ import annotations
 import contextvars
 import html
 import operator
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from datetime import time as dt_time
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -37,6 +46,7 @@ class SafeHtml(str):
     __slots__ = ()
 
 
+
 @dataclass(frozen=True)
 class Limits:
     max_output: int = 1_000_000
@@ -44,13 +54,20 @@ class Limits:
     max_items: int = 10_000
     max_depth: int = 32
     max_int_bits: int = 256
+    #: Bytes of strings, lists and maps a render may produce in all (never freed while it runs).
+    max_memory: int = 32 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()
+#: Values whose bytes a render is charged for (exact types: checked on a hot path).
+_HELD_TYPES = frozenset({str, SafeHtml, list, dict, tuple})
+#: Work units (a step, or about 1 KB of text scanned) between two looks at the clock.
+STEP_CHECK = 1024
 
 
 class Budget:
-    """Per-render allowance of output, time and macro depth; ``html`` selects escaping.
+    """Per-render allowance of output, time, memory and macro depth; ``html`` selects
+    escaping.
 
     ``required`` (the data roots whose values must be there, see
     :func:`comms_pipeline.rendering.context.required_roots`) turns on the missing-data check:
@@ -59,8 +76,8 @@ class Budget:
     quiet ``$!{...}``, which stays optional).
     """
 
-    __slots__ = ("deadline", "depth", "html", "left", "limits", "missing", "required", "tags",
-                 "writes")
+    __slots__ = ("deadline", "depth", "held", "html", "left", "limits", "missing",
+                 "release_above", "required", "steps", "tags", "writes")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS, html: bool = False,
                  required: frozenset[str] | None = None,
@@ -70,6 +87,10 @@ class Budget:
         self.left = limits.max_output
         self.depth = 0
         self.writes = 0
+        self.steps = STEP_CHECK
+        self.held = 0
+        #: Freed values are looked for only above this (an eighth of the budget): cheap paths.
+        self.release_above = limits.max_memory >> 3
         self.deadline = time.monotonic() + limits.timeout
         self.required = required
         self.tags = tags
@@ -92,6 +113,30 @@ class Budget:
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
             raise SandboxError(f"rendering took longer than {self.limits.timeout:g} s")
+
+    def step(self, cost: int = 1) -> None:
+        """Charge ``cost`` units of work; look at the clock every :data:`STEP_CHECK` units."""
+        self.steps -= cost
+        if self.steps < 0:
+            self.steps = STEP_CHECK
+            self.tick()
+
+    def hold(self, value: Any) -> Any:
+        """Charge the bytes of a string, list or map the render made; return ``value``."""
+        if type(value) in _HELD_TYPES:
+            size = sys.getsizeof(value)
+            self.held += size
+            if self.held > self.limits.max_memory:
+                raise SandboxError(f"the template holds more than "
+                                   f"{self.limits.max_memory // (1024 * 1024)} MB of values")
+            self.steps -= 1 + (size >> 10)
+            if self.steps < 0:
+                self.step(0)
+        return value
+
+    def release(self, value: Any) -> None:
+        """A value the render made is no longer held (a variable set anew freed it)."""
+        self.held = max(0, self.held - sys.getsizeof(value))
 
 
 _current: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
@@ -168,7 +213,7 @@ def index(obj: Any, key: Any) -> Any:
             return None
     if isinstance(obj, list | tuple | str | range):
         if not isinstance(key, int) or isinstance(key, bool):
-            raise SandboxError(f"a list index must be an integer, not {type(key).__name__}")
+            raise SandboxError(f"a list index must be a whole number, not {kind(key)}")
         try:
             return obj[key]
         except IndexError:
@@ -228,12 +273,47 @@ MAP_METHODS: dict[str, Callable[..., Any]] = {
 ALL_METHOD_NAMES = frozenset(STR_METHODS) | frozenset(LIST_METHODS) | frozenset(MAP_METHODS)
 
 
+def kind(value: Any) -> str:
+    """What a value is, in the words of the template language (never a Python type name)."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a yes/no value"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, int | float | Decimal):
+        return "a number"
+    if isinstance(value, date):
+        return "a date"
+    if isinstance(value, list | tuple | range):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a map"
+    if isinstance(value, Helper):
+        return "a helper"
+    return "a value"
+
+
+def _work(value: Any) -> int:
+    """Work units of scanning ``value``: one per 256 characters or items it holds."""
+    return len(value) >> 8 if type(value) in _HELD_TYPES else 0
+
+
 def call(obj: Any, name: str, args: list[Any]) -> Any:
     """``$obj.name(args)``: an allow-listed method of plain data or of a :class:`Helper`."""
-    _refuse_private(name)
+    if name[:1] == "_":
+        _refuse_private(name)
+    budget = _current.get() or Budget()
+    cost = 1 + (len(obj) >> 8) if type(obj) in _HELD_TYPES else 1
+    for arg in args:
+        if type(arg) in _HELD_TYPES:
+            cost += len(arg) >> 8
+    budget.steps -= cost
+    if budget.steps < 0:
+        budget.step(0)
     if isinstance(obj, Helper):
         if name in type(obj).template_methods:
-            return getattr(obj, name)(*args)
+            return budget.hold(getattr(obj, name)(*args))
     else:
         table: Mapping[str, Callable[..., Any]] | None = None
         if isinstance(obj, str):
@@ -243,10 +323,10 @@ def call(obj: Any, name: str, args: list[Any]) -> Any:
         elif isinstance(obj, list | tuple | range):
             table = LIST_METHODS
         if table is not None and name in table:
-            return table[name](obj, *args)
+            return budget.hold(table[name](obj, *args))
     if obj is None:
         return None
-    raise SandboxError(f"method {name}() is not allowed on {type(obj).__name__} values")
+    raise SandboxError(f"method {name}() is not allowed on {kind(obj)}")
 
 
 def check_size(value: Any) -> Any:
@@ -297,12 +377,36 @@ def _check_number(value: Any) -> Any:
 def _numbers_only(symbol: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def apply(a: Any, b: Any) -> Any:
         if not (_is_number(a) and _is_number(b)):
-            raise SandboxError(
-                f"'{symbol}' needs two numbers, not {type(a).__name__} and {type(b).__name__}")
+            raise SandboxError(f"'{symbol}' needs two numbers, not {kind(a)} and {kind(b)}")
         if symbol == "*" and isinstance(a, int) and isinstance(b, int) \
                 and a.bit_length() + b.bit_length() > current().limits.max_int_bits:
             raise SandboxError("number too large")
-        return _check_number(fn(a, b))
+        try:
+            return _check_number(fn(a, b))
+        except ZeroDivisionError:
+            raise SandboxError("division by zero") from None
+        except (ArithmeticError, ValueError):
+            raise SandboxError(f"'{symbol}' cannot be computed for these numbers") from None
+    return apply
+
+
+_CONTAINERS = (list, tuple, dict, range)
+
+
+def stepped(symbol: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """An operator charged to the budget: a step, and a look at the clock before comparing
+    lists or maps (whose comparison walks everything they hold)."""
+    def apply(a: Any, b: Any) -> Any:
+        budget = current()
+        if isinstance(a, _CONTAINERS) or isinstance(b, _CONTAINERS):
+            budget.tick()
+        budget.step(1 + _work(a) + _work(b))
+        try:
+            return fn(a, b)
+        except SandboxError:
+            raise
+        except (TypeError, ArithmeticError, ValueError):
+            raise SandboxError(f"'{symbol}' cannot compare {kind(a)} and {kind(b)}") from None
     return apply
 
 
@@ -317,15 +421,15 @@ def add(a: Any, b: Any) -> Any:
         if len(left) + len(right) > current().limits.max_output:
             raise SandboxError("string too long")
         if rendering_html() and (isinstance(a, SafeHtml) or isinstance(b, SafeHtml)):
-            return SafeHtml(_escape_part(left) + _escape_part(right))
-        return str.__add__(str(left), str(right))
+            return current().hold(SafeHtml(_escape_part(left) + _escape_part(right)))
+        return current().hold(str.__add__(str(left), str(right)))
     if isinstance(a, list) and isinstance(b, list):
         if len(a) + len(b) > current().limits.max_items:
             raise SandboxError("list too long")
-        return a + b
+        return current().hold(a + b)
     if _is_number(a) and _is_number(b):
         return _check_number(a + b)
-    raise SandboxError(f"'+' cannot combine {type(a).__name__} and {type(b).__name__}")
+    raise SandboxError(f"'+' cannot combine {kind(a)} and {kind(b)}")
 
 
 OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
@@ -351,9 +455,9 @@ def display(value: Any) -> str:
         return join_capped(", ", (display(v) for v in value))
     if isinstance(value, Mapping):
         return join_capped(", ", (f"{display(k)}: {display(v)}" for k, v in value.items()))
-    if isinstance(value, Helper):
-        return ""
-    return str(value)
+    if isinstance(value, int | float | Decimal | date | dt_time):
+        return str(value)
+    return ""  # a helper or anything else that is not plain data never shows as its repr
 
 
 def join_capped(separator: str, texts: Iterable[str]) -> str:

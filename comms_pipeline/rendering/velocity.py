@@ -15,8 +15,11 @@ change there shows up in ``tests/unit/test_sandbox*.py``.
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import re
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -28,6 +31,14 @@ from comms_pipeline.rendering import sandbox
 from comms_pipeline.rendering.sandbox import SafeHtml, SandboxError
 
 MAX_SOURCE_CHARS = 500_000
+#: What a parse may cost. airspeed's parser backtracks (it tries each kind of element at every
+#: position), so some hostile sources are slow to parse although short; such a source is
+#: refused rather than parsed for minutes. The cap counts element tries, so it does not depend
+#: on how busy the machine is: real templates take one or two tries per character (a dense
+#: 500 KB template about 1.1 million); rows of unclosed directives take eight or more.
+MAX_PARSE_TRIES = 1_500_000
+#: A backstop in seconds, whatever the tries cost.
+PARSE_TIMEOUT = 10.0
 
 
 def _load_private_copy() -> ModuleType:
@@ -64,6 +75,63 @@ class _Refused(V._Element):
 
 
 V.EvaluateDirective = V.IncludeDirective = V.ParseDirective = _Refused
+
+
+class _ParseClock:
+    __slots__ = ("count", "deadline")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.deadline = time.monotonic() + PARSE_TIMEOUT
+
+
+_parse_clock: contextvars.ContextVar[_ParseClock | None] = contextvars.ContextVar(
+    "comms_parse_clock", default=None)
+_original_element_init = V._Element.__init__
+
+
+def _element_init(self: Any, filename: str, text: str, start: int = 0) -> None:
+    """Every element tried while parsing: counted, and a look at the clock every 16 tries."""
+    clock = _parse_clock.get()
+    if clock is not None:
+        clock.count += 1
+        if clock.count > MAX_PARSE_TRIES or (
+                not clock.count & 15 and time.monotonic() > clock.deadline):
+            raise ForbiddenDirective(
+                "the template is too complex to read; look for directives or brackets that "
+                "are never closed", start)
+    _original_element_init(self, filename, text, start)
+
+
+V._Element.__init__ = _element_init
+
+
+_COMMENT_TOKENS = re.compile(r"##|\\#|#\*|\n")
+
+
+def unclosed_comment(source: str) -> int | None:
+    """The offset of a ``#*`` comment that no ``*#`` closes, found in one linear pass.
+
+    airspeed looks for the end of a block comment from every ``#*``; with no end anywhere
+    after it, each try reads to the end of the template, which is quadratic in the number of
+    ``#*``. Only a ``#*`` at or after the last ``*#`` (less one: ``#*#`` does not close itself)
+    can be unclosed; one inside a ``##`` line comment or escaped (``\\#*``) is text.
+    """
+    last_close = source.rfind("*#")
+    first = max(last_close - 1, 0)
+    if source.find("#*", first) < 0:
+        return None
+    in_line_comment = False
+    for token in _COMMENT_TOKENS.finditer(source, first):
+        text = token.group()
+        if text == "\n":
+            in_line_comment = False
+        elif text == "##":
+            in_line_comment = True
+        elif text == "#*" and not in_line_comment:
+            return token.start()
+    return None
+
 
 #: A lone ``$`` before a non-reference character is text without eating that character, so
 #: ``$#payment.amount`` (a currency sign before a tag) keeps its tag.
@@ -103,7 +171,7 @@ def _run_function(function: Any, params: list[Any], namespace: Any, loader: Any)
     stream = _BudgetStream()
     function.execute_function(stream, namespace, params, loader)
     text = stream.getvalue()
-    return SafeHtml(text) if sandbox.rendering_html() else text
+    return stream.budget.hold(SafeHtml(text) if sandbox.rendering_html() else text)
 
 
 def _name_or_call(self: Any, current_object: Any, loader: Any, top_namespace: Any) -> Any:
@@ -163,7 +231,16 @@ def _formal_reference(self: Any, stream: Any, namespace: Any, loader: Any) -> No
     elif not value and type(value) in _BLANKS and stream.budget.required is not None \
             and (not self.silent or self.start in stream.budget.tags):
         stream.budget.note_missing(reference_path(self))
-    stream.write(sandbox.output(value, stream.budget.html))
+    budget = stream.budget
+    written = sandbox.output(value, budget.html)
+    stream.write(written)
+    # A value made only to be written (``$fmt.upper($x)``) is held by the output from now on
+    # (charged there), no longer as a value; looked at only when the render holds a fair share
+    # of its memory budget, to keep this path cheap. Referring to it: ``value``, getrefcount's
+    # argument, and ``written`` with the output's part when the text is the value itself.
+    if budget.held > budget.release_above and type(value) in _HELD \
+            and sys.getrefcount(value) == (4 if written is value else 2):
+        budget.release(value)
 
 
 #: Values that render as nothing when empty (an empty text, list or map is missing data).
@@ -208,7 +285,15 @@ def _set_directive(self: Any, stream: Any, namespace: Any, loader: Any) -> None:
             raise SandboxError(f"names beginning with '_' are not allowed ({term!r})")
     if len(self.terms) != 1:
         raise SandboxError("#set can only assign a variable, not a field of a value")
-    namespace.set_inherited(self.terms[0], self.value.calculate(namespace, loader))
+    name = self.terms[0]
+    value = self.value.calculate(namespace, loader)
+    home = namespace.find_outermost(name) if isinstance(namespace, V.LocalNamespace) else None
+    previous = dict.get(home, name) if home is not None else None
+    namespace.set_inherited(name, value)
+    # ``#set($l = $l + [$x])``: the value replaced is freed when nothing else holds it (only
+    # ``previous`` and getrefcount's argument do), so the render no longer holds its bytes.
+    if type(previous) in _HELD and previous is not value and sys.getrefcount(previous) == 2:
+        sandbox.current().release(previous)
 
 
 def _foreach(self: Any, stream: Any, namespace: Any, loader: Any) -> None:
@@ -220,7 +305,7 @@ def _foreach(self: Any, stream: Any, namespace: Any, loader: Any) -> None:
     if isinstance(iterable, Mapping):
         iterable = [k for k in iterable if not (isinstance(k, str) and k.startswith("_"))]
     elif not isinstance(iterable, list | tuple | range | str):
-        raise SandboxError(f"#foreach cannot loop over a {type(iterable).__name__}")
+        raise SandboxError(f"#foreach cannot loop over {sandbox.kind(iterable)}")
     budget = sandbox.current()
     length = len(iterable)
     if length > budget.limits.max_items:
@@ -236,6 +321,19 @@ def _foreach(self: Any, stream: Any, namespace: Any, loader: Any) -> None:
                             "last": counter == length}
         local[self.loop_var_name] = item
         self.block.evaluate(stream, local, loader)
+        if budget.held > budget.release_above:  # cheap while a render holds little
+            _release_locals(budget, local, self.loop_var_name)
+
+
+def _release_locals(budget: sandbox.Budget, local: Any, loop_var: str) -> None:
+    """Values an iteration ``#set`` for itself are freed with it, unless still held elsewhere
+    (only the namespace, ``value`` and getrefcount's argument refer to a freed one)."""
+    for name in list(local):  # keys only: an items() iterator would hold the last value too
+        if name == loop_var or name == "foreach":
+            continue
+        value = dict.__getitem__(local, name)
+        if type(value) in _HELD and sys.getrefcount(value) == 3:
+            budget.release(value)
 
 
 def _range(self: Any, namespace: Any, loader: Any) -> range:
@@ -273,7 +371,7 @@ def _interpolated_literal(self: Any, namespace: Any, loader: Any) -> str:
     stream = _BudgetStream()
     self.block.evaluate(stream, namespace, loader)
     text = stream.getvalue()
-    return SafeHtml(text) if sandbox.rendering_html() else text
+    return stream.budget.hold(SafeHtml(text) if sandbox.rendering_html() else text)
 
 
 _array_literal_parse = V.ArrayLiteral.parse
@@ -285,25 +383,44 @@ def _checked_array_literal_parse(self: Any) -> None:
     values = self.values
 
     def calculate(namespace: Any, loader: Any) -> list[Any]:
-        return sandbox.check_size(values.calculate(namespace, loader))
+        value = sandbox.check_size(values.calculate(namespace, loader))
+        return sandbox.current().hold(value) if type(value) is list else value
 
     self.calculate = calculate
 
 
 def _dictionary_literal(self: Any, namespace: Any, loader: Any) -> dict[Any, Any]:
-    return sandbox.check_size({key.calculate(namespace, loader): val.calculate(namespace, loader)
-                               for key, val in self.local_data.items()})
+    try:
+        value = {key.calculate(namespace, loader): val.calculate(namespace, loader)
+                 for key, val in self.local_data.items()}
+    except TypeError:  # a list or a map as a key
+        raise SandboxError("a map key must be text, a number or a yes/no value") from None
+    return sandbox.current().hold(sandbox.check_size(value))
 
 
 def _binary_operator_parse(self: Any) -> None:
     op, = self.identity_match(self.BINARY_OP)
-    self.apply_to = sandbox.OPERATORS.get(op) or self.OPERATORS[op]
+    self.apply_to = sandbox.stepped(op, sandbox.OPERATORS.get(op) or self.OPERATORS[op])
     self.precedence = self.PRECEDENCE[op]
+
+
+_budget_var = sandbox._current
+
+
+def _value(self: Any, namespace: Any, loader: Any) -> Any:
+    """Every operand, argument and literal: one step of the render's budget."""
+    budget = _budget_var.get()
+    if budget is not None:
+        budget.steps -= 1
+        if budget.steps < 0:
+            budget.step(0)
+    return self.expression.calculate(namespace, loader)
 
 
 #: Exact types checked with ``type(x) in ...``: airspeed's elements are ABCs, and an
 #: ``isinstance`` against an ABC costs several times more on this hot path.
 _DICTS = frozenset({dict, V.LocalNamespace})
+_HELD = frozenset({str, SafeHtml, list, dict})
 _FUNCTIONS = frozenset({V.MacroDefinition, V.DefineDefinition})
 
 V.NameOrCall.calculate = _name_or_call
@@ -318,6 +435,7 @@ V.InterpolatedStringLiteral.calculate = _interpolated_literal
 V.BinaryOperator.parse = _binary_operator_parse
 V.ArrayLiteral.parse = _checked_array_literal_parse
 V.DictionaryLiteral.calculate = _dictionary_literal
+V.Value.calculate = _value
 V.__additional_methods__.clear()
 
 
@@ -327,8 +445,16 @@ def parse(source: str) -> Any:
     """Parse Velocity source into airspeed's tree (raises airspeed's errors or ours)."""
     if len(source) > MAX_SOURCE_CHARS:
         raise ForbiddenDirective(f"template longer than {MAX_SOURCE_CHARS} characters", 0)
+    unclosed = unclosed_comment(source)
+    if unclosed is not None:
+        raise ForbiddenDirective("a comment opened with #* is never closed with *# "
+                                 "(write \\#* for a literal #*)", unclosed)
     template = V.Template(source, filename="<template>")
-    template.ensure_compiled()
+    token = _parse_clock.set(_ParseClock())
+    try:
+        template.ensure_compiled()
+    finally:
+        _parse_clock.reset(token)
     return template
 
 
