@@ -5,8 +5,9 @@ data, returns a plain string and refuses bad input with a :class:`SandboxError` 
 product's words (reported as a template error); a value is quoted in a message only as the
 text it displays as, so no object's Python representation can reach the author. Numbers,
 amounts, dates and month names come from the CLDR through Babel ("25,00 €",
-"1 Δεκεμβρίου 2026", "Νοεμβρίου 2026"): a language without a territory is read as spoken in :data:`DEFAULT_TERRITORY` (the demo company's Cyprus: English
-dates as "1 December 2026", not the US "December 1, 2026") and an unknown one as English.
+"1 Δεκεμβρίου 2026", "Νοεμβρίου 2026"): a language without a territory is read as spoken in
+:data:`DEFAULT_TERRITORY` (the demo company's Cyprus: English dates as "1 December 2026",
+not the US "December 1, 2026") and an unknown one as English.
 """
 
 from __future__ import annotations
