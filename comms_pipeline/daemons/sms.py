@@ -11,19 +11,21 @@ from typing import TYPE_CHECKING
 
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
+from comms_pipeline.gateways.protocols import Outcome as SendOutcome
 from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine, Row
+    from sqlalchemy.engine import Connection, Engine, Row
 
-    from comms_pipeline.pipeline.receipts import Receipt
     from comms_pipeline.queue.claims import Outcome
     from comms_pipeline.queue.runner import BatchContext
     from comms_pipeline.settings.config import Settings
 
 
-def make_sms_sender(settings: Settings, on_receipt=None) -> SmsSender:  # type: ignore[no-untyped-def]
-    """The configured backend; ``on_receipt`` receives SMPP delivery receipts."""
+def make_sms_sender(settings: Settings, on_receipts=None,  # type: ignore[no-untyped-def]
+                    on_message_id=None) -> SmsSender:
+    """The configured backend; ``on_receipts`` stores SMPP delivery receipts and
+    ``on_message_id`` hears the SMSC's ids as they are given."""
     cfg = settings.gateways.sms
     if cfg.backend == "local":
         from comms_pipeline.gateways.local_jsonl import LocalSmsSender
@@ -32,7 +34,7 @@ def make_sms_sender(settings: Settings, on_receipt=None) -> SmsSender:  # type: 
     if cfg.backend == "smpp":
         from comms_pipeline.gateways.smpp import SmppSender
 
-        return SmppSender(cfg, on_receipt)
+        return SmppSender(cfg, on_receipts, on_message_id)
     if cfg.backend == "http":
         from comms_pipeline.gateways.http_sms import HttpSmsSender
 
@@ -47,34 +49,45 @@ class SmsDaemon(DeliveryHandler):
         super().__init__(settings, engine)
         cfg = settings.gateways.sms
         self.receipts = None
-        on_receipt = None
+        on_receipts = on_message_id = None
         if cfg.backend == "smpp":
             from comms_pipeline.pipeline.receipts import ReceiptApplier
 
             self.receipts = ReceiptApplier(engine, fmt=cfg.receipt_id_format,
                                            hold_seconds=cfg.receipt_hold_seconds)
-            on_receipt = self._on_receipt
-        self.sender = make_sms_sender(settings, on_receipt)
+            self.receipts.start()  # also matches what an earlier run left stored
+            on_receipts = self.receipts.take
+            on_message_id = self.receipts.expect
+        self.sender = make_sms_sender(settings, on_receipts, on_message_id)
         self.source = cfg.source_addr
         #: Messages sent between two looks at the claim (a lost lease stops the batch there);
         #: a few SMPP windows, so that the window rarely drains at a boundary.
         self.chunk = max(50, 5 * cfg.window)
 
-    def _on_receipt(self, receipt: Receipt) -> None:
-        if self.receipts is not None:
-            self.receipts.submit(receipt)
-
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         messages = [SmsMessage(r.id, r.address, r.body or "", self.source) for r in rows]
         outcomes = []
         for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
-            if self.receipts is not None and isinstance(res, SendResult):
-                self.receipts.remember(res.ref)
-            outcomes.append(outcome_for(m.detail_id, res, self.media))
+            outcomes.append(self._outcome(m, res))
         return outcomes
 
+    def _outcome(self, message: SmsMessage, result: SendOutcome) -> Outcome:
+        outcome = outcome_for(message.detail_id, result, self.media)
+        if isinstance(result, SendResult) and result.parts:
+            outcome.payload = result.parts  # written to sms_parts by persist()
+        return outcome
+
+    def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
+        """Every part's id, in full, in the transaction that completes the detail."""
+        from comms_pipeline.pipeline.receipts import record_parts
+
+        record_parts(conn, [(o.id, o.payload) for o in outcomes if o.payload])
+
     def close(self) -> None:
-        """Unbind first (receipts still on the wire are taken in), then apply the receipts."""
+        """Acknowledge the receipts taken in while the link lives, unbind (receipts still on
+        the wire are taken in and stored; the SMSC sends those again), then match them."""
+        if self.receipts is not None:
+            self.receipts.drain()
         self.sender.close()
         if self.receipts is not None:
             self.receipts.close()

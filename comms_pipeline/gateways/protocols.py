@@ -21,6 +21,8 @@ class SendResult:
 
     ref: str | None = None
     reply: str | None = None
+    #: Every part's id in full, in part order (SMPP: receipts are matched through them).
+    parts: tuple[str, ...] = ()
 
 
 Outcome = SendResult | GatewayError

@@ -51,14 +51,14 @@ from comms_pipeline.gateways.smpp_pdu import (
     submit_sm_body,
     submit_sm_resp,
 )
-from comms_pipeline.pipeline.receipts import Receipt, parse_receipt
+from comms_pipeline.gateways.smpp_receipts import Receipt, parse_receipt
 
 if TYPE_CHECKING:
     from comms_pipeline.settings.gateways import SmsGateway
 
 log = structlog.get_logger(__name__)
 
-REF_LIMIT = 128  # request_details.gateway_ref
+REF_LIMIT = 128  # request_details.gateway_ref: for people; receipts match on sms_parts
 
 
 class _Seq:
@@ -127,6 +127,9 @@ class _Link:
         self.enquiry_since: float | None = None
         self._buf = bytearray()
         self._send_lock = threading.Lock()
+        #: Receipts of the current read and their deliver_sm sequence numbers: acknowledged
+        #: once the callback has stored them.
+        self.receipts: list[tuple[Receipt, int]] = []
         self.thread = threading.Thread(target=self._idle_loop, name="smpp-reader", daemon=True)
 
     def send(self, pdus: Sequence[bytes]) -> None:
@@ -168,6 +171,8 @@ class _Link:
             return
         for raw in frames:
             self.sender.on_pdu(self, raw)
+        if self.receipts:
+            self.sender.take_receipts(self)
 
     def keepalive(self) -> None:
         now = time.monotonic()
@@ -199,10 +204,15 @@ class SmppSender:
     """:class:`~comms_pipeline.gateways.protocols.SmsSender` over one SMPP transceiver bind."""
 
     def __init__(self, cfg: SmsGateway,
-                 on_receipt: Callable[[Receipt], None] | None = None) -> None:
+                 on_receipts: Callable[[list[Receipt], Callable[[], None]], None]
+                 | None = None,
+                 on_message_id: Callable[[str], None] | None = None) -> None:
         self._smpp = require_smpplib()
         self.cfg = cfg
-        self.on_receipt = on_receipt
+        #: Receives the receipts of each read and the acknowledgement to send once stored.
+        self.on_receipts = on_receipts
+        #: Told every id the SMSC gives in a submit_sm_resp, as soon as it is read.
+        self.on_message_id = on_message_id
         self._seq = _Seq()
         self._link: _Link | None = None
         self._inflight: dict[int, _Part] = {}
@@ -308,12 +318,12 @@ class SmppSender:
         ids = [batch.ids[i][n] for n in sorted(batch.ids[i])]
         if len(ids) != batch.parts[i]:
             return TransientGatewayError("SMPP_INCOMPLETE", "not every part was accepted")
-        ref = ids[0]
+        ref = ids[0][:REF_LIMIT]
         for more in ids[1:]:
             if len(ref) + 1 + len(more) > REF_LIMIT:
                 break
             ref += "," + more
-        return SendResult(ref=ref)
+        return SendResult(ref=ref, parts=tuple(ids))
 
     def _run(self, batch: _Batch) -> None:
         """Bind as needed and send until every part is answered or given up."""
@@ -398,8 +408,11 @@ class SmppSender:
         if command == "generic_nack":
             self._on_response(pdu.status, pdu.sequence, "")
         elif command == "deliver_sm":
-            self._on_deliver(pdu)
-            link.send([self._reply("deliver_sm_resp", pdu.sequence)])
+            receipt = self._on_deliver(pdu)
+            if receipt is not None and self.on_receipts is not None:
+                link.receipts.append((receipt, pdu.sequence))  # acknowledged once stored
+            else:
+                link.send([self._reply("deliver_sm_resp", pdu.sequence)])
         elif command == "enquire_link":
             link.send([self._reply("enquire_link_resp", pdu.sequence)])
         elif command == "enquire_link_resp":
@@ -420,6 +433,8 @@ class SmppSender:
         self._answered += 1
         if status == 0:
             batch.ids[part.msg][part.number] = message_id
+            if self.on_message_id is not None:
+                self.on_message_id(message_id)
             self._throttled_since = None
             self._delay = self.cfg.throttle_delay_seconds
             self._window = min(self.cfg.window, self._window + 1)
@@ -434,16 +449,27 @@ class SmppSender:
         else:
             batch.errors.setdefault(part.msg, status_error(status))
 
-    def _on_deliver(self, pdu: Any) -> None:
+    def _on_deliver(self, pdu: Any) -> Receipt | None:
         if (pdu.esm_class or 0) & 0x3C != 0x04:
             log.warning("sms.incoming_ignored", reason="Incoming SMS not Supported")
-            return
+            return None
         receipt = parse_receipt(pdu.short_message, getattr(pdu, "receipted_message_id", None),
                                 getattr(pdu, "message_state", None))
         if receipt is None:
             log.warning("sms.receipt_unreadable")
-        elif self.on_receipt is not None:
-            self.on_receipt(receipt)
+        return receipt
+
+    def take_receipts(self, link: _Link) -> None:
+        """Hand one read's receipts to ``on_receipts(receipts, ack)``, which stores them and
+        then calls ``ack()`` to acknowledge them; what is never stored is never
+        acknowledged, and the SMSC sends it again."""
+        taken, link.receipts = link.receipts, []
+        acks = [self._reply("deliver_sm_resp", seq) for _, seq in taken]
+        try:
+            if self.on_receipts is not None:
+                self.on_receipts([r for r, _ in taken], lambda: link.send(acks))
+        except Exception as exc:  # leave them to the SMSC
+            log.warning("sms.receipts_not_stored", count=len(taken), error=str(exc))
 
     # -- closing ---------------------------------------------------------------------------
     def close(self) -> None:

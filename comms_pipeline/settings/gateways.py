@@ -59,9 +59,11 @@ class SmsGateway(_Timeouts):
     enquire_link_seconds: float = Field(30.0, gt=0)
     timeout: float = Field(10.0, gt=0)
     receipts: bool = Field(True, description="ask the SMSC for delivery receipts")
-    receipt_id_format: Literal["auto", "same", "hex", "decimal"] = Field(
-        "auto", description="how receipts write message ids: as in submit_sm_resp ('same'), "
-        "as the hex or decimal form of them, or 'auto' to try all three")
+    receipt_id_format: Literal["exact", "hex-to-dec", "dec-to-hex"] = Field(
+        "exact", description="how receipts write message ids: exactly as submit_sm_resp gave "
+        "them ('exact'), in hex for ids the response gave in decimal ('hex-to-dec'), or in "
+        "decimal for ids it gave in hex ('dec-to-hex'); a receipt whose id is some message's "
+        "exact id always goes to that message")
     receipt_hold_seconds: float = Field(
         300.0, gt=0, description="keep a receipt whose message is not yet recorded this long")
     throttle_delay_seconds: float = Field(0.05, gt=0)

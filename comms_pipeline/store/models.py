@@ -227,6 +227,40 @@ class Document(ClaimColumns, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
 
 
+class SmsPart(Base):
+    """One part of an SMS as the SMSC took it: its message id in full, for the receipts.
+
+    A detail's ``gateway_ref`` holds at most 128 characters of its joined part ids (enough
+    for three UUIDs); receipts are matched here. A message sent again (a lost link, a retry)
+    has parts from each sending.
+    """
+
+    __tablename__ = "sms_parts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    detail_id: Mapped[int] = mapped_column(ForeignKey("request_details.id"), index=True)
+    part_no: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[str] = mapped_column(String(128), index=True)
+    receipt_state: Mapped[str | None] = mapped_column(String(16))
+    receipt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SmsReceipt(Base):
+    """A delivery receipt taken from the SMSC and not yet matched to its part.
+
+    Written before the receipt is acknowledged, so that one arriving just before a crash (or
+    ahead of its own submit_sm_resp) is matched later, by whichever SMS daemon runs next.
+    """
+
+    __tablename__ = "sms_receipts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(128), index=True)
+    stat: Mapped[str] = mapped_column(String(16))
+    err: Mapped[str | None] = mapped_column(String(32))
+    done_date: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class StateTransition(Base):
     """Every state change of a header, detail or document, with its time and its cause."""
 
@@ -488,3 +522,5 @@ runs_t = _table(NotificationRun)
 notifications_t = _table(Notification)
 skipped_t = _table(SkippedRecipient)
 comms_t = _table(Communication)
+sms_parts_t = _table(SmsPart)
+sms_receipts_t = _table(SmsReceipt)

@@ -56,7 +56,7 @@ def test_window_keeps_submits_outstanding_and_receipts_reach_the_queue(smsc, sms
 def test_receipts_before_the_response_in_the_other_base(smsc, sms_env):
     """Hex ids in submit_sm_resp, decimal ones in receipts (the other way round is the
     unit tests' id_candidates case), and every receipt ahead of its response."""
-    settings, engine = sms_env()
+    settings, engine = sms_env(COMMS_GATEWAYS_SMS_RECEIPT_ID_FORMAT="dec-to-hex")
     b = smsc.behaviour
     b.receipts, b.id_format, b.receipt_id_format = "before", "hex", "decimal"
     targets = numbers(12)
@@ -77,6 +77,31 @@ def test_receipts_before_the_response_in_the_other_base(smsc, sms_env):
     others = [r for i, r in rows.items() if i not in (ids[3], ids[7])]
     assert {r["gateway_status"] for r in others} == {"DELIVRD"}
     assert {r["error_code"] for r in others} == {None}
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_small_sequential_ids_send_each_receipt_to_its_own_entry(smsc, sms_env, order):
+    """Ids 1, 2, 3, ...: "17" is a message's id and the hex form of 23's. Every 23rd part
+    is undelivered; exactly the entries holding such a part end Rejected."""
+    settings, engine = sms_env(COMMS_DAEMONS_BATCH_SIZE="10")
+    smsc.number_ids_from(1)
+    smsc.behaviour.receipts = order
+    smsc.behaviour.undelivered_every = 23
+    targets = [(a, body if i % 7 else body + " and more" + "." * 160)
+               for i, (a, body) in enumerate(numbers(90))]  # every 7th in two parts
+    ids = add_details(engine, "sms", targets)
+
+    assert run_once(settings, engine) == 90
+
+    rows = details(engine, ids)
+    by_dest = {m.destination: m for m in smsc.messages()}
+    failed = {i for i, row in rows.items()
+              if any(int(p) % 23 == 0 for p in by_dest[row["address"].lstrip("+")].ids)}
+    assert len(failed) >= 4
+    assert {i for i, row in rows.items() if row["state"] == "rejected"} == failed
+    for i, row in rows.items():
+        assert row["gateway_status"] == ("UNDELIV" if i in failed else "DELIVRD")
+        assert row["error_code"] == ("UNDELIV" if i in failed else None)
 
 
 def test_long_texts_go_as_udh_parts_and_every_part_receipt_finds_its_entry(smsc, sms_env):
@@ -214,31 +239,30 @@ def test_enquire_link_both_ways(smsc, sms_env):
     assert smsc.counts["unbinds"] == 1
 
 
-def test_early_receipts_are_held_until_their_entry_is_recorded(engine):
-    from sqlalchemy import update
-
-    from comms_pipeline.pipeline.receipts import Receipt, ReceiptApplier
-    from comms_pipeline.store.models import details_t
+def test_early_receipts_are_kept_stored_until_their_part_is_recorded(engine):
+    """Receipts are written to sms_receipts before anything else; one whose part is not
+    recorded yet waits there, also for the next process (the first one may be SIGKILLed)."""
+    from comms_pipeline.gateways.smpp_receipts import Receipt
+    from comms_pipeline.pipeline.receipts import ReceiptApplier, record_parts
 
     ids = add_details(engine, "sms", numbers(3), state="completed")
-    applier = ReceiptApplier(engine, interval=3600)  # flushed by hand below
-    applier.submit(Receipt("655400", "DELIVRD"))  # before its submit_sm_resp is recorded
-    applier.submit(Receipt("a0071", "UNDELIV", "005"))  # hex of 655473
-    applier.submit(Receipt("655402", "DELIVRD"))  # a later part of a multipart message
-    applier.submit(Receipt("655404", "EXPIRED"))  # part of one this process never sent
+    applier = ReceiptApplier(engine, fmt="hex-to-dec", interval=3600, settle_seconds=0)
+    applier.store([Receipt("655400", "DELIVRD"),  # before its submit_sm_resp is recorded
+                   Receipt("a0071", "UNDELIV", "005"),  # hex of 655473
+                   Receipt("655402", "DELIVRD"),  # the second part of a two-part message
+                   Receipt("655404", "EXPIRED")])  # a part recorded only after a restart
     assert applier.flush() == 0 and applier.held == 4
 
     with engine.begin() as conn:
-        for detail_id, ref in zip(ids, ["655400", "655473", "655401,655402"], strict=True):
-            conn.execute(update(details_t).where(details_t.c.id == detail_id)
-                         .values(gateway_ref=ref))
-    applier.remember("655401,655402")
-    assert applier.flush() == 3 and applier.held == 1
-    with engine.begin() as conn:  # found only by the last-resort search of joined refs
-        conn.execute(update(details_t).where(details_t.c.id == ids[0])
-                     .values(gateway_ref="655400,655404"))
-    applier.close()
-    assert applier.applied == 4 and applier.dropped == 0
+        record_parts(conn, [(ids[0], ["655400"]), (ids[1], ["655473"]),
+                            (ids[2], ["655401", "655402"])])
+    assert applier.flush(retry=True) == 3 and applier.held == 1
+    # The process dies here (nothing closed); the receipt is in the database, not in memory.
+    with engine.begin() as conn:
+        record_parts(conn, [(ids[0], ["655404"])])  # e.g. sent again after a lost link
+    after_restart = ReceiptApplier(engine, interval=3600)
+    after_restart.close()
+    assert after_restart.applied == 1 and after_restart.held == 0
 
     rows = details(engine, ids)
     assert rows[ids[0]]["gateway_status"] == "EXPIRED"
@@ -246,12 +270,112 @@ def test_early_receipts_are_held_until_their_entry_is_recorded(engine):
                                                                            "UNDELIV")
     assert rows[ids[1]]["error_description"] == "delivery receipt UNDELIV err:005"
     assert rows[ids[2]]["gateway_status"] == "DELIVRD"
+    assert part_states(engine, ids[2]) == [(1, "655401", None), (2, "655402", "DELIVRD")]
 
 
-def test_receipts_for_nothing_are_dropped_after_a_last_search(engine):
-    from comms_pipeline.pipeline.receipts import Receipt, ReceiptApplier
+def part_states(engine, detail_id: int) -> list[tuple]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from comms_pipeline.store.models import sms_parts_t as p
+
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(p.c.part_no, p.c.message_id, p.c.receipt_state)
+            .where(p.c.detail_id == detail_id).order_by(p.c.part_no))]
+
+
+def test_an_early_receipt_waits_for_its_own_id_rather_than_take_a_converted_one(engine):
+    """Ids 1..20 are recorded, 23's is not yet: its receipt is not put on 17 (hex "17" = 23)
+    nor anywhere else, and finds 23 once that is recorded."""
+    from comms_pipeline.gateways.smpp_receipts import Receipt
+    from comms_pipeline.pipeline.receipts import ReceiptApplier, record_parts
+
+    ids = add_details(engine, "sms", numbers(23), state="completed")
+    with engine.begin() as conn:
+        record_parts(conn, [(detail_id, [str(n)]) for n, detail_id in enumerate(ids[:20], 1)])
+    applier = ReceiptApplier(engine, interval=3600)
+    applier.store([Receipt("23", "UNDELIV", "001")])
+    assert applier.flush() == 0 and applier.held == 1
+    with engine.begin() as conn:
+        record_parts(conn, [(ids[22], ["23"])])
+    applier.close()
+    assert applier.applied == 1
+
+    rows = details(engine, ids)
+    assert [i for i, r in rows.items() if r["state"] == "rejected"] == [ids[22]]
+    assert {r["gateway_status"] for i, r in rows.items() if i != ids[22]} == {None}
+
+
+def test_a_configured_conversion_never_beats_an_exact_id(engine):
+    from comms_pipeline.gateways.smpp_receipts import Receipt
+    from comms_pipeline.pipeline.receipts import ReceiptApplier, record_parts
+
+    ids = add_details(engine, "sms", numbers(2), state="completed")
+    with engine.begin() as conn:
+        record_parts(conn, [(ids[0], ["17"]), (ids[1], ["23"])])
+    applier = ReceiptApplier(engine, fmt="hex-to-dec", interval=3600, settle_seconds=0)
+    applier.store([Receipt("17", "UNDELIV"),  # 17's own id, though "17" is also hex for 23
+                   Receipt("a", "DELIVRD")])  # hex for 10: nothing
+    applier.close()
+    rows = details(engine, ids)
+    assert (rows[ids[0]]["state"], rows[ids[1]]["state"]) == ("rejected", "completed")
+    assert rows[ids[1]]["gateway_status"] is None and applier.held == 1
+
+
+def test_receipts_for_nothing_stay_stored_until_the_hold_time_passes(engine):
+    from comms_pipeline.gateways.smpp_receipts import Receipt
+    from comms_pipeline.pipeline.receipts import ReceiptApplier
 
     applier = ReceiptApplier(engine, interval=3600)
-    applier.submit(Receipt("999999", "DELIVRD"))
+    applier.store([Receipt("999999", "DELIVRD")])
     applier.close()
-    assert applier.applied == 0 and applier.dropped == 1 and applier.held == 0
+    assert applier.applied == 0 and applier.dropped == 0 and applier.held == 1
+    later = ReceiptApplier(engine, interval=3600, hold_seconds=0.001)
+    later.close()
+    assert later.dropped == 1 and later.held == 0
+
+
+def test_a_long_message_with_uuid_ids_gets_every_part_receipt(smsc, sms_env):
+    """Eight parts with 36-character ids: 295 characters joined, more than gateway_ref keeps;
+    each part's receipt is matched through sms_parts, the undelivered last one too."""
+    settings, engine = sms_env()
+    smsc.behaviour.receipts, smsc.behaviour.id_format = "after", "uuid"
+    ids = add_details(engine, "sms", [("+447700900021", "Long. " * 200),
+                                      ("+447700900022", "short")])
+    smsc.behaviour.undelivered_every = 0
+
+    class LastPartFails:  # the receipt of the eighth part of the first message says UNDELIV
+        def get(self, destination: str, default: str) -> str:
+            parts = [s for s in smsc.accepted if s.destination == "447700900021"]
+            return "UNDELIV" if destination == "447700900021" and len(parts) == 7 else default
+
+    smsc.behaviour.receipt_stats = LastPartFails()  # type: ignore[assignment]
+
+    assert run_once(settings, engine) == 2
+
+    rows = details(engine, ids)
+    long_msg = {m.destination: m for m in smsc.messages()}["447700900021"]
+    assert len(long_msg.ids) == 8 and all(len(i) == 36 for i in long_msg.ids)
+    assert len(rows[ids[0]]["gateway_ref"]) <= 128
+    states = part_states(engine, ids[0])
+    assert [m for _, m, _ in states] == long_msg.ids
+    assert [s for _, _, s in states] == ["DELIVRD"] * 7 + ["UNDELIV"]
+    assert rows[ids[0]]["state"] == "rejected" and rows[ids[0]]["gateway_status"] == "UNDELIV"
+    assert rows[ids[1]]["gateway_status"] == "DELIVRD"
+    assert smsc.counts["receipt_acks"] == 9
+
+
+def test_receipts_that_cannot_be_stored_are_not_acknowledged(smsc, sms_env, monkeypatch):
+    """The SMSC sends an unacknowledged receipt again: nothing is lost with the database."""
+    import comms_pipeline.pipeline.receipts as receipts
+
+    settings, engine = sms_env()
+    smsc.behaviour.receipts = "after"
+    add_details(engine, "sms", numbers(3))
+
+    def refuse(conn, batch):  # type: ignore[no-untyped-def]
+        raise OSError("database unavailable")
+
+    monkeypatch.setattr(receipts, "store_receipts", refuse)
+    assert run_once(settings, engine) == 3
+    assert smsc.counts["receipts"] == 3 and smsc.counts["receipt_acks"] == 0

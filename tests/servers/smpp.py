@@ -9,8 +9,10 @@ set on :attr:`Smsc.behaviour` while it runs:
 * ``drop_after``: close the link on receiving that many more submits, without answering the
   last one or anything after it (fires once);
 * ``receipts``: ``None``, ``"after"`` or ``"before"`` the submit_sm_resp; ``receipt_stat``
-  and ``receipt_stats`` (destination -> stat) say what the receipts report;
-* ``id_format`` (``decimal``/``hex``) for message ids in submit_sm_resp, and
+  and ``receipt_stats`` (destination -> stat) say what the receipts report, and
+  ``undelivered_every`` makes every n-th message id's receipt UNDELIV;
+* ``id_format`` (``decimal``/``hex``/``uuid``, 36 characters as Jasmin gives) for message
+  ids in submit_sm_resp, and
   ``receipt_id_format`` (``same``/``decimal``/``hex``) for the ids in receipts;
 * ``silent_next``: swallow that many submits without a word (an SMSC that hangs);
 * ``hold_responses``: withhold answers until that many submits are pending (or the client
@@ -33,6 +35,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -135,6 +138,7 @@ class Behaviour:
     receipts: str | None = None
     receipt_stat: str = "DELIVRD"
     receipt_stats: dict[str, str] = field(default_factory=dict)
+    undelivered_every: int = 0
     id_format: str = "decimal"
     receipt_id_format: str = "same"
     system_id: str | None = None
@@ -217,6 +221,11 @@ class Smsc:
                                    [p.message_id for p in group], s.data_coding))
                 del groups[key]
         return out
+
+    def number_ids_from(self, first: int) -> None:
+        """Give message ids from ``first`` on (small ones make hex and decimal collide)."""
+        with self._lock:
+            self._ids = itertools.count(first)
 
     def send_enquire_link(self) -> None:
         with self._lock:
@@ -332,7 +341,8 @@ class Smsc:
                 out.append(pdu(SUBMIT | RESP, b.throttle_status, seq, b"\x00"))
                 return True
             n = next(self._ids)
-        message_id = f"{n:x}" if b.id_format == "hex" else str(n)
+        message_id = (f"{n:x}" if b.id_format == "hex" else str(uuid.UUID(int=n)) if
+                      b.id_format == "uuid" else str(n))
         submit = parse_submit(body, message_id)
         refused = b.reject.get(submit.destination)
         if refused:
@@ -356,8 +366,10 @@ class Smsc:
     def _receipt(self, submit: Submit, n: int, seq: int) -> bytes:
         b = self.behaviour
         fmt = b.receipt_id_format if b.receipt_id_format != "same" else b.id_format
-        rid = f"{n:x}" if fmt == "hex" else str(n)
+        rid = submit.message_id if fmt == "uuid" else f"{n:x}" if fmt == "hex" else str(n)
         stat = b.receipt_stats.get(submit.destination, b.receipt_stat)
+        if b.undelivered_every and n % b.undelivered_every == 0:
+            stat = "UNDELIV"
         err = "000" if stat == "DELIVRD" else "001"
         stamp = time.strftime("%y%m%d%H%M", time.gmtime())
         text = (f"id:{rid} sub:001 dlvrd:{'001' if stat == 'DELIVRD' else '000'} "

@@ -14,7 +14,8 @@ from comms_pipeline.gateways.smpp_pdu import (
     submit_sm_body,
     submit_sm_resp,
 )
-from comms_pipeline.pipeline.receipts import Receipt, _status_values, id_candidates, parse_receipt
+from comms_pipeline.gateways.smpp_receipts import Receipt, parse_receipt
+from comms_pipeline.pipeline.receipts import _status_values, id_candidates
 
 TEXT = (b"id:1A2B3C sub:001 dlvrd:001 submit date:2611230750 done date:2611230751 "
         b"stat:DELIVRD err:000 text:Hello")
@@ -35,14 +36,15 @@ def test_unreadable_receipts_are_none():
     assert parse_receipt(b"hello there") is None
 
 
-def test_id_candidates_cover_hex_and_decimal_forms():
-    assert id_candidates("1715004")[0] == "1715004"
-    assert "1a2b3c" in id_candidates("1715004") and "1A2B3C" in id_candidates("1715004")
-    assert "001a2b3c" in id_candidates("1715004")
-    assert "1715004" in id_candidates("1A2B3C") and "1715004" in id_candidates("001a2b3c")
-    assert id_candidates("1715004", "same") == ["1715004"]
-    assert id_candidates("1a2b3c", "hex") == ["1a2b3c", "1715004"]
-    assert "1715004" not in id_candidates("1a2b3c", "decimal")
+def test_id_candidates_convert_only_as_configured():
+    assert id_candidates("1715004") == ["1715004"]  # exact: no guessing
+    assert id_candidates("1715004", "exact") == ["1715004"]
+    dec_to_hex = id_candidates("1715004", "dec-to-hex")
+    assert dec_to_hex[0] == "1715004"
+    assert {"1a2b3c", "1A2B3C", "001a2b3c"} <= set(dec_to_hex)
+    assert id_candidates("1a2b3c", "hex-to-dec") == ["1a2b3c", "1715004"]
+    assert id_candidates("1a2b3c", "dec-to-hex") == ["1a2b3c"]
+    assert id_candidates("92", "hex-to-dec") == ["92", "146"]  # the id as written first
 
 
 @pytest.mark.parametrize("current,new,applies", [
