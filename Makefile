@@ -31,7 +31,7 @@ demo: $(STAMP)
 test: $(TSTAMP) services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## Everything but the slow crash test.
+## Everything but the slow tests (the crash test, the README tour).
 test-fast: $(TSTAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

@@ -76,3 +76,96 @@ def contacts_add(app: AppContext, ref: str, name: str, language: str | None,
         contact_id = admin.add_contact(conn, ref, name, language=language, addresses=specs,
                                        direct_marketing=direct_marketing)
     click.echo(f"contact {ref} (id {contact_id})")
+
+
+@contacts.command("list")
+@click.option("--search", help="Part of the reference or the name.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1))
+@pass_app
+def contacts_list(app: AppContext, search: str | None, limit: int) -> None:
+    """List contacts (reference, name, language, consent, number of addresses)."""
+    from comms_pipeline.pipeline.contact_admin import list_contacts
+
+    with app.engine.connect() as conn:
+        rows = list_contacts(conn, search=search, limit=limit)
+    if not rows:
+        click.echo("no contacts match")
+        return
+    click.echo(f"{'REF':<12} {'NAME':<30} {'LANG':<5} {'MARKETING':<10} {'AFFILIATE':<10} "
+               f"ADDRESSES")
+    for r in rows:
+        click.echo(f"{r['ref']:<12} {r['name'][:30]:<30} {r['preferred_language'] or '-':<5} "
+                   f"{'in' if r['opt_in_direct_marketing'] else 'out':<10} "
+                   f"{'in' if r['opt_in_affiliate_marketing'] else 'out':<10} "
+                   f"{r['addresses']}")
+
+
+@contacts.command("show")
+@click.argument("ref")
+@pass_app
+def contacts_show(app: AppContext, ref: str) -> None:
+    """Show contact REF: its details, addresses and the history of its consent changes."""
+    from comms_pipeline.pipeline.contact_admin import show_contact
+
+    with app.engine.connect() as conn:
+        found = show_contact(conn, ref)
+    c = found["contact"]
+    click.echo(f"contact {c['ref']}: {c['name']}")
+    click.echo(f"  language          {c['preferred_language'] or '-'}")
+    click.echo(f"  direct marketing  {'opted in' if c['opt_in_direct_marketing'] else 'out'}")
+    click.echo(f"  affiliates        {'opted in' if c['opt_in_affiliate_marketing'] else 'out'}")
+    click.echo("addresses:")
+    for a in found["addresses"]:
+        value = " / ".join(line.strip() for line in a["value"].splitlines())
+        flags = " (primary)" if a["is_primary"] else ""
+        invalid = f"  INVALID: {a['invalid_reason']}" if a["invalid_reason"] else ""
+        click.echo(f"  {a['kind']:<7} {a['address_type']:<8} {value}{flags}{invalid}")
+    if found["changes"]:
+        click.echo("changes:")
+    for h in found["changes"]:
+        was = f"{h['from_state']} -> " if h["from_state"] else ""
+        click.echo(f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['code']:<20} {was}{h['to_state']}  "
+                   f"by {h['actor']}")
+
+
+@contacts.command("update")
+@click.argument("ref")
+@click.option("--name")
+@click.option("--language", help="Preferred language (en, el, ...).")
+@click.option("--direct-marketing/--no-direct-marketing", default=None,
+              help="Opt in to (or out of) direct marketing.")
+@click.option("--affiliate-marketing/--no-affiliate-marketing", default=None)
+@click.option("--by", "actor", default=None,
+              help="Who asked for the change (recorded; default: the login user).")
+@pass_app
+def contacts_update(app: AppContext, ref: str, name: str | None, language: str | None,
+                    direct_marketing: bool | None, affiliate_marketing: bool | None,
+                    actor: str | None) -> None:
+    """Change contact REF's name, language or consent (consent changes are recorded with
+    who and when: see `contacts show`)."""
+    import getpass
+
+    from comms_pipeline.pipeline.contact_admin import update_contact
+
+    with app.engine.begin() as conn:
+        changed = update_contact(conn, ref, actor=f"cli:{actor or getpass.getuser()}",
+                                 name=name, preferred_language=language,
+                                 opt_in_direct_marketing=direct_marketing,
+                                 opt_in_affiliate_marketing=affiliate_marketing)
+    click.echo(f"contact {ref}: " + (f"updated {', '.join(changed)}" if changed
+                                     else "nothing to change"))
+
+
+@contacts.command("remove")
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def contacts_remove(app: AppContext, ref: str, yes: bool) -> None:
+    """Remove contact REF and its addresses (refused while queue entries refer to it)."""
+    from comms_pipeline.pipeline.contact_admin import remove_contact
+
+    if not yes:
+        click.confirm(f"Remove contact {ref} and its addresses?", abort=True)
+    with app.engine.begin() as conn:
+        remove_contact(conn, ref)
+    click.echo(f"contact {ref} removed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from comms_pipeline.cli.common import AppContext, pass_app
 @click.command()
 @pass_app
 def demo(app: AppContext) -> None:
-    """Run the whole pipeline on a fresh SQLite database under var/demo and local folders.
+    """Run the whole pipeline on a fresh SQLite database (var/comms.db) and local folders.
 
     Triggers requests across media (some deliberately bad), runs every job and daemon to
     completion, and prints what was sent, what was rejected and why, and where it all is.
@@ -47,7 +48,17 @@ def demo(app: AppContext) -> None:
     click.echo(f"  SMS, push     {var}/out/sms/*.jsonl, {var}/out/push/*.jsonl")
     click.echo(f"  letters (PDF) {var}/out/letters/")
     click.echo(f"  stored docs   {var}/store/YYYY/MM/DD/HH/")
-    comms = Path(sys.executable).with_name("comms")
-    command = str(comms) if comms.exists() else "comms"
-    click.echo(f"\nInspect with:  COMMS_PATHS_VAR={var} COMMS_DATABASE_URL=sqlite:///{var}/comms.db"
-               f" {command} status")
+    command = _comms_command()
+    click.secho("\nInspect it with the plain commands (they use the same database):", bold=True)
+    for line in ("status", "queue list", "requests list --status error", "documents list"):
+        click.echo(f"  {command} {line}")
+
+
+def _comms_command() -> str:
+    """How the person who ran the demo reaches ``comms``: the checkout's ``bin/comms`` from a
+    checkout, ``comms`` when it is on PATH, else the interpreter's own script."""
+    if Path("bin/comms").is_file():
+        return "bin/comms"
+    if shutil.which("comms"):
+        return "comms"
+    return str(Path(sys.executable).with_name("comms"))

@@ -12,8 +12,8 @@ import sys
 import click
 
 from comms_pipeline import __version__
+from comms_pipeline.cli import errors as cli_errors
 from comms_pipeline.cli.common import AppContext
-from comms_pipeline.core.errors import CommsError
 from comms_pipeline.runtime.logs import configure_logging
 
 #: Subcommands, imported when used: name -> "module:attribute".
@@ -23,6 +23,7 @@ COMMANDS = {
     "contacts": "comms_pipeline.cli.admin:contacts",
     "trigger": "comms_pipeline.cli.requests:trigger",
     "queue": "comms_pipeline.cli.requests:queue",
+    "requests": "comms_pipeline.cli.request_fate:requests",
     "job": "comms_pipeline.cli.ops:job",
     "daemon": "comms_pipeline.cli.ops:daemon",
     "scheduler": "comms_pipeline.cli.ops:scheduler",
@@ -74,10 +75,12 @@ class LazyGroup(click.Group):
               help="Least important log events shown.")
 @click.option("--json-logs/--text-logs", default=None,
               help="Log as JSON lines (default when stderr is not a terminal).")
+@click.option("--debug", is_flag=True, envvar="COMMS_DEBUG",
+              help="On an error, show the traceback too (also COMMS_DEBUG=1).")
 @click.version_option(__version__, prog_name="comms")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_level: str,
-        json_logs: bool | None) -> None:
+        json_logs: bool | None, debug: bool) -> None:
     """comms-pipeline: business events in, personalised customer communications out.
 
     \b
@@ -89,6 +92,7 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str,
     configure_logging(log_level, json_logs)
     if ctx.obj is None:  # tests and embedding programs may pass their own AppContext
         ctx.obj = AppContext(config_path)
+    cli_errors.DEBUG, cli_errors.APP = debug, ctx.obj
 
 
 def main() -> None:
@@ -102,9 +106,8 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
-    except CommsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    except Exception as exc:  # one line naming the cause and the fix, not a traceback
+        sys.exit(cli_errors.report(exc))
 
 
 if __name__ == "__main__":

@@ -28,16 +28,48 @@ def job() -> None:
               help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes claiming the backlog side by side (PostgreSQL scales best).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Serve this process's Prometheus metrics on http://0.0.0.0:PORT/metrics.")
 @pass_app
 def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool | None,
-            workers: int) -> None:
+            workers: int, metrics_port: int | None) -> None:
     """Run job NAME until its backlog is done.
 
     Exit code 0 means it finished; 1 means a batch failed (its entries carry the error and are
-    retried).
+    retried); 75 means the database stayed away past [database] outage_wait_once_seconds.
     """
+    _serve_metrics(metrics_port)
     _run_and_report(app, name, once=True, batch_size=batch_size, workers=workers,
                     progress=sys.stderr.isatty() if progress is None else progress)
+
+
+def _serve_metrics(port: int | None) -> None:
+    """What this process does (outcomes, claim and batch durations), for Prometheus; the
+    database's backlog gauges are the Web API's /metrics, so copies never double them."""
+    if port is None:
+        return
+    from comms_pipeline.queue import metrics
+
+    try:
+        metrics.serve(port)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot listen on port {port}: {exc.strerror}",
+                                 param_hint="--metrics-port") from None
+
+
+#: How a run names what became of the rows it handled.
+_OUTCOME_WORDS = {"completed": "sent", "awaiting_external": "handed to external systems",
+                  "retry": "to retry later", "gave_up": "failed after the last attempt",
+                  "rejected": "rejected"}
+
+
+def _breakdown(outcomes: dict[str, int]) -> str:
+    """`` (3 sent, 1 to retry later)``: handled is not sent."""
+    if not outcomes:
+        return ""
+    parts = [f"{count} {_OUTCOME_WORDS.get(name, name.replace('_', ' '))}"
+             for name, count in sorted(outcomes.items(), key=lambda kv: -kv[1])]
+    return f" ({', '.join(parts)})"
 
 
 def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int | None,
@@ -63,7 +95,8 @@ def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int |
         click.echo(f"error: {name}: {exc}; try again later", err=True)
         raise click.exceptions.Exit(EX_TEMPFAIL) from None
     if once:
-        click.echo(f"{name}: {report.handled} handled, {report.retried} retried later"
+        click.echo(f"{name}: {report.handled + report.retried} handled"
+                   f"{_breakdown(report.outcomes)}"
                    + (f", {report.refused} taken over by another worker" if report.refused
                       else ""))
     problem = report.problem()
@@ -84,16 +117,33 @@ def daemon() -> None:
     """Delivery daemons: run in the foreground, or start/stop/inspect background copies."""
 
 
+class DaemonInstance(click.Choice):
+    """A daemon's name, or a copy's instance name ``NAME-N`` (systemd's
+    ``comms-daemon@sms-2``): the copy number only names the unit."""
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        name, sep, copy = str(value).rpartition("-")
+        if value not in DAEMONS and sep and copy.isdigit() and name in DAEMONS:
+            value = name
+        return super().convert(value, param, ctx)
+
+
 @daemon.command("run")
-@click.argument("name", type=click.Choice(sorted(DAEMONS)))
+@click.argument("name", type=DaemonInstance(sorted(DAEMONS)))
 @click.option("--once", is_flag=True, help="Drain the backlog and exit (cron mode).")
 @click.option("--batch-size", type=click.IntRange(1), help="Rows claimed per transaction.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Serve this process's Prometheus metrics on http://0.0.0.0:PORT/metrics.")
 @pass_app
-def daemon_run(app: AppContext, name: str, once: bool, batch_size: int | None) -> None:
+def daemon_run(app: AppContext, name: str, once: bool, batch_size: int | None,
+               metrics_port: int | None) -> None:
     """Run daemon NAME in the foreground until SIGTERM (or, with --once, until idle).
 
-    With --once: exit code 0 means the backlog is done; 1 means a batch failed.
+    NAME may carry a copy number, as systemd's instance names do (sms-2 runs sms). With
+    --once: exit code 0 means the backlog is done; 1 means a batch failed; 75 means the
+    database stayed away past [database] outage_wait_once_seconds.
     """
+    _serve_metrics(metrics_port)
     _run_and_report(app, name, once=once, batch_size=batch_size)
 
 
@@ -156,20 +206,39 @@ def scheduler() -> None:
 
 
 @scheduler.command("run")
+@click.option("--standby-poll", type=click.FloatRange(0.1), metavar="SECONDS",
+              help="How often a standby scheduler tries to take over "
+                   "(default: [scheduler] standby_poll_seconds).")
 @pass_app
-def scheduler_run(app: AppContext) -> None:
+def scheduler_run(app: AppContext, standby_poll: float | None) -> None:
     """Run the jobs on the cron expressions of [scheduler.jobs], and every notification type
-    that has a cron, until stopped (types are looked at again every minute)."""
+    that has a cron, until stopped (types are looked at again every minute).
+
+    One scheduler is active at a time: start one on each of two machines and the second
+    waits as a standby, taking over within --standby-poll seconds when the first dies."""
     from comms_pipeline.runtime.scheduler import run_scheduler
 
+    if standby_poll is not None:
+        app.settings.scheduler.standby_poll_seconds = standby_poll
     run_scheduler(app.settings, app.engine)
+
+
+def _age(seconds: float | None) -> str:
+    """An age for people: 42s, 7m, 3h, 2d (``-`` when nothing waits)."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable counts.")
 @pass_app
 def status(app: AppContext, as_json: bool) -> None:
-    """Backlog of every stage and the queue's entries by life-cycle state."""
+    """Backlog of every stage (ready now, the oldest one's age, and apart from it what is
+    scheduled for later) and the queue's entries by life-cycle state."""
     from comms_pipeline.queue.status import pipeline_status
 
     data = pipeline_status(app.engine)
@@ -182,9 +251,16 @@ def status(app: AppContext, as_json: bool) -> None:
     click.echo(f"Queue entries ({data['details_total']}):")
     for name, count in data["details"].items():
         click.echo(f"  {name:<28}{count:>10}")
-    click.echo("Backlog by stage:")
+    click.echo(f"Backlog by stage:{'ready':>23}{'oldest':>10}{'later':>10}"
+               "   (later: scheduled, or waiting to retry)")
     for name, count in data["backlog"].items():
-        click.echo(f"  {name:<28}{count:>10}")
+        click.echo(f"  {name:<28}{count:>10}{_age(data['oldest_pending_age_seconds'][name]):>10}"
+                   f"{data['scheduled_later'][name]:>10}")
+    rates = data["sent_per_minute"]
+    if rates:
+        click.echo(f"Sent per minute:{'last 5 min':>24}{'last 60 min':>13}")
+        for media, rate in sorted(rates.items()):
+            click.echo(f"  {media:<28}{rate['5m']:>10}{rate['60m']:>13}")
     failing = data["documents"]["failing_storage"]
     if failing:
         click.echo("Documents failing to be stored (retried; see the storage daemon's log):")

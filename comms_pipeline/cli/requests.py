@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import click
@@ -21,8 +20,9 @@ from comms_pipeline.pipeline.request_check import RequestRefused, missing_warnin
 from comms_pipeline.pipeline.triggers import SEND_TO
 from comms_pipeline.pipeline.triggers import trigger as trigger_request
 from comms_pipeline.queue.claims import transition_rows
+from comms_pipeline.queue.listing import entry_filter, list_entries, render
 from comms_pipeline.queue.work_queues import pending_details_queue
-from comms_pipeline.store.models import contacts_t, details_t, transitions_t
+from comms_pipeline.store.models import details_t, transitions_t
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -130,34 +130,30 @@ def queue() -> None:
               help="Life-cycle state.")
 @click.option("--media", help="email, sms, push, letter, external")
 @click.option("--contact", "contact_ref", help="Contact reference.")
+@click.option("--code", help="Error code, e.g. INVALID_ADDRESS.")
+@click.option("--since", help="Created since: ISO time (UTC) or a delay back (30m, 2h, 7d).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="A header row and one line per entry, JSON, or CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @pass_app
 def queue_list(app: AppContext, state: str | None, media: str | None, contact_ref: str | None,
-               limit: int, as_json: bool) -> None:
+               code: str | None, since: str | None, limit: int, fmt: str,
+               as_json: bool) -> None:
     """List queue entries, newest first."""
-    contacts = contacts_t
-    q = (select(details_t, contacts.c.ref.label("contact_ref"))
-         .join(contacts, contacts.c.id == details_t.c.contact_id, isouter=True)
-         .order_by(details_t.c.id.desc()).limit(limit))
-    if state:
-        q = q.where(details_t.c.state.in_(
-            [s.value for s in DetailState if public_state(s) == state]))
-    if media:
-        q = q.where(details_t.c.media == media)
-    if contact_ref:
-        q = q.where(contacts.c.ref == contact_ref)
+    where = entry_filter(state=state, media=media, contact_ref=contact_ref, code=code,
+                         since=_ago(since))
     with app.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-    if as_json:
+        rows = list_entries(conn, where, limit)
+    fmt = "json" if as_json else fmt
+    if fmt == "json":  # the columns scripts used before, and the names
         for r in rows:
-            r["public_state"] = public_state(r["state"]).value
-        click.echo(json.dumps(rows, default=str, indent=2))
+            r["public_state"] = r["state"]
+            r["contact_ref"] = r["contact"]
+    if not rows and fmt == "table":
+        click.echo("no queue entries match")
         return
-    for r in rows:
-        err = f"  {r['error_code']}: {r['error_description']}" if r["error_code"] else ""
-        click.echo(f"{r['id']:>8}  {r['media']:<8} {public_state(r['state']).value:<22}"
-                   f"{r['contact_ref'] or '-':<10} {r['address'] or '-'}{err}")
+    click.echo(render(rows, fmt))
 
 
 @queue.command("show")
@@ -183,14 +179,52 @@ def queue_show(app: AppContext, entry_id: int) -> None:
                    f"{h['to_state']}  by {h['actor']}{'  ' + h['code'] if h['code'] else ''}")
 
 
+def _ago(value: str | None) -> datetime | None:
+    """``--since``: an ISO time (UTC) or a delay back from now (``2h`` = two hours ago)."""
+    if value is None:
+        return None
+    if value[-1:] in _DURATION and value[:-1].isdigit():
+        return utcnow() - timedelta(seconds=int(value[:-1]) * _DURATION[value[-1]])
+    return _when(value)
+
+
+def _bulk_filter(ids: tuple[int, ...], code: str | None, media: str | None,
+                 since: str | None, contact_ref: str | None, state: str | None = None):  # type: ignore[no-untyped-def]
+    if not (ids or code or media or since or contact_ref or state):
+        raise click.UsageError("name the entries: IDs, or filters (--state --code --media "
+                               "--since --contact)")
+    return entry_filter(ids=ids, state=state, code=code, media=media, since=_ago(since),
+                        contact_ref=contact_ref)
+
+
+_BULK = [click.option("--code", help="Only entries with this error code."),
+         click.option("--media", help="Only entries of this media."),
+         click.option("--since", help="Only entries created since (ISO time or 2h, 7d)."),
+         click.option("--contact", "contact_ref", help="Only this contact's entries."),
+         click.option("--dry-run", is_flag=True, help="Count the entries; change nothing.")]
+
+
+def _bulk_options(command):  # type: ignore[no-untyped-def]
+    for option in reversed(_BULK):
+        command = option(command)
+    return command
+
+
 @queue.command("retry")
-@click.argument("entry_ids", type=int, nargs=-1, required=True)
+@click.argument("entry_ids", type=int, nargs=-1)
+@click.option("--state", type=click.Choice([PublicState.REJECTED.value,
+                                            PublicState.EXPIRED.value]),
+              help="Only Rejected or only Expired entries (default: both).")
+@_bulk_options
 @click.option("--force", is_flag=True,
               help="Retry permanent rejections too (invalid address, missing data, template "
                    "error, suppressed, opted out).")
 @pass_app
-def queue_retry(app: AppContext, entry_ids: tuple[int, ...], force: bool) -> None:
-    """Send Rejected or Expired entries again (they go back to the sending stage).
+def queue_retry(app: AppContext, entry_ids: tuple[int, ...], state: str | None,
+                code: str | None, media: str | None, since: str | None,
+                contact_ref: str | None, dry_run: bool, force: bool) -> None:
+    """Send Rejected or Expired entries again (they go back to the sending stage): by IDs
+    or by filter, e.g. `queue retry --code 88 --since 2h --dry-run`.
 
     Each goes to the contact's address as it is now (a corrected address is used). Entries
     rejected for good are refused with the reason unless --force; exit code 1 when any
@@ -198,8 +232,18 @@ def queue_retry(app: AppContext, entry_ids: tuple[int, ...], force: bool) -> Non
     """
     from comms_pipeline.runtime.retry_entries import retry_entries
 
+    by_filter = bool(code or media or since or contact_ref or state)
+    where = and_(_bulk_filter(entry_ids, code, media, since, contact_ref, state),
+                 details_t.c.state.in_([DetailState.REJECTED, DetailState.EXPIRED]))
     with app.engine.begin() as conn:
-        result = retry_entries(conn, entry_ids, force=force, actor="cli:retry",
+        # Entries named by id go as they are: each one not retried is told why.
+        ids = ([r.id for r in conn.execute(select(details_t.c.id).where(where))]
+               if by_filter else list(entry_ids))
+        if dry_run:
+            entries = f"{len(ids)} entr{'y' if len(ids) == 1 else 'ies'}"
+            click.echo(f"would queue {entries} again (dry run)")
+            return
+        result = retry_entries(conn, ids, force=force, actor="cli:retry",
                                settings=app.settings)
     n = len(result.retried)
     click.echo(f"{n} entr{'y' if n == 1 else 'ies'} queued again")
@@ -207,25 +251,34 @@ def queue_retry(app: AppContext, entry_ids: tuple[int, ...], force: bool) -> Non
         click.echo(f"  {entry_id}: to the contact's address now, {new} (was {old or 'none'})")
     for entry_id, why in sorted(result.refused.items()):
         click.echo(f"not retried {entry_id}: {why}")
+    skipped = set(entry_ids) - set(ids)
+    if skipped:
+        click.echo(f"not Rejected or Expired (left alone): {', '.join(map(str, sorted(skipped)))}")
     if result.refused:
         raise click.exceptions.Exit(1)
 
 
 @queue.command("cancel")
-@click.argument("entry_ids", type=int, nargs=-1, required=True)
+@click.argument("entry_ids", type=int, nargs=-1)
+@_bulk_options
 @pass_app
-def queue_cancel(app: AppContext, entry_ids: tuple[int, ...]) -> None:
-    """Cancel Pending entries (they become Rejected with code CANCELLED)."""
+def queue_cancel(app: AppContext, entry_ids: tuple[int, ...], code: str | None,
+                 media: str | None, since: str | None, contact_ref: str | None,
+                 dry_run: bool) -> None:
+    """Cancel Pending entries (they become Rejected with code CANCELLED): by IDs or by
+    filter, e.g. `queue cancel --media sms --contact C-1001 --dry-run`."""
     q = pending_details_queue()
-    where = and_(details_t.c.id.in_(entry_ids), q.pending())
+    where = and_(_bulk_filter(entry_ids, code, media, since, contact_ref), q.pending())
     with app.engine.begin() as conn:
-        ids = transition_rows(conn, q, where, DetailState.REJECTED, "cli:cancel",
-                              ErrorCode.CANCELLED,
-                              {"error_code": ErrorCode.CANCELLED,
-                               "error_description": "cancelled by an operator",
-                               "completed_at": utcnow()})
-    click.echo(f"{len(ids)} cancelled")
+        if dry_run:
+            ids = list(conn.execute(select(details_t.c.id).where(where)).scalars())
+        else:
+            ids = transition_rows(conn, q, where, DetailState.REJECTED, "cli:cancel",
+                                  ErrorCode.CANCELLED,
+                                  {"error_code": ErrorCode.CANCELLED,
+                                   "error_description": "cancelled by an operator",
+                                   "completed_at": utcnow()})
+    click.echo(f"would cancel {len(ids)} (dry run)" if dry_run else f"{len(ids)} cancelled")
     skipped = set(entry_ids) - set(ids)
     if skipped:
         click.echo(f"not Pending or claimed right now: {', '.join(map(str, sorted(skipped)))}")
-

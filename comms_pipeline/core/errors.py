@@ -19,6 +19,10 @@ class ConfigError(CommsError):
     """The configuration is invalid."""
 
 
+class GatewayConfigError(ConfigError):
+    """A gateway's configuration cannot be used (a key file missing, a value refused)."""
+
+
 class UnknownNameError(CommsError):
     """No job or daemon of that name."""
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from comms_pipeline.core.errors import (
+    GatewayConfigError,
     GatewayError,
     MissingExtraError,
     PermanentGatewayError,
@@ -163,7 +164,12 @@ class DkimSigner:
         self._dkim = dkim
         self.selector = selector.encode()
         self.domain = domain.encode()
-        self.key = Path(key_file).read_bytes()
+        try:
+            self.key = Path(key_file).read_bytes()
+        except OSError as exc:
+            raise GatewayConfigError(f"gateways.email.dkim_key_file: cannot read {key_file} "
+                                     f"({exc.strerror}): fix the path or its permissions"
+                                     ) from None
 
     def sign(self, data: bytes) -> bytes:
         try:

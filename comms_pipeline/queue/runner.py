@@ -19,6 +19,7 @@ import structlog
 
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import ErrorCode
+from comms_pipeline.queue import metrics
 from comms_pipeline.queue.claims import Claimer, Outcome, WorkQueue
 from comms_pipeline.queue.heartbeat import Heartbeat
 from comms_pipeline.queue.ports import ClaimStore, Liveness
@@ -210,6 +211,8 @@ class Runner:
         self.refused = 0
         #: Batches whose handler raised: their rows were retried (or failed) with the error.
         self.failed_batches = 0
+        #: Rows handled, by what became of them (a state, "retry", "gave_up").
+        self.outcomes: dict[str, int] = {}
 
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: object) -> None:
@@ -334,9 +337,12 @@ class Runner:
     def run_batch(self) -> int:
         """Claim and handle one batch; return how many rows were claimed."""
         queue = self.handler.queue
-        rows = self.claimer.claim(queue, self.batch_size)
+        stage = self.handler.name
+        with metrics.timed(metrics.CLAIM_SECONDS, stage):
+            rows = self.claimer.claim(queue, self.batch_size)
         if not rows:
             return 0
+        started = time.perf_counter()
         ctx = BatchContext(self, [r.id for r in rows])
         try:
             with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
@@ -367,6 +373,10 @@ class Runner:
             with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
                 refused, outcomes = self._finish_one_by_one(outcomes, persist, exc)
         self.refused += len(refused)
+        metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
+        for outcome, count in metrics.record_outcomes(
+                stage, rows, outcomes, refused, self.settings.claims.max_attempts).items():
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + count
         done = sum(1 for o in outcomes if o.action == "done")
         self.retried += sum(1 for o in outcomes if o.action == "retry")
         self.processed += done

@@ -1,22 +1,25 @@
 """``comms demo``: the whole pipeline end to end on SQLite and local folders.
 
-A fresh database under ``var/demo``, the demo contacts of "Company ZX" (the seeds' example
-company), the built-in templates in English and Greek, a handful of triggers across media
-(some deliberately bad), every job and daemon run to completion, and a summary of what was
-sent, what was rejected and why, and where the outputs are.
+A fresh database (the configured ``var/comms.db``), the demo contacts of "Company ZX" (the
+seeds' example company), the built-in templates in English and Greek, a handful of triggers
+across media (some deliberately bad), every job and daemon run to completion, and a summary
+of what was sent, what was rejected and why, and where the outputs are.
 """
 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from comms_pipeline.core.clock import utcnow
+from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import public_state
 from comms_pipeline.pipeline import admin_records as admin
 from comms_pipeline.pipeline.admin_records import AddressSpec
@@ -165,19 +168,50 @@ def demo_triggers() -> list[DemoTrigger]:
     ]
 
 
+#: Written beside the demo's database: running the demo again may replace what it made.
+DEMO_MARKER = ".demo"
+
+
 def demo_settings(settings: Settings) -> Settings:
-    var = settings.var_dir / "demo"
-    return settings.model_copy(update={
-        "paths": settings.paths.model_copy(update={"var": var}),
-        "database": settings.database.model_copy(update={"url": f"sqlite:///{var}/comms.db"}),
-    })
+    """The demo runs on the configured var folder and its SQLite database (``var/comms.db``
+    by default), so the plain commands the README shows next (``bin/comms status``, ``queue
+    list``, ``requests list``) inspect what it did."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise CommsError("the demo runs on the embedded SQLite database only: unset "
+                         "COMMS_DATABASE_URL (or point it at a sqlite:/// file) to run it")
+    return settings
+
+
+def _not_the_demos(db_file: Path, var: Path) -> bool:
+    """True when ``db_file`` holds contacts or requests the demo did not make."""
+    if not db_file.exists() or (var / DEMO_MARKER).exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True) as conn:
+            return any(conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                       for table in ("contacts", "request_headers"))
+    except sqlite3.Error:
+        return False  # not a migrated database: nothing of value to keep
 
 
 def prepare(settings: Settings) -> Engine:
+    from sqlalchemy.engine import make_url
+
     var = settings.var_dir
-    if var.exists():
-        shutil.rmtree(var)
-    var.mkdir(parents=True)
+    db_file = Path(make_url(settings.database_url).database or "")
+    if _not_the_demos(db_file, var):
+        raise CommsError(f"{db_file} holds data the demo did not make, and the demo starts "
+                         f"from a fresh database: run it in another folder "
+                         f"(COMMS_PATHS_VAR=var/demo) or move that database away")
+    var.mkdir(parents=True, exist_ok=True)
+    for old in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
+        old.unlink(missing_ok=True)
+    for folder in ("out", "store"):  # the previous demo's outputs; pidfiles and logs stay
+        shutil.rmtree(var / folder, ignore_errors=True)
+    (var / DEMO_MARKER).write_text("made by `comms demo`: running it again replaces it\n")
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     from comms_pipeline.notifications.types import load_builtin_notifications

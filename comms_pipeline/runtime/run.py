@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from comms_pipeline.core.errors import CommsError
@@ -42,6 +42,8 @@ class RunReport:
     #: Batches whose handler raised: their rows carry the error (INTERNAL_ERROR).
     failed_batches: int = 0
     processes: int = 1
+    #: What became of the rows: sent, to retry later, rejected… (see the metrics' outcomes).
+    outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +73,8 @@ class RunReport:
         self.retried += other.retried
         self.refused += other.refused
         self.failed_batches += other.failed_batches
+        for name, count in other.outcomes.items():
+            self.outcomes[name] = self.outcomes.get(name, 0) + count
 
 
 def stage_backlog(name: str, settings: Settings, engine: Engine) -> int:
@@ -96,7 +100,8 @@ def run_stage(name: str, settings: Settings, engine: Engine, *, once: bool = Tru
         runner.install_signal_handlers()
     runner.run()
     return RunReport(name, handled=runner.processed, retried=runner.retried,
-                     refused=runner.refused, failed_batches=runner.failed_batches)
+                     refused=runner.refused, failed_batches=runner.failed_batches,
+                     outcomes=dict(runner.outcomes))
 
 
 def run_job(name: str, settings: Settings, engine: Engine, *, batch_size: int | None = None,

@@ -94,12 +94,16 @@ def stop(var: Path, name: str | None, timeout: float) -> list[tuple[Instance, st
     """SIGTERM every running copy, wait up to ``timeout`` seconds, SIGKILL what remains."""
     results = []
     targets = [i for i in instances(var, name)]
+    # Which copies were running is decided once, when they are signalled: a copy that exits
+    # while an earlier one is waited for has stopped, not "not running" (a race before).
+    signalled = set()
     for inst in targets:
         if inst.alive:
             os.kill(inst.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            signalled.add(inst.pidfile)
     deadline = time.monotonic() + timeout
     for inst in targets:
-        if not inst.alive:
+        if inst.pidfile not in signalled:
             results.append((inst, "not running"))
             inst.pidfile.unlink(missing_ok=True)
             continue

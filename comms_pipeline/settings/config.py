@@ -9,6 +9,7 @@ key's path: ``database.url`` -> ``COMMS_DATABASE_URL``,
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -27,11 +28,24 @@ from comms_pipeline.settings.notifications import NotificationSettings
 from comms_pipeline.settings.web import WebSettings
 
 ENV_PREFIX = "COMMS_"
+#: ``COMMS_*`` variables that are not configuration keys but are read elsewhere.
+ENV_OTHERS = frozenset({"COMMS_CONFIG", "COMMS_DEBUG", "COMMS_LOG_LEVEL"})
+#: Prefixes left to the test suite and the benchmarks.
+ENV_OTHER_PREFIXES = ("COMMS_TEST_", "COMMS_BENCH_")
 DEFAULT_CONFIG_PATHS = (Path("config/comms.toml"),)
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+#: URL schemes as people write them -> the driver the pipeline uses for them.
+DATABASE_SCHEMES = {
+    "postgres": "postgresql+psycopg2",
+    "postgresql": "postgresql+psycopg2",
+    "postgresql+psycopg2": "postgresql+psycopg2",
+    "sqlite": "sqlite",
+}
 
 
 class DatabaseSettings(_Section):
@@ -60,6 +74,22 @@ class DatabaseSettings(_Section):
     #: libpq connect_timeout: how long one attempt to reach a host may take (per host, with
     #: several hosts in the URL).
     connect_timeout_seconds: int = Field(10, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        """``postgres://`` and ``postgresql://`` (as libpq, Heroku and most tools write them)
+        mean PostgreSQL through psycopg2; any other scheme is refused here, by name, rather
+        than failing later inside SQLAlchemy."""
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ValueError("not a database URL: expected sqlite:///FILE or "
+                             "postgresql://USER@HOST/DATABASE")
+        driver = DATABASE_SCHEMES.get(scheme.lower())
+        if driver is None:
+            raise ValueError(f"database scheme {scheme!r} is not supported: use sqlite:///FILE "
+                             f"or postgresql://USER@HOST/DATABASE")
+        return f"{driver}://{rest}"
 
 
 class PathSettings(_Section):
@@ -198,6 +228,33 @@ def _env_overrides(model: type[BaseModel], prefix: str, environ: dict[str, str])
     return found
 
 
+def _env_names(model: type[BaseModel], prefix: str) -> set[str]:
+    """Every variable name :func:`_env_overrides` reads for ``model``."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        env_name = f"{prefix}{name.upper()}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= _env_names(annotation, env_name + "_")
+        else:
+            names.add(env_name)
+    return names
+
+
+def _check_env_names(environ: dict[str, str]) -> None:
+    """A mistyped variable (``COMMS_DATABSE_URL``) must not be ignored silently: the daemons
+    would run on the default private SQLite file instead of the database meant."""
+    known = _env_names(Settings, ENV_PREFIX) - {"COMMS_SOURCE"}
+    for name in sorted(environ):
+        if (not name.startswith(ENV_PREFIX) or name in known or name in ENV_OTHERS
+                or name.startswith(ENV_OTHER_PREFIXES)):
+            continue
+        close = difflib.get_close_matches(name, sorted(known | ENV_OTHERS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see config/comms.toml for the keys"
+        raise ConfigError(f"unknown environment variable {name}: {hint} "
+                          f"(rename or unset it)")
+
+
 def _merge(base: dict, top: dict) -> dict:
     merged = dict(base)
     for key, value in top.items():
@@ -209,11 +266,11 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
-    for problem in err.errors():
-        key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-        lines.append(f"  {key}: {problem['msg']}")
-    return "\n".join(lines)
+    problems = [f"{'.'.join(str(p) for p in problem['loc']) or '(top level)'}: "
+                f"{problem['msg'].removeprefix('Value error, ')}" for problem in err.errors()]
+    if len(problems) == 1:  # the usual case: one line an operator reads at a glance
+        return f"invalid configuration ({source}): {problems[0]}"
+    return "\n".join([f"invalid configuration ({source}):", *(f"  {p}" for p in problems)])
 
 
 def load_settings(path: str | Path | None = None,
@@ -232,6 +289,7 @@ def load_settings(path: str | Path | None = None,
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{candidate}: not valid TOML: {exc}") from exc
         source = str(candidate)
+    _check_env_names(environ)
     data = _merge(data, _env_overrides(Settings, ENV_PREFIX, environ))
     data["source"] = source
     try:

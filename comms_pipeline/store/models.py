@@ -159,6 +159,10 @@ class RequestHeader(ClaimColumns, Base):
     copy_of_id: Mapped[int | None] = mapped_column(ForeignKey("request_headers.id"), index=True)
     override_consent: Mapped[bool] = mapped_column(Boolean, default=False,
                                                    server_default=text("false"))
+    #: The external system whose key made the request over the Web API (None: SQL, the CLI,
+    #: an admin key): it alone may read the request's fate besides admins.
+    requested_by_system_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("external_systems.id"), index=True)
     notification_id: Mapped[int | None] = mapped_column(ForeignKey("notifications.id"),
                                                         index=True)
     status: Mapped[str] = mapped_column(String(32), default="awaiting_processing",

@@ -1,13 +1,13 @@
 """The Web API application: ``create_app(settings)`` wires the routers, errors and pages.
 
 Served by ``comms api serve`` (uvicorn). The OpenAPI document is at ``/openapi.json`` and
-readable at ``/docs``. Requests are logged as ``api.request`` events with the route's template
-(``/links/{name}``), never the concrete path or query, which may hold tokens.
+readable at ``/docs`` and ``/redoc`` (assets served locally: no CDN). Requests are logged as
+``api.request`` events (:mod:`.access_log`) with the route's template (``/links/{name}``),
+never the concrete path or query, which may hold tokens.
 """
 
 from __future__ import annotations
 
-import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -18,21 +18,25 @@ from sqlalchemy import text
 
 from comms_pipeline import __version__
 from comms_pipeline.pipeline.tracking import Tracker
+from comms_pipeline.queue.metrics import registry as metrics_registry
 from comms_pipeline.store.db import engine_for
 from comms_pipeline.web import (
     routes_agents,
     routes_links,
+    routes_ops,
     routes_queue,
     routes_requests,
     routes_tracking,
 )
+from comms_pipeline.web.access_log import AccessLog
 from comms_pipeline.web.body_guard import BodyGuard
+from comms_pipeline.web.docs import install_offline_docs
 from comms_pipeline.web.errors import install_error_handlers
+from comms_pipeline.web.operation_docs import describe_operations
 from comms_pipeline.web.schemas import Health
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from comms_pipeline.settings.config import Settings
 
@@ -64,34 +68,6 @@ AGENT_HEADERS = {
 }
 
 
-class RequestLog:
-    """Pure ASGI middleware: one ``api.request`` event per request, by route template."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = scope.get("route")
-            log.debug("api.request", method=scope["method"],
-                      route=getattr(route, "path", "(unrouted)"), status=status,
-                      ms=round((time.perf_counter() - started) * 1000, 2))
-
-
 def _static(name: str) -> bytes:
     return resources.files("comms_pipeline.web").joinpath("static", name).read_bytes()
 
@@ -106,7 +82,8 @@ def _add_pages(app: FastAPI) -> None:
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="comms-pipeline Web API", version=__version__,
-                  description=DESCRIPTION)
+                  description=DESCRIPTION, docs_url=None, redoc_url=None)
+    install_offline_docs(app)
     app.state.settings = settings
     app.state.engine = engine if engine is not None else engine_for(settings)
     app.state.web = settings.web
@@ -125,12 +102,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                                 status_code=503)
         return {"status": "ok", "database": "ok"}
 
-    for module in (routes_queue, routes_requests, routes_agents, routes_tracking, routes_links):
+    app.state.metrics = metrics_registry(app.state.engine)
+    for module in (routes_queue, routes_requests, routes_agents, routes_tracking, routes_links,
+                   routes_ops):
         app.include_router(module.router)
     _add_pages(app)
+    describe_operations(app)
     app.add_middleware(BodyGuard, engine=app.state.engine,
                        max_bytes=app.state.web.max_body_bytes)
-    app.add_middleware(RequestLog)
+    app.add_middleware(AccessLog)
     return app
 
 

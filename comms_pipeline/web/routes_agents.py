@@ -22,6 +22,7 @@ from comms_pipeline.pipeline.tracking import (
     tracking_counts,
     tracking_events,
 )
+from comms_pipeline.queue.request_fate import unsent_for_contact
 from comms_pipeline.store.models import contacts_t, details_t, runs_t, systems_t, templates_t
 from comms_pipeline.web.auth import require
 from comms_pipeline.web.downloads import document_bytes, document_response, presigned_url
@@ -35,6 +36,7 @@ from comms_pipeline.web.queries import (
     filters_fingerprint,
     parse_eml,
 )
+from comms_pipeline.web.request_schemas import UnsentPage
 from comms_pipeline.web.schemas import (
     NO_NUL,
     CommunicationsLog,
@@ -175,3 +177,18 @@ def notification_run_tracking(request: Request, principal: Agent, run_id: DocId)
         if conn.execute(select(runs_t.c.id).where(runs_t.c.id == run_id)).first() is None:
             raise not_found(f"no notification run {run_id}")
         return {"run_id": run_id, **run_report(conn, run_id)}
+
+
+@router.get("/v1/contacts/{ref}/not-sent", response_model=UnsentPage,
+            summary="A contact's requests and communications that were not sent, and why",
+            description="Requests that ended Error, Not Sent, Opted Out or Cancelled, and queue "
+                        "entries that ended Rejected or Expired, newest first, each with its "
+                        "code and reason (the agent page lists them beside the sent ones). A "
+                        "reference no contact has still lists the requests made for it.")
+def not_sent(request: Request, principal: Agent,
+             ref: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)],
+             limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    with request.app.state.engine.connect() as conn:
+        items = unsent_for_contact(conn, ref, limit=limit)
+    return {"contact_ref": ref,
+            "items": [{**i, "created_at": utc_out(i["created_at"])} for i in items]}

@@ -8,35 +8,41 @@ the Comms Monitor's, which records an explained state for it.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from comms_pipeline.core.request_origin import scoped_key
 from comms_pipeline.notifications.event_rules import normalise, split_event
 from comms_pipeline.pipeline.apikeys import Principal
 from comms_pipeline.pipeline.request_check import missing_warnings
 from comms_pipeline.pipeline.triggers import trigger
+from comms_pipeline.queue import request_fate as rq
 from comms_pipeline.store.models import (
     contacts_t,
+    headers_t,
     rules_t,
     templates_t,
 )
 from comms_pipeline.web.auth import BearerKey, Gate
-from comms_pipeline.web.errors import ApiError, error_responses, invalid
+from comms_pipeline.web.errors import ApiError, error_responses, invalid, not_found
 from comms_pipeline.web.idempotency import (
     REPLAYED_HEADER,
     IdempotencyKey,
     fingerprint,
     run_idempotent,
 )
-from comms_pipeline.web.schemas import CommunicationRequest, RequestAccepted
+from comms_pipeline.web.queries import decode_cursor, encode_cursor, filters_fingerprint
+from comms_pipeline.web.request_schemas import RequestFate, RequestPage, RequestSummary
+from comms_pipeline.web.schemas import NO_NUL, CommunicationRequest, RequestAccepted, utc_out
 from comms_pipeline.web.strict_json import StrictJsonRoute
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"],
-                   responses=error_responses(401, 403, 422),
+                   responses=error_responses(401, 403, 404, 422),
                    route_class=StrictJsonRoute)
 ROLES = ("external", "admin")
 
@@ -153,6 +159,10 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
             params=body.params, send_after=body.send_after, expires_at=body.expires_at,
             priority=body.priority, idempotency_key=_scoped_key(principal,
                                                                 body.idempotency_key))
+        if principal.role == "external":  # it alone may read the request's fate, besides admins
+            conn.execute(update(headers_t).where(headers_t.c.id == header_id,
+                                                 headers_t.c.requested_by_system_id.is_(None))
+                         .values(requested_by_system_id=principal.external_system_id))
         return 202, RequestAccepted(request_id=header_id, idempotency_key=body.idempotency_key,
                                     warnings=warnings).model_dump(mode="json")
 
@@ -161,3 +171,69 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
                                                idempotency_key, request_hash, act)
     return JSONResponse(payload, status_code=status,
                         headers={REPLAYED_HEADER: "true"} if replayed else {})
+
+
+# -- a request's fate --------------------------------------------------------------------------
+def _readable_by(principal: Principal) -> int | None:
+    """The system a caller's reads are scoped to (None: an admin sees every request)."""
+    return principal.external_system_id if principal.role == "external" else None
+
+
+def _summary(h: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: h.get(k) for k in RequestSummary.model_fields},
+            **{k: utc_out(h.get(k)) for k in ("send_after", "expires_at", "created_at")}}
+
+
+@router.get("", response_model=RequestPage,
+            summary="List requests and their fate, newest first",
+            description="Admins see every request; an external system sees only the requests "
+                        "it made. Filter by status (e.g. `error`), status code (e.g. "
+                        "`UNKNOWN_CONTACT`), creation time and contact; cursor-paged.")
+def list_requests_route(
+        request: Request, key: BearerKey,
+        status: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+        code: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+        since: datetime | None = None,
+        contact_ref: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    with request.app.state.engine.connect() as conn:
+        principal = Gate(key, ROLES)(conn)
+        system_id = _readable_by(principal)
+        scope = filters_fingerprint(s=status, c=code, t=since, r=contact_ref, sys=system_id)
+        before = decode_cursor(cursor, scope, 1)
+        if since is not None and since.tzinfo is not None:
+            since = since.astimezone(UTC).replace(tzinfo=None)
+        try:
+            rows = rq.list_requests(conn, status=status, code=code, since=since,
+                                    contact_ref=contact_ref, system_id=system_id,
+                                    before_id=before[0] if before else None, limit=limit + 1)
+        except rq.UnknownStatus as exc:
+            raise invalid(str(exc), field="status") from None
+    page = rows[:limit]
+    return {"items": [_summary(h) for h in page],
+            "next_cursor": encode_cursor([page[-1]["id"]], scope) if len(rows) > limit
+            else None}
+
+
+@router.get("/{request_id}", response_model=RequestFate,
+            summary="One request's fate: status, code, reason, queue entries, history",
+            description="What became of a request: its status with the code and reason when "
+                        "it was not sent, the queue entries it became with their states and "
+                        "errors, and every state change. Admins and the external system that "
+                        "made the request only; anyone else gets 404.")
+def show_request(request: Request, key: BearerKey,
+                 request_id: Annotated[int, FastPath(ge=1, le=2**63 - 1)]) -> dict:
+    with request.app.state.engine.connect() as conn:
+        principal = Gate(key, ROLES)(conn)
+        fate = rq.request_fate(conn, request_id, system_id=_readable_by(principal))
+    if fate is None:
+        raise not_found(f"no request {request_id}")
+    return {
+        "request": _summary(fate["header"]),
+        "entries": [{**e, "state": e["public_state"], "created_at": utc_out(e["created_at"]),
+                     "completed_at": utc_out(e["completed_at"])} for e in fate["entries"]],
+        "history": [{"what": "request" if t["kind"] == "header" else "entry",
+                     "id": t["row_id"], "from_state": t["from_state"], "to_state": t["to_state"],
+                     "code": t["code"], "actor": t["actor"], "at": utc_out(t["at"])}
+                    for t in fate["history"]]}

@@ -13,8 +13,10 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import insert
 
 from comms_pipeline.store.db import make_engine
+from comms_pipeline.store.models import headers_t
 from comms_pipeline.web.app import create_app
 from tests.conftest import make_settings, require_service
 from tests.integration.documents_factory import add_entries, make_pdf
@@ -106,6 +108,11 @@ def test_an_agent_lists_a_contacts_communications_and_opens_them(served, browser
 
     base, engine = served
     email, letter, rejected, pdf = _seed(engine)
+    with engine.begin() as conn:
+        offer = conn.execute(insert(headers_t).values(
+            contact_ref="C-1001", template_code="MONTHLY_OFFER", status="opted_out",
+            status_code="OPTED_OUT", status_reason="the contact has not opted in to direct "
+            "marketing").returning(headers_t.c.id)).scalar_one()
     key = role_key(engine, "agent", "Anna Agent")
     wait = WebDriverWait(browser, WAIT)
     browser.get(f"{base}/agent")
@@ -130,6 +137,12 @@ def test_an_agent_lists_a_contacts_communications_and_opens_them(served, browser
     assert "Completed" in rows[email] and "Pending" in rows[letter]
     assert "Rejected" in rows[rejected] and "88: Throttling error" in rows[rejected]
     assert "Contact C-1001" in browser.find_element(By.ID, "contact-name").text
+    # Beside them, what was not sent and why: the opted-out offer and the rejected SMS.
+    wait.until(lambda d: d.find_element(By.ID, "not-sent").is_displayed())
+    unsent = {r.get_attribute("data-request"): r.text
+              for r in browser.find_elements(By.CSS_SELECTOR, "#not-sent tbody tr")}
+    assert "OPTED_OUT" in unsent[str(offer)] and "has not opted in" in unsent[str(offer)]
+    assert any("Throttling error" in text for text in unsent.values())
 
     # The stored email, with its HTML in a sandboxed frame and the open pixel removed.
     browser.find_element(By.CSS_SELECTOR, f"tr[data-id='{email}'] .open-document").click()

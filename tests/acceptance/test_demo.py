@@ -6,6 +6,7 @@ import email
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from email import policy
@@ -29,7 +30,7 @@ def demo(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("demo")
     env = dict(os.environ, COMMS_PATHS_VAR=str(tmp_path / "var"))
     run = _comms(env, "--json-logs", "--log-level", "debug", "demo")
-    return env, run, tmp_path / "var" / "demo"
+    return env, run, tmp_path / "var"
 
 
 def test_demo_runs_everything_and_explains_the_bad_ones(demo):
@@ -39,7 +40,7 @@ def test_demo_runs_everything_and_explains_the_bad_ones(demo):
     for reason in ("UNKNOWN_TEMPLATE", "UNKNOWN_CONTACT", "INVALID_ADDRESS", "NO_ADDRESS",
                    "OPTED_OUT", "EXPIRED"):
         assert reason in out
-    env.update(COMMS_PATHS_VAR=str(var), COMMS_DATABASE_URL=f"sqlite:///{var}/comms.db")
+    assert "requests list --status error" in out  # the plain commands see the demo's data
     status = json.loads(_comms(env, "status", "--json").stdout)
     headers = status["headers"]
     assert headers["awaiting_processing"] == headers["awaiting_event_resolution"] == 0
@@ -137,3 +138,15 @@ def test_greek_demo_documents_speak_greek(demo):
     assert "Σελίδα 1 από 1" in text and "Αριθμός αναφοράς:" in text
     assert "25,00 €" in text and "Nicosia" in text and "London" not in text
     assert greek[0].metadata.author == "Company ZX Co."
+
+
+def test_demo_keeps_a_database_it_did_not_make(tmp_path):
+    env = dict(os.environ, COMMS_PATHS_VAR=str(tmp_path / "var"))
+    _comms(env, "db", "upgrade")
+    _comms(env, "contacts", "add", "C-1", "--name", "Real customer")
+    proc = subprocess.run([sys.executable, "-m", "comms_pipeline.cli.main", "demo"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "the demo did not make" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with sqlite3.connect(tmp_path / "var" / "comms.db") as conn:
+        assert conn.execute("SELECT ref FROM contacts").fetchall() == [("C-1",)]

@@ -63,7 +63,7 @@ def readme_examples() -> list[tuple[str, dict]]:
     text = README.read_text(encoding="utf-8").replace("\\\n", " ")
     found = []
     for line in text.splitlines():
-        if not re.match(r"\s*comms (trigger|templates preview)", line):
+        if not re.match(r"\s*(?:bin/)?comms (trigger|templates preview)", line):
             continue
         entities = {name: json.loads(value)
                     for name, value in re.findall(r"--entity (\w+)='([^']*)'", line)}

@@ -19,7 +19,7 @@ def test_file_then_environment(tmp_path):
                    'port = 2776\n')
     s = load_settings(cfg, environ={"COMMS_GATEWAYS_SMS_PORT": "2777",
                                     "COMMS_DATABASE_URL": "postgresql://h/db"})
-    assert s.database_url == "postgresql://h/db"
+    assert s.database_url == "postgresql+psycopg2://h/db"  # the driver named
     assert (s.gateways.sms.backend, s.gateways.sms.port) == ("smpp", 2777)
 
 

@@ -98,17 +98,44 @@ async function load(ref, cursor) {
   if (!cursor && page.items.length === 0) { say("No communications for this contact."); }
 }
 
+// Requests and entries that were not sent (unknown template, opted out, no address, a
+// gateway's refusal...), with their reasons: shown beside the sent ones.
+async function loadNotSent(ref) {
+  const body = $("not-sent").querySelector("tbody");
+  body.replaceChildren();
+  const page = await api("/v1/contacts/" + encodeURIComponent(ref) + "/not-sent?limit=100");
+  page.items.forEach((item) => {
+    const tr = document.createElement("tr");
+    tr.dataset.request = item.request_id;
+    cell(tr, item.request_id);
+    cell(tr, item.entry_id);
+    cell(tr, (item.created_at || "").replace("T", " ").slice(0, 19));
+    cell(tr, item.template_code);
+    cell(tr, item.media);
+    cell(tr, item.status);
+    cell(tr, item.code);
+    cell(tr, item.reason);
+    body.appendChild(tr);
+  });
+  const any = page.items.length > 0;
+  $("not-sent").hidden = !any;
+  $("not-sent-title").hidden = !any;
+}
+
 async function search(event) {
   event.preventDefault();
   say("");
   currentRef = $("contact-ref").value.trim();
   $("communications").querySelector("tbody").replaceChildren();
   $("viewer").hidden = true;
+  $("not-sent").hidden = true;
+  $("not-sent-title").hidden = true;
   try { await load(currentRef, null); } catch (err) {
     $("communications").hidden = true;
     $("contact-name").textContent = "";
     say(err.message);
   }
+  try { await loadNotSent(currentRef); } catch (err) { say(err.message); }
 }
 
 function header(list, name, value) {
