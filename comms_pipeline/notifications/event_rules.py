@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.core.request_origin import foreign, origin_system
 from comms_pipeline.core.states import ErrorCode, HeaderStatus
@@ -51,7 +50,9 @@ from comms_pipeline.pipeline.entity_sources import (
     needed_entities,
     resolve_entities,
 )
-from comms_pipeline.queue.claims import Outcome, record_transitions, transition_rows
+from comms_pipeline.queue.births import insert_new
+from comms_pipeline.queue.claims import Outcome, transition_rows
+from comms_pipeline.queue.machine import HEADERS
 from comms_pipeline.queue.work_queues import header_queue
 from comms_pipeline.settings.notifications import business_url
 from comms_pipeline.store.models import (
@@ -361,13 +362,7 @@ def insert_expansions(conn: Connection, expansions: Sequence[EventExpansion],
     skipped = [s for e in expansions for s in e.skipped]
     if children:
         # A monitor running beside this one may have made the same event's child first.
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = (dialect.insert(headers_t)
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(headers_t.c.id))
-        ids = conn.execute(stmt, children).scalars().all()
-        record_transitions(conn, "header", [(i, None, HeaderStatus.AWAITING_PROCESSING)
-                                            for i in ids], actor)
+        insert_new(conn, HEADERS, children, actor, unique="idempotency_key")
     if skipped:
         conn.execute(insert(skipped_t), skipped)
 

@@ -47,10 +47,13 @@ from comms_pipeline.notifications import batch as nb
 from comms_pipeline.notifications import population as pop
 from comms_pipeline.notifications.run_keys import MAX_KEY, current_key
 from comms_pipeline.notifications.types import DefinitionError, load_type
+from comms_pipeline.queue.births import record_births_where
+from comms_pipeline.queue.machine import HEADERS
 from comms_pipeline.settings.notifications import business_url
 from comms_pipeline.store.db import is_postgres
 from comms_pipeline.store.locks import NamedLock
 from comms_pipeline.store.models import (
+    headers_t,
     notifications_t,
     runs_t,
     skipped_t,
@@ -219,6 +222,8 @@ def _write(conn: Connection, ctx: nb.RunContext, state: RunState, decisions: nb.
         conn.execute(text(nb.headers_statement(is_postgres(conn))),
                      nb.header_params(ctx, run_id, after_id, upto_id, now, priority,
                                       started_at=state.started_at))
+        record_births_where(conn, HEADERS, headers_t.c.notification_id.between(
+            after_id + 1, upto_id), actor=f"notification-run:{run_id}")
     if decisions.skipped:
         conn.execute(insert(skipped_t), nb.skipped_rows(run_id, decisions.skipped, now))
     counts = decisions.counts()

@@ -18,14 +18,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
-
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.request_values import InvalidValue, check_fields
 from comms_pipeline.core.states import HeaderStatus
-from comms_pipeline.store.db import is_postgres
-from comms_pipeline.store.models import headers_t
+from comms_pipeline.queue.births import insert_one
+from comms_pipeline.queue.machine import HEADERS
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -42,7 +39,7 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
             send_after: datetime | None = None, expires_at: datetime | None = None,
             priority: int = 2, idempotency_key: str | None = None,
             copy_of_id: int | None = None, override_consent: bool = False,
-            await_resolution: bool = False) -> int:
+            await_resolution: bool = False, requested_by_system_id: int | None = None) -> int:
     """Write one request header; return its id (the existing one for a repeated key).
 
     ``override_consent`` sends an important message whatever the contact's marketing opt-outs.
@@ -71,6 +68,7 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
         "params": dict(params) if params else None, "send_after": send_after,
         "expires_at": expires_at, "priority": priority, "idempotency_key": idempotency_key,
         "copy_of_id": copy_of_id, "override_consent": override_consent,
+        "requested_by_system_id": requested_by_system_id,
         "status": (HeaderStatus.AWAITING_EVENT_RESOLUTION if await_resolution
                    else HeaderStatus.AWAITING_PROCESSING), "created_at": utcnow(),
     }
@@ -81,12 +79,6 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
 
 
 def _insert(conn: Connection, values: dict[str, Any]) -> int:
-    dialect = postgresql if is_postgres(conn) else sqlite
-    stmt = dialect.insert(headers_t).values(values)
-    if values["idempotency_key"] is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
-    new_id = conn.execute(stmt.returning(headers_t.c.id)).scalar_one_or_none()
-    if new_id is not None:
-        return new_id
-    return conn.execute(select(headers_t.c.id).where(
-        headers_t.c.idempotency_key == values["idempotency_key"])).scalar_one()
+    """The header, born with its history; a repeated idempotency key returns the first one."""
+    unique = "idempotency_key" if values["idempotency_key"] is not None else None
+    return insert_one(conn, HEADERS, values, actor="trigger", unique=unique)

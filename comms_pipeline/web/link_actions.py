@@ -18,18 +18,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import DetailState, HeaderStatus, Media
-from comms_pipeline.queue.claims import record_transitions
+from comms_pipeline.queue.births import insert_one
+from comms_pipeline.queue.machine import DETAILS, HEADERS
 from comms_pipeline.store.db import is_postgres
 from comms_pipeline.store.models import (
     contacts_t,
     details_t,
-    headers_t,
     link_actions_t,
 )
 from comms_pipeline.store.queries import find_external_system
@@ -150,16 +150,14 @@ def _push_to_system(conn: Connection, settings: Any, payload: LinkPayload, conta
         return None
     body = {"event": payload.action, "service_request": payload.subject,
             "contact_ref": payload.contact_ref, "at": now.isoformat() + "Z"}
-    header_id = conn.execute(insert(headers_t).values(
+    header_id = insert_one(conn, HEADERS, dict(
         contact_ref=payload.contact_ref, event=payload.action, event_number=payload.subject,
         media=Media.EXTERNAL, status=HeaderStatus.PROCESSED, details_created=1, created_at=now,
-        updated_at=now).returning(headers_t.c.id)).scalar_one()
-    detail_id = conn.execute(insert(details_t).values(
+        updated_at=now), actor="dynamic-link")
+    detail_id = insert_one(conn, DETAILS, dict(
         header_id=header_id, contact_id=contact_id, media=Media.EXTERNAL,
         direction="outgoing", classification="customer_care", external_system_id=system_id,
         subject=f"{payload.action} {payload.subject or ''}".strip(),
         body=json.dumps(body, sort_keys=True), state=DetailState.AWAITING_EXTERNAL,
-        priority=2, created_at=now).returning(details_t.c.id)).scalar_one()
-    record_transitions(conn, "detail", [(detail_id, None, DetailState.AWAITING_EXTERNAL)],
-                       actor="dynamic-link", at=now)
+        priority=2, created_at=now), actor="dynamic-link")
     return detail_id

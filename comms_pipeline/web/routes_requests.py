@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from comms_pipeline.core.request_origin import scoped_key
 from comms_pipeline.notifications.event_rules import normalise, split_event
@@ -24,7 +24,6 @@ from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue import request_fate as rq
 from comms_pipeline.store.models import (
     contacts_t,
-    headers_t,
     rules_t,
     templates_t,
 )
@@ -158,11 +157,10 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
             address_type=body.address_type, language=body.language, entities=body.entities,
             params=body.params, send_after=body.send_after, expires_at=body.expires_at,
             priority=body.priority, idempotency_key=_scoped_key(principal,
-                                                                body.idempotency_key))
-        if principal.role == "external":  # it alone may read the request's fate, besides admins
-            conn.execute(update(headers_t).where(headers_t.c.id == header_id,
-                                                 headers_t.c.requested_by_system_id.is_(None))
-                         .values(requested_by_system_id=principal.external_system_id))
+                                                                body.idempotency_key),
+            # the system alone may read the request's fate, besides admins
+            requested_by_system_id=(principal.external_system_id
+                                    if principal.role == "external" else None))
         return 202, RequestAccepted(request_id=header_id, idempotency_key=body.idempotency_key,
                                     warnings=warnings).model_dump(mode="json")
 
