@@ -39,10 +39,11 @@ test-fast: $(TSTAMP)
 services:
 	@bash .ci/services
 
-## Style (ruff), the layers' import contracts (import-linter).
+## Style (ruff), the layers' import contracts (import-linter), types (mypy).
 lint: $(TSTAMP)
 	$(BIN)/ruff check comms_pipeline tests bench sql setup.py
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(TSTAMP)
 	$(BIN)/ruff check --fix comms_pipeline tests bench sql setup.py

@@ -123,6 +123,8 @@ class InMemoryClaims:
             free = [r for r in sorted(m.rows.values(), key=lambda r: r["id"])
                     if m.pending(r) and (r["lease_until"] is None or r["lease_until"] < now)
                     and (r["next_attempt_at"] is None or r["next_attempt_at"] <= now)][:limit]
+            claimed: list[dict[str, Any]]
+            spent: list[dict[str, Any]]
             claimed, spent = [], []
             for r in free:
                 r.update(claimed_by=self.worker_id, attempts=r["attempts"] + 1,

@@ -14,7 +14,7 @@ from comms_pipeline.pipeline.documents import (
 )
 
 
-def _app():  # type: ignore[no-untyped-def]
+def _app():
     """The root command's context object: it has ``.settings`` and ``.engine``."""
     app = click.get_current_context().obj
     if app is None:

@@ -121,7 +121,7 @@ class DaemonInstance(click.Choice):
     """A daemon's name, or a copy's instance name ``NAME-N`` (systemd's
     ``comms-daemon@sms-2``): the copy number only names the unit."""
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value, param, ctx):
         name, sep, copy = str(value).rpartition("-")
         if value not in DAEMONS and sep and copy.isdigit() and name in DAEMONS:
             value = name

@@ -189,7 +189,7 @@ def _ago(value: str | None) -> datetime | None:
 
 
 def _bulk_filter(ids: tuple[int, ...], code: str | None, media: str | None,
-                 since: str | None, contact_ref: str | None, state: str | None = None):  # type: ignore[no-untyped-def]
+                 since: str | None, contact_ref: str | None, state: str | None = None):
     if not (ids or code or media or since or contact_ref or state):
         raise click.UsageError("name the entries: IDs, or filters (--state --code --media "
                                "--since --contact)")
@@ -204,7 +204,7 @@ _BULK = [click.option("--code", help="Only entries with this error code."),
          click.option("--dry-run", is_flag=True, help="Count the entries; change nothing.")]
 
 
-def _bulk_options(command):  # type: ignore[no-untyped-def]
+def _bulk_options(command):
     for option in reversed(_BULK):
         command = option(command)
     return command

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from comms_pipeline.settings.config import Settings
 
 
-def make_sms_sender(settings: Settings, on_receipts=None,  # type: ignore[no-untyped-def]
+def make_sms_sender(settings: Settings, on_receipts=None,
                     on_message_id=None) -> SmsSender:
     """The configured backend; ``on_receipts`` stores SMPP delivery receipts and
     ``on_message_id`` hears the SMSC's ids as they are given."""

@@ -53,7 +53,7 @@ def shutdown_socket(sock: object) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def http_timeout(httpx, cfg):  # type: ignore[no-untyped-def]
+def http_timeout(httpx, cfg):
     """httpx's timeouts from a gateway's settings: ``connect_timeout`` for the connection,
     ``timeout`` for each read, write and wait for a pooled connection."""
     return httpx.Timeout(cfg.timeout, connect=cfg.connect_timeout)

@@ -51,7 +51,7 @@ def classify(status: int, payload: Any) -> PermanentGatewayError | TransientGate
     """An FCM error answer as our exception."""
     error = payload.get("error", {}) if isinstance(payload, dict) else {}
     error = error if isinstance(error, dict) else {}
-    codes = [d.get("errorCode") for d in error.get("details") or []
+    codes: list[Any] = [d.get("errorCode") for d in error.get("details") or []
              if isinstance(d, dict) and d.get("errorCode")]
     code = codes[0] if codes else str(error.get("status") or f"HTTP {status}")
     text = f"HTTP {status}: {error.get('message') or 'no message'}"[:300]

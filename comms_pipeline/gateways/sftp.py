@@ -44,7 +44,7 @@ class UnknownHostKeyError(paramiko.SSHException):
 
 
 class _RejectUnknownHost(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(self, client, hostname, key):  # type: ignore[no-untyped-def]
+    def missing_host_key(self, client, hostname, key):
         raise UnknownHostKeyError(
             f"the {key.get_name()} host key of {hostname} is not in known_hosts")
 

@@ -53,6 +53,8 @@ from comms_pipeline.gateways.deadline import Watchdog, shutdown_socket
 from comms_pipeline.gateways.protocols import EmailMessage, Outcome, SendResult
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
     from comms_pipeline.settings.gateways import EmailGateway
 
 log = structlog.get_logger(__name__)
@@ -222,12 +224,12 @@ class _EndOfData:
     #: ``timeout`` each.
     connect_timeout: float | None = None
 
-    def _get_socket(self, host: str, port: int, timeout: float):  # type: ignore[no-untyped-def]
+    def _get_socket(self, host: str, port: int, timeout: float):
         sock = super()._get_socket(host, port, self.connect_timeout or timeout)  # type: ignore[misc]
         sock.settimeout(timeout)
         return sock
 
-    def send(self, s: bytes | str) -> None:
+    def send(self, s: ReadableBuffer | str) -> None:
         super().send(s)  # type: ignore[misc]
         if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
             self.data_sent = True
@@ -275,7 +277,7 @@ class SmtpLane:
             else:
                 smtp = _Session(timeout=cfg.timeout)
             smtp.connect_timeout = cfg.connect_timeout
-            smtp._host = cfg.host  # what TLS checks the certificate against
+            smtp._host = cfg.host  # type: ignore[union-attr]  # what TLS checks the certificate against
             self._opening = smtp  # within reach of the total timeout's cut
             code, text = smtp.connect(cfg.host, cfg.port)
             if code != 220:

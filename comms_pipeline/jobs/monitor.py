@@ -130,7 +130,7 @@ class MonitorJob:
         self.events.close()
 
     # -- expansion ------------------------------------------------------------------------------
-    def expand(self, h: Row, contact: ContactInfo | None, now) -> Outcome:  # type: ignore[no-untyped-def]
+    def expand(self, h: Row, contact: ContactInfo | None, now) -> Outcome:
         def stop(status: str, code: str, reason: str) -> Outcome:
             log.info("monitor.not_sent", header_id=h.id, status=status, code=code)
             return Outcome.done(h.id, status, code, reason)
@@ -163,7 +163,7 @@ class MonitorJob:
             if template.external_system_id is None:
                 return stop(HeaderStatus.ERROR, ErrorCode.INVALID_REQUEST,
                             f"template {template.code!r} has media external but no external system")
-            targets = [(contact.ref, None)]
+            targets: list[tuple[str, str | None]] = [(contact.ref, None)]
         else:
             kind = ADDRESS_KIND[Media(media)]
             chosen, why = select_targets(contact.addresses, kind, h.send_to, h.address_type)
@@ -194,7 +194,7 @@ class MonitorJob:
         return None
 
     def detail(self, h: Row, contact: ContactInfo, template: TemplateInfo, media: str,
-               address: str, address_type: str | None, now, merged: dict) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+               address: str, address_type: str | None, now, merged: dict) -> dict[str, Any]:
         variant = template.variant_for(h.language, contact.language)
         row: dict[str, Any] = {
             "header_id": h.id, "contact_id": contact.id, "template_id": template.id,
@@ -234,7 +234,7 @@ class MonitorJob:
             log.info("monitor.rejected", header_id=h.id, code=rej.code)
         return row
 
-    def merge(self, h: Row, contact: ContactInfo, template: TemplateInfo, variant,  # type: ignore[no-untyped-def]
+    def merge(self, h: Row, contact: ContactInfo, template: TemplateInfo, variant,
               media: str) -> dict[str, Any]:
         """Render the SMS / push / external text once per header; enforce the limits."""
         tag_data = contact.as_tag_data()
@@ -266,7 +266,7 @@ class MonitorJob:
         body = merged_body.text
         subject = merged_subject.text if merged_subject else None
         limit = effective_limit(self.media_rules[media],
-                                self.external_limits.get(template.external_system_id))
+                                self.external_limits.get(template.external_system_id))  # type: ignore[arg-type]
         if len(body) > limit:
             raise Rejection(ErrorCode.TOO_LONG, f"the merged {media} text is {len(body)} "
                             f"characters; the limit is {limit}")

@@ -39,9 +39,10 @@ KEY_TOO_LONG = ErrorCode.RECIPIENT_KEY_TOO_LONG
 #: Longest recipient key: it is part of the header's idempotency key (200 characters).
 MAX_KEY = 180
 #: Which counter of the run each reason code adds to.
-COUNTER = {CONDITION_NOT_MET: "skipped_condition", NOT_IN_SEGMENT: "skipped_condition",
-           ErrorCode.OPTED_OUT: "skipped_consent", ErrorCode.UNKNOWN_CONTACT: "errors",
-           NO_CONTACT_REF: "errors", KEY_TOO_LONG: "errors"}
+COUNTER: dict[str, str] = {
+    CONDITION_NOT_MET: "skipped_condition", NOT_IN_SEGMENT: "skipped_condition",
+    ErrorCode.OPTED_OUT: "skipped_consent", ErrorCode.UNKNOWN_CONTACT: "errors",
+    NO_CONTACT_REF: "errors", KEY_TOO_LONG: "errors"}
 
 
 @dataclass

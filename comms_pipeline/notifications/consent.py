@@ -104,7 +104,7 @@ def load_policies(conn: Connection, headers: Sequence[Row]) -> dict[int, Policy]
         q = (select(n.c.id, nt.c.code, nt.c.apply_data_protection, nt.c.respect_consent,
                     nt.c.classification)
              .join(nt, nt.c.id == n.c.type_id).where(n.c.id.in_(notified)))
-        for r in conn.execute(q):
+        for r in conn.execute(q):  # type: ignore[assignment]
             by_notification[r.id] = policy_for_type(r.code, bool(r.apply_data_protection),
                                                     r.respect_consent, r.classification)
     found: dict[int, Policy] = {}

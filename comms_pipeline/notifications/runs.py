@@ -31,8 +31,8 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, nullcontext
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import AbstractContextManager, closing, nullcontext
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -271,7 +271,7 @@ def _context(engine: Engine, type_code: str, today: date | None) -> nb.RunContex
 
 def _decided(ctx: nb.RunContext, query: str, after: Any, size: int, chunk: int,
              population_url: str, comms_url: str
-             ) -> Iterator[tuple[Any, int, nb.Decisions]]:
+             ) -> Generator[tuple[Any, int, nb.Decisions], None, None]:
     """Batches of the population with the decision for each recipient (read-only)."""
     reader = pop.reader_engine(population_url)
     contacts = pop.reader_engine(comms_url)
@@ -338,8 +338,9 @@ def _run(settings: Settings, engine: Engine, ctx: nb.RunContext, type_code: str,
     dry_reasons: Counter[str] = Counter()
     try:
         total = _total(url, query, state.after) if progress else None
-        bar = (click.progressbar(length=total, label=f"{type_code}", file=sys.stderr,
-                                 show_pos=True, show_eta=True) if progress else nullcontext())
+        bar: AbstractContextManager[Any] = (
+            click.progressbar(length=total, label=f"{type_code}", file=sys.stderr,
+                              show_pos=True, show_eta=True) if progress else nullcontext())
 
         batches = _decided(ctx, query, state.after, batch_size or ns.batch_size,
                            ns.stream_chunk, url, settings.database_url)

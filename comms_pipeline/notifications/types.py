@@ -174,7 +174,7 @@ def parse_definitions(data: dict[str, Any], source: str = "definitions") -> Defi
     for key, model, target in kinds:
         for code, body in (data.get(key) or {}).items():
             try:
-                target[code] = model.model_validate(body)
+                target[code] = model.model_validate(body)  # type: ignore[assignment]
             except ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or code}: {e['msg']}"
                                      for e in exc.errors())

@@ -95,7 +95,7 @@ def make_document_store(settings: Settings, backend: str | None = None) -> Docum
     raise ConfigError(f"unknown storage backend {backend!r}")
 
 
-def _info_query():  # type: ignore[no-untyped-def]
+def _info_query():
     d = documents_t.c
     return (select(d.id, d.detail_id, d.kind, d.content_type, d.size, d.sha256,
                    d.storage_backend, d.location, d.stored_at, d.created_at,

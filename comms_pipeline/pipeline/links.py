@@ -107,7 +107,7 @@ class LinkBuilder:
         max_age = self.settings.max_age_days * 86400 if max_age_seconds is None \
             else max_age_seconds
         try:
-            data = self._serializer(action).loads(token, max_age=max_age)
+            data = self._serializer(action).loads(token, max_age=max_age)  # type: ignore[arg-type]
         except SignatureExpired:
             raise ExpiredLinkError() from None
         except BadSignature:

@@ -157,7 +157,7 @@ def list_templates(conn: Connection) -> list[dict[str, Any]]:
     return [{"code": r["code"], "name": r["name"], "media": r["media"],
              "classification": r["classification"], "active": r["active"],
              "languages": sorted(languages.get(r["id"], []),
-                                 key=lambda lang, d=r["default_language"]: (lang != d, lang))}
+                                 key=lambda lang, d=r["default_language"]: (lang != d, lang))}  # type: ignore[misc]
             for r in rows]
 
 

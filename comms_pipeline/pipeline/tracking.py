@@ -131,7 +131,7 @@ class Tracker:
         """The detail id of a pixel token, or None when it is not one of ours, has expired
         (``[links] max_age_days``) or, though signed by us, holds no detail id."""
         try:
-            value = self.signer.loads(token, max_age=self.max_age if max_age is None
+            value = self.signer.loads(token, max_age=self.max_age if max_age is None  # type: ignore[arg-type]
                                       else max_age)
         except (BadData, ValueError, TypeError):  # bad or expired signature, unreadable value
             return None
@@ -279,7 +279,7 @@ def run_report(conn: Connection, run_id: int) -> dict[str, int]:
                    .where(notes.c.run_id == run_id)).subquery()
     e = events_t.c
 
-    def touched(kind: str):  # type: ignore[no-untyped-def]
+    def touched(kind: str):
         return func.count(func.distinct(case((e.kind == kind, e.detail_id))))
 
     total, sent = conn.execute(select(

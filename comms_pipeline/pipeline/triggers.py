@@ -75,7 +75,7 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
     if hasattr(target, "begin") and not hasattr(target, "in_transaction"):
         with target.begin() as conn:  # an Engine
             return _insert(conn, values)
-    return _insert(target, values)  # a Connection inside the caller's transaction
+    return _insert(target, values)  # type: ignore[arg-type]  # a Connection inside the caller's transaction
 
 
 def _insert(conn: Connection, values: dict[str, Any]) -> int:

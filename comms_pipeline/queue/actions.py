@@ -75,7 +75,7 @@ def external_entries_queue() -> WorkQueue:
 _QUEUE = external_entries_queue()
 
 
-def owner_clause(external_system_id: int | None):  # type: ignore[no-untyped-def]
+def owner_clause(external_system_id: int | None):
     """Entries the caller may see: its own system's, or any system's (admin: None)."""
     c = details_t.c
     if external_system_id is None:
@@ -151,7 +151,7 @@ def _one(conn: Connection, r: Ack, actor: str,
         return exc
 
 
-def _movable(spec: Action, external_system_id: int | None, now: datetime):  # type: ignore[no-untyped-def]
+def _movable(spec: Action, external_system_id: int | None, now: datetime):
     """Rows this action may move: the caller's, in a state it may leave, not expired."""
     c = details_t.c
     # A Pending entry whose expiry has passed is Expired (the sweep may not have run yet).

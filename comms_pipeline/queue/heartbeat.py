@@ -17,6 +17,8 @@ from comms_pipeline.store.models import heartbeats_t
 from comms_pipeline.store.outage import is_db_unavailable
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.engine import Engine
 
 hb_t = heartbeats_t
@@ -40,7 +42,7 @@ class Heartbeat:
         self.name = name
         self.instance = instance_id(name)
         self.every = every
-        self._last = None
+        self._last: datetime | None = None
         self.processed = 0
 
     def waiting(self, waiting: bool) -> None:

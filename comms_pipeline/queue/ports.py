@@ -49,7 +49,7 @@ class Liveness(Protocol):
     instance: str
     processed: int
 
-    def beat(self, force: bool = False) -> None:
+    def beat(self, force: bool = False) -> object:
         """Say the worker is alive (at most every few seconds unless ``force``)."""
         ...
 

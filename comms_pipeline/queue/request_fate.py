@@ -50,7 +50,7 @@ def parse_status(text: str) -> str:
     return value
 
 
-def _header_select():  # type: ignore[no-untyped-def]
+def _header_select():
     h = headers_t.c
     return select(*(h[c] for c in _HEADER_COLUMNS),
                   systems_t.c.code.label("requested_by")).outerjoin(

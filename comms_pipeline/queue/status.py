@@ -27,7 +27,7 @@ STAGES = [
 ]
 
 
-def _stage_rows(name: str):  # type: ignore[no-untyped-def]
+def _stage_rows(name: str):
     """(table, condition) of the rows stage ``name`` has left to work."""
     if name == "storage":
         return documents_t, documents_t.c.stored_at.is_(None)
@@ -94,7 +94,7 @@ def send_rates(engine: Engine, now: datetime | None = None) -> dict[str, dict[st
 
 def pipeline_status(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
-        header_counts = dict(conn.execute(
+        header_counts: dict[str, int] = dict(conn.execute(
             select(headers_t.c.status, func.count()).group_by(headers_t.c.status)).all())
         detail_rows = conn.execute(
             select(details_t.c.state, details_t.c.media, details_t.c.external_system_id.isnot(None),
@@ -104,7 +104,7 @@ def pipeline_status(engine: Engine) -> dict[str, Any]:
         doc_counts = dict(conn.execute(
             select(documents_t.c.stored_at.isnot(None), func.count())
             .group_by(documents_t.c.stored_at.isnot(None))).all())
-        failing = dict(conn.execute(
+        failing: dict[str, int] = dict(conn.execute(
             select(documents_t.c.error_code, func.count())
             .where(documents_t.c.stored_at.is_(None), documents_t.c.error_code.isnot(None))
             .group_by(documents_t.c.error_code)).all())

@@ -16,11 +16,18 @@ from datetime import UTC, datetime
 from email import policy as email_policy
 from email.errors import HeaderParseError, MessageError
 from email.header import decode_header, make_header
-from email.headerregistry import Address, AddressHeader, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import (
+    Address,
+    AddressHeader,
+    BaseHeader,
+    HeaderRegistry,
+    UnstructuredHeader,
+)
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from html import escape
 from html.parser import HTMLParser
+from typing import cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from comms_pipeline.core.errors import CommsError
@@ -90,8 +97,8 @@ class _UnfoldedHeader(UnstructuredHeader):
     without line breaks (checked when it is built), so one line of up to 998 octets is valid.
     """
 
-    def fold(self, *, policy):  # type: ignore[no-untyped-def, override]
-        return f"{self.name}: {self}{policy.linesep}"
+    def fold(self, *, policy):
+        return f"{self.name}: {self}{policy.linesep}"  # type: ignore[attr-defined]
 
 
 class _EncodedTextHeader(UnstructuredHeader):
@@ -100,8 +107,8 @@ class _EncodedTextHeader(UnstructuredHeader):
 
     max_count = 1
 
-    def fold(self, *, policy):  # type: ignore[no-untyped-def, override]
-        return fold_unstructured(self.name, str(self), policy.linesep)
+    def fold(self, *, policy):
+        return fold_unstructured(self.name, str(self), policy.linesep)  # type: ignore[attr-defined]
 
 
 class _EncodedAddressHeader(AddressHeader):
@@ -109,17 +116,18 @@ class _EncodedAddressHeader(AddressHeader):
 
     max_count = 1
 
-    def fold(self, *, policy):  # type: ignore[no-untyped-def, override]
-        return fold_addresses(self.name, [(a.display_name, a.addr_spec)
+    def fold(self, *, policy):
+        return fold_addresses(self.name, [(a.display_name, a.addr_spec)  # type: ignore[attr-defined]
                                           for a in self.addresses], policy.linesep)
 
 
-def _make_policy() -> email_policy.EmailPolicy:
+def _make_policy() -> email_policy.EmailPolicy[EmailMessage]:
+    # The header classes are mixins: the registry combines each with BaseHeader.
     registry = HeaderRegistry()
-    registry.map_to_type("list-unsubscribe", _UnfoldedHeader)
-    registry.map_to_type("subject", _EncodedTextHeader)
+    registry.map_to_type("list-unsubscribe", cast("type[BaseHeader]", _UnfoldedHeader))
+    registry.map_to_type("subject", cast("type[BaseHeader]", _EncodedTextHeader))
     for name in ("from", "to", "reply-to"):
-        registry.map_to_type(name, _EncodedAddressHeader)
+        registry.map_to_type(name, cast("type[BaseHeader]", _EncodedAddressHeader))
     return email_policy.SMTP.clone(header_factory=registry)
 
 
@@ -140,7 +148,7 @@ def parse_mailbox(value: str, display_name: str | None = None) -> Address:
         raise InvalidMessage(f"address contains control characters: {value!r}")
     try:
         header = _PARSER("to", value or "")
-        found = header.addresses
+        found = header.addresses  # type: ignore[attr-defined]
     except (ValueError, IndexError, MessageError) as exc:
         raise InvalidMessage(f"not an email address: {value!r} ({exc})") from None
     if len(found) != 1 or header.defects or not found[0].username or not found[0].domain:

@@ -220,7 +220,7 @@ class LetterRenderer:
         self.return_line = escape(", ".join(lines))
 
     def render(self, letters: Sequence[LetterContent],
-               keep_alive: Callable[[], None] | None = None) -> list[bytes | LetterError]:
+               keep_alive: Callable[[], object] | None = None) -> list[bytes | LetterError]:
         """One PDF (or the error) per letter, in order."""
         results: list[bytes | LetterError] = []
         for start in range(0, len(letters), self.chunk_size):
@@ -427,7 +427,7 @@ class LetterPool:
                 self._executor.submit(_ready)
 
     def render(self, letters: Sequence[LetterContent],
-               keep_alive: Callable[[], None] | None = None) -> list[bytes | LetterError]:
+               keep_alive: Callable[[], object] | None = None) -> list[bytes | LetterError]:
         if not letters:
             return []
         if self.processes == 1:

@@ -51,7 +51,8 @@ def _load_private_copy() -> ModuleType:
     return module
 
 
-V = _load_private_copy()
+#: A module loaded at run time: its attributes are airspeed's (untyped) grammar classes.
+V: Any = _load_private_copy()
 
 
 class ForbiddenDirective(Exception):

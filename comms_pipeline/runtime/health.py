@@ -39,13 +39,13 @@ def daemon_health(settings: Settings, engine: Engine) -> tuple[list[dict[str, An
         age = (now - beat["beat_at"]).total_seconds() if beat else None
         if not inst.alive:
             state = "dead"
-        elif waiting_marker(supervise.run_dir(settings.var_dir), inst.pid).exists():
+        elif waiting_marker(supervise.run_dir(settings.var_dir), inst.pid).exists():  # type: ignore[arg-type]
             state = "waiting for the database"
         elif beat is None:
             started_ago = time.time() - inst.pidfile.stat().st_mtime
             state = "starting" if started_ago < stale_after else "stale"
         else:
-            state = "stale" if age > stale_after else "running"
+            state = "stale" if age > stale_after else "running"  # type: ignore[operator]
         healthy = healthy and state in ("running", "starting")
         rows.append({"name": f"{inst.name}-{inst.copy}", "pid": inst.pid, "host": host,
                      "state": state, "beat_age": age,

@@ -81,7 +81,7 @@ def _make_sqlite_transactional(engine: Engine) -> None:
     """Take over transaction control from pysqlite and begin every transaction IMMEDIATE."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -119,7 +119,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def alembic_config(url: str):  # type: ignore[no-untyped-def]
+def alembic_config(url: str):
     from alembic.config import Config
 
     cfg = Config()

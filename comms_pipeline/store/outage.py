@@ -62,7 +62,7 @@ def is_db_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
-        orig = exc.orig
+        orig: BaseException | None = exc.orig
     elif isinstance(exc, sa_exc.SQLAlchemyError):
         # e.g. "Can't reconnect until invalid transaction is rolled back"
         return isinstance(exc, sa_exc.PendingRollbackError | sa_exc.TimeoutError)

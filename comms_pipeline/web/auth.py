@@ -12,7 +12,7 @@ transaction that does the work: one connection and one commit per call instead o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -71,7 +71,7 @@ def _check_alone(engine: Engine, key: str, roles: tuple[str, ...]) -> Principal:
         return check(conn, key, roles)
 
 
-def require(*roles: str) -> Callable[..., Principal]:
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits only keys of ``roles`` (checked in its own transaction)."""
 
     async def dependency(request: Request, key: BearerKey) -> Principal:

@@ -35,7 +35,7 @@ ENTRY_COLUMNS = ("id", "state", "media", "address", "language", "subject", "prio
 TIMES = ("created_at", "updated_at", "completed_at", "expires_at")
 
 
-def entry_select(*extra: Any):  # type: ignore[no-untyped-def]
+def entry_select(*extra: Any):
     """Queue entries with their external system's code and their contact's ref."""
     d = details_t.c
     return (select(*(d[name] for name in ENTRY_COLUMNS),
@@ -62,7 +62,7 @@ def entry_dict(row: Any, now: datetime) -> dict[str, Any]:
     return data
 
 
-def internal_states(public: str) -> list[str]:
+def internal_states(public: str) -> list[DetailState]:
     """The stored states behind a queue filter (Pending: ready for the external system)."""
     return {
         "Pending": [DetailState.AWAITING_EXTERNAL],

@@ -12,6 +12,7 @@ shape for a client that asks for JSON.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
@@ -52,10 +53,11 @@ MAX_BODY = 16 * 1024
 _MULTIPART_ONE_CLICK = re.compile(
     rb'name="?List-Unsubscribe"?\r?\n(?:[^\r\n]+\r?\n)*\r?\nOne-Click\r?\n', re.I)
 
-_HTML = {"content": {"text/html": {}}}
-_RESPONSES = {400: {**_HTML, "description": "Tampered, malformed or wrong-purpose token"},
-              404: {**_HTML, "description": "No such link"},
-              410: {**_HTML, "description": "The link has expired"}}
+_HTML: dict[str, Any] = {"content": {"text/html": {}}}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {**_HTML, "description": "Tampered, malformed or wrong-purpose token"},
+    404: {**_HTML, "description": "No such link"},
+    410: {**_HTML, "description": "The link has expired"}}
 
 
 class _Refused(Exception):

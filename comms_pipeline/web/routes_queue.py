@@ -87,7 +87,7 @@ def list_entries(request: Request, key: BearerKey,
 
 
 def _listing(scope_id: int | None, state: QueueState, media: Media | None,
-             contact: str | None, after: list[int] | None, limit: int):  # type: ignore[no-untyped-def]
+             contact: str | None, after: list[int] | None, limit: int):
     d = details_t.c
     q = entry_select().where(owner_clause(scope_id), d.state.in_(internal_states(state.value)))
     if state == QueueState.PENDING:
