@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -18,15 +19,19 @@ log = structlog.get_logger(__name__)
 
 
 class Watchdog:
-    """``with Watchdog(120, cut, "smtp") as dog: ...``; ``dog.fired`` says whether it cut."""
+    """``with Watchdog(120, cut, "smtp") as dog: ...``; ``dog.fired`` says whether it cut.
+
+    Arming one costs a dictionary entry, not a thread: a single sentinel thread per process
+    looks at every armed deadline a few times a second (a thread per call cost as much as the
+    call itself on a fast peer).
+    """
 
     def __init__(self, seconds: float, on_expire: Callable[[], None], what: str) -> None:
         self.seconds = seconds
         self.what = what
         self.fired = False
+        self.deadline = 0.0
         self._on_expire = on_expire
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def _expire(self) -> None:
         self.fired = True
@@ -37,11 +42,50 @@ class Watchdog:
             log.debug("gateway.cut_failed", gateway=self.what, exc_info=True)
 
     def __enter__(self) -> Watchdog:
-        self._timer.start()
+        self.deadline = time.monotonic() + self.seconds
+        _SENTINEL.arm(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        _SENTINEL.disarm(self)
+
+
+class _Sentinel:
+    """The one thread that fires the process's expired watchdogs."""
+
+    #: How often the armed deadlines are looked at (the resolution of a total timeout).
+    TICK = 0.2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, Watchdog] = {}
+        self._thread: threading.Thread | None = None
+
+    def arm(self, dog: Watchdog) -> None:
+        with self._lock:
+            self._armed[id(dog)] = dog
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="gateway-watchdog",
+                                                daemon=True)
+                self._thread.start()
+
+    def disarm(self, dog: Watchdog) -> None:
+        with self._lock:
+            self._armed.pop(id(dog), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                due = [d for d in self._armed.values() if d.deadline <= now]
+                for dog in due:
+                    del self._armed[id(dog)]
+            for dog in due:
+                dog._expire()
+
+
+_SENTINEL = _Sentinel()
 
 
 def shutdown_socket(sock: object) -> None:
