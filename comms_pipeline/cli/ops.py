@@ -6,14 +6,13 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import click
 import structlog
 
 from comms_pipeline.cli.common import AppContext, pass_app
+from comms_pipeline.core.progress_line import progress_line
 from comms_pipeline.runtime import supervisor as supervise
-from comms_pipeline.runtime.logs import progress_line
 from comms_pipeline.runtime.registry import DAEMONS, JOBS
 from comms_pipeline.runtime.run import RunReport, run_stage, run_stage_workers, stage_backlog
 from comms_pipeline.store.outage import EX_TEMPFAIL, DatabaseUnavailable
@@ -88,12 +87,6 @@ def _breakdown(outcomes: dict[str, int]) -> str:
     return f" ({', '.join(parts)})"
 
 
-def _redraw(bar: Any) -> None:
-    """Draw the bar again after a log line cleared it (click draws only a changed line)."""
-    bar._last_line = None
-    bar.render_progress()
-
-
 def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int | None,
                     workers: int = 1, progress: bool = False) -> None:
     """Run a stage, print what it did, and exit 1 when a batch failed (jobs and daemons)."""
@@ -110,7 +103,7 @@ def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int |
             label = name if workers == 1 else f"{name} x{workers}"
             with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
                                    show_percent=True, show_eta=True) as bar, \
-                    progress_line(sys.stderr, redraw=lambda: _redraw(bar)):
+                    progress_line(sys.stderr, bar):
                 report = run(bar.update)
         else:
             report = run(None)

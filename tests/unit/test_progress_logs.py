@@ -8,8 +8,8 @@ import json
 import click
 import structlog
 
-from comms_pipeline.cli.ops import _redraw
-from comms_pipeline.runtime.logs import configure_logging, progress_line
+from comms_pipeline.core.progress_line import progress_line
+from comms_pipeline.runtime.logs import configure_logging
 
 
 class FakeTerminal(io.StringIO):
@@ -49,7 +49,7 @@ def test_a_log_line_during_a_progress_bar_gets_its_own_line():
     try:
         log = structlog.get_logger()
         with click.progressbar(length=10, label="deliver", file=term, show_pos=True) as bar, \
-                progress_line(term, redraw=lambda: _redraw(bar)):
+                progress_line(term, bar):
             bar.update(3)
             log.info("test.during_bar", rows=3)
             bar.update(2)
@@ -64,11 +64,14 @@ def test_a_log_line_during_a_progress_bar_gets_its_own_line():
 
 
 def test_without_a_bar_log_lines_are_written_plainly():
-    term = FakeTerminal()
-    configure_logging("info", json=True, file=term)
-    try:
-        structlog.get_logger().info("test.no_bar")
-        assert "\x1b" not in term.getvalue()
-        assert json.loads(term.getvalue())["event"] == "test.no_bar"
-    finally:
-        configure_logging("info", json=True)
+    """No bar (notifications run --no-progress) or a stream that is no terminal: no escapes."""
+    term, pipe = FakeTerminal(), io.StringIO()
+    for out, bar in ((term, None), (pipe, object())):
+        configure_logging("info", json=True, file=out)
+        try:
+            with progress_line(out, bar):
+                structlog.get_logger().info("test.no_bar")
+            assert "\x1b" not in out.getvalue()
+            assert json.loads(out.getvalue())["event"] == "test.no_bar"
+        finally:
+            configure_logging("info", json=True)
