@@ -8,8 +8,10 @@ import sys
 from collections.abc import Callable
 
 import click
+import structlog
 
 from comms_pipeline.cli.common import AppContext, pass_app
+from comms_pipeline.core.progress_line import progress_line
 from comms_pipeline.runtime import supervisor as supervise
 from comms_pipeline.runtime.registry import DAEMONS, JOBS
 from comms_pipeline.runtime.run import RunReport, run_stage, run_stage_workers, stage_backlog
@@ -38,21 +40,34 @@ def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool |
     Exit code 0 means it finished; 1 means a batch failed (its entries carry the error and are
     retried); 75 means the database stayed away past [database] outage_wait_once_seconds.
     """
-    _serve_metrics(metrics_port)
+    _serve_metrics(app, metrics_port)
     _run_and_report(app, name, once=True, batch_size=batch_size, workers=workers,
                     progress=sys.stderr.isatty() if progress is None else progress)
 
 
-def _serve_metrics(port: int | None) -> None:
+def _serve_metrics(app: AppContext, port: int | None, copy: int = 1) -> None:
     """What this process does (outcomes, claim and batch durations), for Prometheus; the
-    database's backlog gauges are the Web API's /metrics, so copies never double them."""
-    if port is None:
-        return
+    database's backlog gauges are the Web API's /metrics, so copies never double them.
+
+    Without --metrics-port, ``[daemons] metrics_port`` names the port; copy N of a daemon
+    (systemd's ``comms-daemon@sms-N``, ``daemon start --copies``) takes the port N - 1 above
+    it, so copies on one machine do not fight over one port. A port taken is an error when
+    the flag asked for it; from the configuration it is only a warning, because a job the
+    scheduler starts while another job holds that port must still run."""
     from comms_pipeline.queue import metrics
 
+    configured = port is None
+    if port is None:
+        if app.settings.daemons.metrics_port is None:
+            return
+        port = app.settings.daemons.metrics_port + copy - 1
     try:
         metrics.serve(port)
     except OSError as exc:
+        if configured:
+            structlog.get_logger().warning("metrics.port_unavailable", port=port,
+                                           reason=exc.strerror)
+            return
         raise click.BadParameter(f"cannot listen on port {port}: {exc.strerror}",
                                  param_hint="--metrics-port") from None
 
@@ -87,7 +102,8 @@ def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int |
             total = stage_backlog(name, app.settings, app.engine)
             label = name if workers == 1 else f"{name} x{workers}"
             with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
-                                   show_percent=True, show_eta=True) as bar:
+                                   show_percent=True, show_eta=True) as bar, \
+                    progress_line(sys.stderr, bar):
                 report = run(bar.update)
         else:
             report = run(None)
@@ -122,10 +138,17 @@ class DaemonInstance(click.Choice):
     ``comms-daemon@sms-2``): the copy number only names the unit."""
 
     def convert(self, value, param, ctx):
-        name, sep, copy = str(value).rpartition("-")
-        if value not in DAEMONS and sep and copy.isdigit() and name in DAEMONS:
-            value = name
-        return super().convert(value, param, ctx)
+        name, copy = split_copy(str(value))
+        super().convert(name, param, ctx)
+        return value if copy > 1 else name
+
+
+def split_copy(value: str) -> tuple[str, int]:
+    """``sms-2`` -> (``sms``, 2); a plain daemon name is copy 1."""
+    name, sep, copy = value.rpartition("-")
+    if value not in DAEMONS and sep and copy.isdigit() and name in DAEMONS:
+        return name, max(int(copy), 1)
+    return value, 1
 
 
 @daemon.command("run")
@@ -143,7 +166,8 @@ def daemon_run(app: AppContext, name: str, once: bool, batch_size: int | None,
     --once: exit code 0 means the backlog is done; 1 means a batch failed; 75 means the
     database stayed away past [database] outage_wait_once_seconds.
     """
-    _serve_metrics(metrics_port)
+    name, copy = split_copy(name)
+    _serve_metrics(app, metrics_port, copy)
     _run_and_report(app, name, once=once, batch_size=batch_size)
 
 

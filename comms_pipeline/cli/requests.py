@@ -20,9 +20,15 @@ from comms_pipeline.pipeline.request_check import RequestRefused, missing_warnin
 from comms_pipeline.pipeline.triggers import SEND_TO
 from comms_pipeline.pipeline.triggers import trigger as trigger_request
 from comms_pipeline.queue.claims import transition_rows
-from comms_pipeline.queue.listing import entry_filter, list_entries, render
+from comms_pipeline.queue.listing import (
+    entry_filter,
+    entry_history,
+    list_entries,
+    render,
+    show_entry,
+)
 from comms_pipeline.queue.work_queues import pending_details_queue
-from comms_pipeline.store.models import details_t, transitions_t
+from comms_pipeline.store.models import details_t
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -162,16 +168,14 @@ def queue_list(app: AppContext, state: str | None, media: str | None, contact_re
 def queue_show(app: AppContext, entry_id: int) -> None:
     """Show one entry, its request and its state history."""
     with app.engine.connect() as conn:
-        row = conn.execute(select(details_t).where(details_t.c.id == entry_id)).mappings().first()
+        row = show_entry(conn, entry_id)
         if row is None:
             raise click.ClickException(f"no queue entry {entry_id}")
-        history = conn.execute(select(transitions_t).where(
-            transitions_t.c.kind == "detail", transitions_t.c.row_id == entry_id)
-            .order_by(transitions_t.c.id)).mappings().all()
+        history = entry_history(conn, entry_id)
     for key, value in row.items():
         if key in ("body",):
             value = f"<{len(value or '')} characters>"
-        click.echo(f"{key:>20}: {value}")
+        click.echo(f"{key:>20}: {'-' if value is None else value}")
     click.echo(f"{'public state':>20}: {public_state(row['state']).value}")
     click.echo("history:")
     for h in history:

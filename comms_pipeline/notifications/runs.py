@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.core.progress_line import progress_line
 from comms_pipeline.notifications import batch as nb
 from comms_pipeline.notifications import population as pop
 from comms_pipeline.notifications.run_keys import MAX_KEY, current_key
@@ -344,7 +345,7 @@ def _run(settings: Settings, engine: Engine, ctx: nb.RunContext, type_code: str,
 
         batches = _decided(ctx, query, state.after, batch_size or ns.batch_size,
                            ns.stream_chunk, url, settings.database_url)
-        with closing(batches), bar as shown:
+        with closing(batches), bar as shown, progress_line(sys.stderr, shown):
             for n, (last_key, count, decisions) in enumerate(batches, start=1):
                 if dry_run:
                     dry.update(decisions.counts())

@@ -18,6 +18,7 @@ from comms_pipeline.store.models import (
     headers_t,
     systems_t,
     templates_t,
+    transitions_t,
 )
 
 if TYPE_CHECKING:
@@ -97,3 +98,48 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
                      f"{one_line(r['template'] or r['system'], 24):<24} "
                      f"{one_line(r['address'], 32):<32} {error}".rstrip())
     return "\n".join(lines)
+
+
+#: Where ``queue show`` puts the entry's names: after these columns of its own.
+_NAMES_AFTER = "id"
+
+
+def show_entry(conn: Connection, entry_id: int) -> dict[str, Any] | None:
+    """One entry as ``queue show`` prints it: its own columns, with the rows it points at
+    named (contact ref, template code, external system code, the request and its event)
+    instead of their ids. The request keeps its id: that is what ``comms requests show``
+    and ``GET /v1/requests/{id}`` take."""
+    d, h = details_t.c, headers_t.c
+    q = (select(details_t, contacts_t.c.ref.label("contact"),
+                func.coalesce(templates_t.c.code, h.template_code).label("template"),
+                systems_t.c.code.label("system"), h.event.label("request_event"),
+                h.idempotency_key.label("request_key"))
+         .outerjoin(contacts_t, contacts_t.c.id == d.contact_id)
+         .outerjoin(templates_t, templates_t.c.id == d.template_id)
+         .outerjoin(headers_t, h.id == d.header_id)
+         .outerjoin(systems_t, systems_t.c.id == d.external_system_id)
+         .where(d.id == entry_id))
+    row = conn.execute(q).mappings().first()
+    if row is None:
+        return None
+    raw = dict(row)
+    named = {"contact": raw.pop("contact"), "template": raw.pop("template"),
+             "system": raw.pop("system"),
+             "request": f"{raw['header_id']} (comms requests show {raw['header_id']})",
+             "request_event": raw.pop("request_event"), "request_key": raw.pop("request_key")}
+    for key in ("header_id", "contact_id", "template_id", "external_system_id"):
+        raw.pop(key)
+    shown: dict[str, Any] = {}
+    for key, value in raw.items():
+        shown[key] = value
+        if key == _NAMES_AFTER:
+            shown.update(named)
+    return shown
+
+
+def entry_history(conn: Connection, entry_id: int) -> list[dict[str, Any]]:
+    """The entry's state changes, oldest first."""
+    t = transitions_t.c
+    return [dict(r) for r in conn.execute(
+        select(transitions_t).where(t.kind == "detail", t.row_id == entry_id)
+        .order_by(t.id)).mappings()]

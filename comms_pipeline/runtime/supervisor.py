@@ -81,7 +81,7 @@ def start(var: Path, name: str, copies: int, argv_prefix: list[str],
         log_path = var / "log" / f"{name}-{copy}.log"
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
-                [*argv_prefix, "daemon", "run", name],
+                [*argv_prefix, "daemon", "run", name if copy == 1 else f"{name}-{copy}"],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 start_new_session=True, env=env,
             )

@@ -117,6 +117,9 @@ class DaemonSettings(_Section):
     heartbeat_seconds: float = Field(5.0, gt=0)
     stale_after_seconds: float = Field(30.0, gt=0)
     stop_timeout_seconds: float = Field(30.0, gt=0)
+    metrics_port: int | None = Field(None, ge=1, le=65535, description=(
+        "serve each daemon's and job's Prometheus metrics on this port when --metrics-port "
+        "is not given; copy N of a daemon (sms-N) uses metrics_port + N - 1"))
 
 
 class EmailSettings(_Section):

@@ -117,7 +117,8 @@ class QueuePage(BaseModel):
 
 
 class RejectBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"code": "NO_SUCH_CUSTOMER", "description": "The CRM has no customer C-1001"}]})
 
     code: Code = Field(description="The external system's error code")
     description: Annotated[str, StringConstraints(min_length=1, max_length=2000,
@@ -147,7 +148,11 @@ class BatchItem(BaseModel):
 
 
 class BatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"actions": [{"id": 101, "action": "complete"},
+                     {"id": 102, "action": "reject", "code": "NO_SUCH_CUSTOMER",
+                      "description": "The CRM has no customer C-1001"},
+                     {"id": 103, "action": "remove"}]}]})
 
     actions: list[BatchItem] = Field(min_length=1, max_length=1000)
 
@@ -183,7 +188,12 @@ def _plain_values(value: dict[str, Any]) -> dict[str, Any]:
 class CommunicationRequest(BaseModel):
     """A communication request: what happened, for whom, and how to communicate it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"contact_ref": "C-1001", "template_code": "WELCOME_SMS",
+         "params": {"first_name": "Maria"}, "idempotency_key": "crm-signup-1001"},
+        {"contact_ref": "C-1001", "event": "INVOICE_ISSUED", "event_number": "INV-2024-0042",
+         "entities": {"invoice": {"number": "INV-2024-0042", "amount": 42.5}},
+         "send_after": "2024-06-01T08:00:00Z", "priority": 1}]})
 
     contact_ref: Code
     template_code: Code | None = None

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 
@@ -107,13 +108,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_daemon_serves_its_metrics_on_its_port(settings, tmp_path):
-    port = _free_port()
+def _scrape_daemon(settings, tmp_path, port, args, **env_extra):
+    """Start ``comms daemon run ARGS``, wait until ``port`` serves its claim histogram."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMS_")}
     env.update(COMMS_DATABASE_URL=settings.database_url, COMMS_PATHS_VAR=str(tmp_path / "var"),
-               COMMS_DAEMONS_POLL_INTERVAL="0.1")
+               COMMS_DAEMONS_POLL_INTERVAL="0.1", **env_extra)
     proc = subprocess.Popen([sys.executable, "-m", "comms_pipeline.cli.main", "daemon", "run",
-                             "sms", "--metrics-port", str(port)], env=env,
+                             *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         body = None
@@ -131,3 +132,46 @@ def test_a_daemon_serves_its_metrics_on_its_port(settings, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_a_daemon_serves_its_metrics_on_its_port(settings, tmp_path):
+    _scrape_daemon(settings, tmp_path, port := _free_port(), ["sms", "--metrics-port", str(port)])
+
+
+def test_the_config_key_alone_serves_the_metrics(settings, tmp_path):
+    """``[daemons] metrics_port`` without the flag; copy 2 (``sms-2``) takes the next port."""
+    port = _free_port()
+    _scrape_daemon(settings, tmp_path, port, ["sms"], COMMS_DAEMONS_METRICS_PORT=str(port))
+    second = _free_port()
+    _scrape_daemon(settings, tmp_path, second, ["sms-2"],
+                   COMMS_DAEMONS_METRICS_PORT=str(second - 1))
+
+
+def test_a_taken_configured_port_does_not_stop_a_job(sqlite_url, make_engine_for):
+    """The scheduler may start a job while another holds the configured port: the job runs,
+    with a warning; asked for by --metrics-port, the same port is an error."""
+    from click.testing import CliRunner
+
+    from comms_pipeline.cli.common import AppContext
+    from comms_pipeline.cli.main import cli
+
+    try:
+        with socket.socket() as taken:
+            taken.bind(("0.0.0.0", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            settings, _ = make_engine_for(sqlite_url, COMMS_DAEMONS_METRICS_PORT=str(port))
+
+            def run(*extra):
+                app = AppContext()
+                app._settings = settings
+                return CliRunner().invoke(cli, ["job", "run", "monitor", "--no-progress", *extra],
+                                          obj=app, catch_exceptions=False)
+
+            ok = run()
+            assert ok.exit_code == 0, ok.output
+            assert "metrics.port_unavailable" in ok.stderr and str(port) in ok.stderr
+            refused = run("--metrics-port", str(port))
+            assert refused.exit_code == 2 and "--metrics-port" in refused.output
+    finally:
+        structlog.reset_defaults()

@@ -106,3 +106,25 @@ def _states(engine, ids):
     with engine.connect() as conn:
         return set(conn.execute(select(details_t.c.state).where(details_t.c.id.in_(ids)))
                    .scalars())
+
+
+def test_show_names_what_the_entry_points_at(engine, settings):
+    from tests.integration.web_support import add_system
+
+    system_id, _ = add_system(engine, "CRM")
+    [entry] = external_entries(engine, system_id, 1, contact_ref="C-77")
+    with engine.connect() as conn:
+        header_id = conn.execute(select(details_t.c.header_id)
+                                 .where(details_t.c.id == entry)).scalar_one()
+    shown = _invoke(settings, "queue", "show", str(entry))
+    assert shown.exit_code == 0, shown.output
+    fields = {k.strip(): v.strip() for k, _, v in
+              (line.partition(": ") for line in shown.output.split("history:")[0].splitlines())}
+    assert fields["id"] == str(entry)
+    assert fields["contact"] == "C-77" and fields["template"] == "EXT"
+    assert fields["system"] == "CRM"
+    assert fields["request"].startswith(f"{header_id} ")
+    for raw in ("header_id", "contact_id", "template_id", "external_system_id"):
+        assert raw not in fields
+    assert fields["body"].endswith("characters>")
+    assert _invoke(settings, "queue", "show", "999999").exit_code == 1

@@ -74,3 +74,14 @@ def test_malformed_json_in_the_environment_and_unknown_job_names_name_the_key(tm
     cfg.write_text('[scheduler.jobs]\nmonitr = "* * * * *"\n')
     with pytest.raises(ConfigError, match=r"scheduler\.jobs.*no job named 'monitr'"):
         load_settings(cfg, environ={})
+
+
+def test_metrics_port_is_unset_by_default_and_read_from_file_or_environment(tmp_path):
+    assert load_settings(environ={}).daemons.metrics_port is None
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[daemons]\nmetrics_port = 9101\n")
+    assert load_settings(cfg, environ={}).daemons.metrics_port == 9101
+    assert load_settings(environ={"COMMS_DAEMONS_METRICS_PORT": "9200"}
+                         ).daemons.metrics_port == 9200
+    with pytest.raises(ConfigError, match=r"daemons\.metrics_port"):
+        load_settings(environ={"COMMS_DAEMONS_METRICS_PORT": "70000"})
