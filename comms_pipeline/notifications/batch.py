@@ -21,11 +21,11 @@ from comms_pipeline.core.states import ErrorCode
 from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.consent import policy_for_type, refusal, stricter
 from comms_pipeline.notifications.segments import describe, members_among
-from comms_pipeline.store.db import bulk_insert
+from comms_pipeline.store.dialect import bulk_insert, entities_json_sql
 from comms_pipeline.store.models import contacts_t, notifications_t
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Engine
 
     from comms_pipeline.notifications.population import Recipient
     from comms_pipeline.notifications.types import TypeInfo
@@ -148,7 +148,7 @@ NOTIFICATION_COLUMNS = ("run_id", "type_id", "run_key", "number", "recipient_key
 
 
 def insert_notifications(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Write a batch of notifications (``COPY`` on PostgreSQL: see :func:`db.bulk_insert`)."""
+    """Write a batch of notifications (``COPY`` on PostgreSQL: see :func:`dialect.bulk_insert`)."""
     bulk_insert(conn, notifications_t, [{c: r[c] for c in NOTIFICATION_COLUMNS} for r in rows])
 
 
@@ -171,17 +171,11 @@ FROM notifications n
 WHERE n.id > :after_id AND n.id <= :upto_id AND n.run_id + 0 = :run_id
 ORDER BY n.id
 """
-PG_ENTITIES = ("(jsonb_build_object('notification', n.data::jsonb) || COALESCE((SELECT "
-               "jsonb_object_agg(e.key, e.value) FROM jsonb_each(n.data::jsonb) e "
-               "WHERE jsonb_typeof(e.value) = 'object'), '{}'::jsonb))::json")
-SQLITE_ENTITIES = ("(SELECT json_group_object(k, json(v)) FROM (SELECT 'notification' AS k, "
-                   "n.data AS v UNION ALL SELECT e.key, e.value FROM json_each(n.data) e "
-                   "WHERE e.type = 'object'))")
 
 
-def headers_statement(postgres: bool) -> str:
-    return HEADERS_FROM_NOTIFICATIONS.format(
-        entities=PG_ENTITIES if postgres else SQLITE_ENTITIES)
+def headers_statement(bind: Engine | Connection) -> str:
+    """The batch's header INSERT … SELECT in ``bind``'s dialect (its JSON functions)."""
+    return HEADERS_FROM_NOTIFICATIONS.format(entities=entities_json_sql(bind, "n.data"))
 
 
 def header_params(ctx: RunContext, run_id: int, after_id: int, upto_id: int, now: datetime,

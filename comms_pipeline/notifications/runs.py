@@ -51,7 +51,7 @@ from comms_pipeline.notifications.types import DefinitionError, load_type
 from comms_pipeline.queue.births import record_births_where
 from comms_pipeline.queue.machine import HEADERS
 from comms_pipeline.settings.notifications import business_url
-from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.dialect import lock_rows
 from comms_pipeline.store.locks import NamedLock
 from comms_pipeline.store.models import (
     headers_t,
@@ -160,10 +160,8 @@ def _open_run(engine: Engine, type_id: int, type_code: str, dry_run: bool,
     now = utcnow()
     try:
         with engine.begin() as conn:
-            if is_postgres(conn):
-                # One opener per type at a time, also for callers without the run lock.
-                conn.execute(select(types_t.c.id).where(types_t.c.id == type_id)
-                             .with_for_update())
+            # One opener per type at a time, also for callers without the run lock.
+            lock_rows(conn, select(types_t.c.id).where(types_t.c.id == type_id))
             found = _to_resume(conn, type_id, type_code, run_key, explicit)
             if found is not None:
                 summary = dict(found.summary or {})
@@ -220,7 +218,7 @@ def _write(conn: Connection, ctx: nb.RunContext, state: RunState, decisions: nb.
             ctx, run_id, state.counters["created"] + 1, decisions.notified, now,
             run_key=state.run_key))
         upto_id = conn.execute(highest).scalar_one()
-        conn.execute(text(nb.headers_statement(is_postgres(conn))),
+        conn.execute(text(nb.headers_statement(conn)),
                      nb.header_params(ctx, run_id, after_id, upto_id, now, priority,
                                       started_at=state.started_at))
         record_births_where(conn, HEADERS, headers_t.c.notification_id.between(

@@ -37,7 +37,7 @@ from comms_pipeline.core.states import DetailState, Media
 from comms_pipeline.gateways.smpp_receipts import FAILED, Receipt
 from comms_pipeline.queue.claims import transition_rows
 from comms_pipeline.queue.work_queues import detail_queue
-from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.dialect import is_postgres
 from comms_pipeline.store.models import details_t, sms_parts_t, sms_receipts_t
 
 if TYPE_CHECKING:

@@ -12,10 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.queue.claims import record_transitions, record_transitions_from
-from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.dialect import insert_for
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -36,15 +35,14 @@ def insert_new(conn: Connection, machine: StateMachine, rows: Sequence[Mapping[s
         return []
     state = machine.state_column or "state"
     machine.check((None, row[state]) for row in rows)
-    dialect = postgresql if is_postgres(conn) else sqlite
-    stmt = dialect.insert(machine.table)
+    stmt = insert_for(conn, machine.table)
     if unique is not None:
         stmt = stmt.on_conflict_do_nothing(index_elements=[unique])
-    stmt = stmt.returning(machine.table.c.id, machine.table.c[state])
+    returning = stmt.returning(machine.table.c.id, machine.table.c[state])
     if len(rows) == 1:
-        made = conn.execute(stmt.values(dict(rows[0]))).all()
+        made = conn.execute(returning.values(dict(rows[0]))).all()
     else:
-        made = conn.execute(stmt, [dict(r) for r in rows]).all()
+        made = conn.execute(returning, [dict(r) for r in rows]).all()
     record_transitions(conn, machine.kind, [(r[0], None, r[1]) for r in made], actor)
     return [r[0] for r in made]
 

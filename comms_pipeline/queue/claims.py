@@ -41,7 +41,7 @@ from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import ErrorCode
 from comms_pipeline.queue.machine import IllegalTransition, StateMachine
 from comms_pipeline.queue.retry import ExponentialBackoff, RetryPolicy
-from comms_pipeline.store.db import analyze_if_stale, bulk_insert, is_postgres
+from comms_pipeline.store.dialect import analyze_if_stale, bulk_insert, is_postgres
 from comms_pipeline.store.models import transitions_t
 
 if TYPE_CHECKING:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.dialect import upsert
 from comms_pipeline.store.models import heartbeats_t
 from comms_pipeline.store.outage import is_db_unavailable
 
@@ -79,14 +78,9 @@ class Heartbeat:
         values = {"instance": self.instance, "name": self.name, "host": socket.gethostname(),
                   "pid": os.getpid(), "started_at": now, "beat_at": now, "stopped_at": None,
                   "processed": self.processed}
-        dialect = postgresql if is_postgres(self.engine) else sqlite
-        stmt = dialect.insert(hb_t).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["instance"],
-            set_={"beat_at": now, "processed": self.processed, "stopped_at": None},
-        )
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            upsert(conn, hb_t, values, ["instance"],
+                   {"beat_at": now, "processed": self.processed, "stopped_at": None})
 
     def stopped(self) -> None:
         try:

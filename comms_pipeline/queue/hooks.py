@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, exists, func, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.core.states import DetailState
-from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.dialect import insert_for
 from comms_pipeline.store.models import comms_t, details_t, templates_t
 
 if TYPE_CHECKING:
@@ -58,8 +57,7 @@ def log_sent(conn: Connection, detail_ids: Iterable[int] | None = None, *,
                      func.coalesce(d.c.completed_at, d.c.updated_at, d.c.created_at))
               .select_from(d.outerjoin(templates_t, templates_t.c.id == d.c.template_id))
               .where(and_(*where)))
-    dialect = postgresql if is_postgres(conn) else sqlite
-    stmt = dialect.insert(comms_t).from_select(
+    stmt = insert_for(conn, comms_t).from_select(
         ["contact_id", "media", "direction", "category", "subject", "content", "status",
          "detail_id", "created_by", "created_at", "completed_at"], source
     ).on_conflict_do_nothing(index_elements=["detail_id"])

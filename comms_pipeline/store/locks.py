@@ -16,7 +16,6 @@ import fcntl
 import os
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.store.dialect import advisory_unlock, is_postgres, try_advisory_lock
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -36,12 +36,6 @@ class LockBusyError(CommsError):
     """The lock is held by another process (and the caller chose not to wait)."""
 
 
-def _int32(name: str) -> int:
-    """A stable signed 32-bit number for a name (advisory locks take two int4 keys)."""
-    value = zlib.crc32(name.encode("utf-8"))
-    return value - (1 << 32) if value >= (1 << 31) else value
-
-
 class NamedLock:
     """A lock named ``namespace``/``key`` between the processes of one pipeline."""
 
@@ -49,7 +43,7 @@ class NamedLock:
         self.engine = engine
         self.namespace = namespace
         self.key = key
-        self.postgres = engine.dialect.name == "postgresql"
+        self.postgres = is_postgres(engine)
         self.path = Path(var_dir) / "run" / "locks" / f"{namespace}.{_safe(key)}.lock"
         self._conn: Connection | None = None
         self._fd: int | None = None
@@ -70,9 +64,7 @@ class NamedLock:
                             key=self.key)
                 return False
             try:
-                got = conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"),
-                                   {"a": _int32(self.namespace), "b": _int32(self.key)}
-                                   ).scalar()
+                got = try_advisory_lock(conn, self.namespace, self.key)
                 conn.commit()  # a session lock: it outlives the transaction, held idle
             except DBAPIError:
                 conn.invalidate()
@@ -139,8 +131,7 @@ class NamedLock:
     def release(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"),
-                                   {"a": _int32(self.namespace), "b": _int32(self.key)})
+                advisory_unlock(self._conn, self.namespace, self.key)
                 self._conn.commit()
                 self._conn.close()
                 self._conn = None

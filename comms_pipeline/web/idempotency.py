@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Header
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.dialect import insert_ignore
 from comms_pipeline.store.models import idempotency_t
 from comms_pipeline.web.errors import ApiError
 
@@ -96,9 +95,7 @@ def _replay(found: Any, request_hash: str) -> tuple[int, dict[str, Any], bool]:
 
 def _reserve(conn: Connection, key_id: int, key: str, request_hash: str) -> int | None:
     """Insert the key's record (answer to come); None when the key already has one."""
-    dialect = postgresql if is_postgres(conn) else sqlite
-    stmt = dialect.insert(records_t).values(
-        api_key_id=key_id, key=key, request_hash=request_hash, status_code=0,
-        response=None, created_at=utcnow(),
-    ).on_conflict_do_nothing(index_elements=["api_key_id", "key"])
-    return conn.execute(stmt.returning(records_t.c.id)).scalar_one_or_none()
+    return insert_ignore(conn, records_t, {
+        "api_key_id": key_id, "key": key, "request_hash": request_hash, "status_code": 0,
+        "response": None, "created_at": utcnow(),
+    }, ["api_key_id", "key"])

@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import DetailState, HeaderStatus, Media
 from comms_pipeline.queue.births import insert_one
 from comms_pipeline.queue.machine import DETAILS, HEADERS
-from comms_pipeline.store.db import is_postgres
+from comms_pipeline.store.dialect import insert_ignore
 from comms_pipeline.store.models import (
     contacts_t,
     details_t,
@@ -105,13 +104,11 @@ def perform(conn: Connection, settings: Any, payload: LinkPayload, token: str) -
         raise UnknownLinkContact()
     now = utcnow()
     detail_id = _own_detail(conn, payload, contact_id)
-    dialect = postgresql if is_postgres(conn) else sqlite
-    action_id = conn.execute(dialect.insert(actions_t).values(
-        token_id=token_id(token), contact_id=contact_id, action=payload.action,
-        detail_id=detail_id, at=now,
-        data={"subject": payload.subject} if payload.subject else None,
-    ).on_conflict_do_nothing(index_elements=["token_id"]).returning(actions_t.c.id)
-    ).scalar_one_or_none()
+    action_id = insert_ignore(conn, actions_t, {
+        "token_id": token_id(token), "contact_id": contact_id, "action": payload.action,
+        "detail_id": detail_id, "at": now,
+        "data": {"subject": payload.subject} if payload.subject else None,
+    }, ["token_id"])
     if action_id is None:
         return LinkResult(payload.action, used_at(conn, token) or now, True)
     if payload.action in CONSENT:

@@ -1,4 +1,4 @@
-"""db.bulk_insert (COPY on PostgreSQL) keeps every value exactly, on both backends."""
+"""dialect.bulk_insert (COPY on PostgreSQL) keeps every value exactly, on both backends."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from comms_pipeline.store.db import bulk_insert
+from comms_pipeline.store.dialect import bulk_insert
 from comms_pipeline.store.models import headers_t
 
 AWKWARD = ["", "tab\there", "line\nbreak\r\n", "back\\slash \\N", "quote \" and ' and ,",

@@ -139,9 +139,9 @@ def test_a_bulk_loaded_queue_is_analyzed_before_it_is_claimed_from(pg_url, make_
     refreshes them when more rows changed since the last ANALYZE than the rule allows."""
     from sqlalchemy import text
 
-    from comms_pipeline.store import db
+    from comms_pipeline.store import dialect
 
-    monkeypatch.setattr(db, "STALE_MIN_CHANGES", 50)
+    monkeypatch.setattr(dialect, "STALE_MIN_CHANGES", 50)
     settings, engine = make_engine_for(pg_url)
     _setup(engine, 120)
 
@@ -157,7 +157,7 @@ def test_a_bulk_loaded_queue_is_analyzed_before_it_is_claimed_from(pg_url, make_
     assert len(claimer.claim(detail_queue("sms"), 10)) == 10
     assert last_analyze() is not None
     with engine.begin() as conn:  # fresh statistics: nothing to do
-        assert db.analyze_if_stale(conn, details_t) is False
+        assert dialect.analyze_if_stale(conn, details_t) is False
 
 
 def test_a_slow_batch_keeps_its_lease_while_the_handler_works(make_engine_for, db_url):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "comms_pipeline"
 TABLES = {"headers_t", "details_t"}
+#: store.dialect's writers, which take the connection first and the table second.
+TABLE_SECOND = ("bulk_insert", "insert_for", "insert_ignore", "upsert")
 RAW_SQL = re.compile(r"\b(INSERT\s+INTO|UPDATE)\s+request_(headers|details)\b", re.I)
 #: The two writes outside the queue package, by ``path: call``, and why they may be there.
 NO_STATE = {
@@ -29,8 +31,8 @@ def _writes(path: Path) -> list[str]:
         if isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if name in ("insert", "update", "bulk_insert") and node.args:
-                target = node.args[1] if name == "bulk_insert" and len(node.args) > 1 \
+            if name in ("insert", "update", *TABLE_SECOND) and node.args:
+                target = node.args[1] if name in TABLE_SECOND and len(node.args) > 1 \
                     else node.args[0]
                 if isinstance(target, ast.Name) and target.id in TABLES:
                     found.append(f"{name}({target.id})")
