@@ -20,8 +20,6 @@ from comms_pipeline.store import db as dbmod
 from comms_pipeline.store.models import details_t, headers_t
 from tests import factories
 from tests.integration.documents_factory import add_entries
-from tests.servers.pgcluster import pg_cluster  # noqa: F401
-from tests.servers.smpp import smsc  # noqa: F401
 from tests.servers.smtp import SmtpServer
 
 HEADERS = 400

@@ -15,7 +15,6 @@ from comms_pipeline.store.models import details_t
 from comms_pipeline.store.outage import DatabaseUnavailable
 from tests.conftest import make_settings
 from tests.integration.details_factory import add_details
-from tests.servers.pgcluster import pg_cluster  # noqa: F401
 from tests.servers.smtp import free_port
 
 

@@ -16,7 +16,6 @@ from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t
 from tests.integration.details_factory import add_details
 from tests.integration.documents_factory import add_entries
-from tests.servers.smpp import smsc  # noqa: F401
 from tests.servers.smtp import RecordingHandler, SmtpServer
 
 OTHER = "copy@elsewhere:1"

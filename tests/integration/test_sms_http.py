@@ -11,7 +11,6 @@ from comms_pipeline.daemons.sms import SmsDaemon
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t
 from tests.integration.details_factory import add_details, details
-from tests.servers.http_gateways import sms_gateway  # noqa: F401
 
 
 @pytest.fixture

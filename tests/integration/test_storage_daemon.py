@@ -17,8 +17,7 @@ from comms_pipeline.queue.status import pipeline_status
 from comms_pipeline.settings.gateways import StorageGateway
 from comms_pipeline.store.models import documents_t
 from tests.integration.documents_factory import add_entries, documents
-from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, s3_bucket, s3_endpoint  # noqa: F401
-from tests.servers.sftp import sftp_server  # noqa: F401
+from tests.servers.s3 import ACCESS_KEY, SECRET_KEY
 from tests.servers.smtp import free_port
 
 KEY = re.compile(r"(?:(?P<prefix>.+)/)?(?P<y>\d{4})/(?P<m>\d\d)/(?P<d>\d\d)/(?P<h>\d\d)/"
