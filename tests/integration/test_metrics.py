@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from comms_pipeline.runtime.run import run_job
 from comms_pipeline.store.models import details_t
 from tests.factories import sms_template
 from tests.integration.web_support import client
+from tests.servers.smtp import free_port
 
 
 def _samples(body: str) -> dict[tuple, float]:
@@ -101,14 +101,9 @@ def test_ready_needs_the_schema_at_head(settings, engine):
     assert {"/health", "/ready", "/metrics"} <= set(paths)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_daemon_serves_its_metrics_on_its_port(settings, tmp_path):
-    port = _free_port()
+    # `--metrics-port` is given to the daemon, which does not report a port bound as 0
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMS_")}
     env.update(COMMS_DATABASE_URL=settings.database_url, COMMS_PATHS_VAR=str(tmp_path / "var"),
                COMMS_DAEMONS_POLL_INTERVAL="0.1")

@@ -65,7 +65,7 @@ def test_s3_layout_metadata_and_encryption(db_url, s3_bucket, make_engine_for):
 
 
 def test_s3_unreachable_then_back_never_giving_up(sqlite_url, s3_bucket, make_engine_for):
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there: no server to bind 0
     settings, engine = make_engine_for(sqlite_url, COMMS_CLAIMS_MAX_ATTEMPTS="2",
                                        **s3_bucket.env(endpoint_url=down, timeout="2"))
     add_entries(engine, "letter", 3)
