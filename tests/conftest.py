@@ -4,6 +4,9 @@ PostgreSQL comes from ``COMMS_TEST_PG_URL`` (default: postgres on 127.0.0.1:5432
 template database is built once per session and every test gets its own copy with
 ``CREATE DATABASE ... TEMPLATE``. When ``CI`` is set an unreachable server fails the run;
 on a developer's machine the PostgreSQL half of the suite is skipped with the reason.
+
+The loopback servers' fixtures (``tests/servers/``) are registered once here through
+``pytest_plugins``, so a test names the fixture as an argument and imports nothing for it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,19 @@ from sqlalchemy.engine import make_url
 
 from comms_pipeline.settings.config import load_settings
 from comms_pipeline.store import db as dbmod
+
+# tests.servers.smtp first: pgcluster and sftp import it, and a plugin module imported before
+# its registration cannot have its asserts rewritten (a warning, an error in this suite).
+pytest_plugins = [
+    "tests.servers.smtp",
+    "tests.servers.blackhole",
+    "tests.servers.http_gateways",
+    "tests.servers.pgcluster",
+    "tests.servers.s3",
+    "tests.servers.sftp",
+    "tests.servers.smpp",
+    "tests.servers.web_app",
+]
 
 PG_URL = os.environ.get("COMMS_TEST_PG_URL",
                         "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -112,11 +128,20 @@ def sqlite_url(tmp_path, sqlite_template):
     return f"sqlite:///{path}"
 
 
-def make_settings(url: str, var: Path, **env: str):
-    environ = {"COMMS_DATABASE_URL": url, "COMMS_PATHS_VAR": str(var)}
-    environ.update(env)
-    settings = load_settings(path=None, environ=environ)
-    return settings
+#: The repository's configuration file. Tests load it by its absolute path: left to
+#: ``load_settings(path=None)`` the file is found only when the working directory is the
+#: repository root, so settings (the default country, for one) would depend on where pytest runs.
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "comms.toml"
+
+
+def load_test_settings(**env: str):  # type: ignore[no-untyped-def]
+    """Settings from the repository's config and ``env`` only (never ``os.environ``), the same
+    from whichever folder the suite is run; ``COMMS_CONFIG`` in ``env`` names another file."""
+    return load_settings(path=env.get("COMMS_CONFIG", REPO_CONFIG), environ=env)
+
+
+def make_settings(url: str, var: Path, **env: str):  # type: ignore[no-untyped-def]
+    return load_test_settings(COMMS_DATABASE_URL=url, COMMS_PATHS_VAR=str(var), **env)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The agent page in a real browser: headless Chromium (Debian's ``chromium`` and
-``chromedriver``) driven by Selenium against the API served by uvicorn on a free port.
+``chromedriver``) driven by Selenium against the API served by uvicorn on a loopback port
+(the ``served`` fixture of ``tests/servers/web_app.py``).
 
 An agent signs in with an API key (kept in sessionStorage, sent as a header), lists a
 contact's communications, and opens the stored email and the stored letter.
@@ -8,51 +9,18 @@ contact's communications, and opens the stored email and the stored letter.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 from sqlalchemy import insert
 
-from comms_pipeline.store.db import make_engine
 from comms_pipeline.store.models import headers_t
-from comms_pipeline.web.app import create_app
-from tests.conftest import make_settings, require_service
+from tests.conftest import require_service
 from tests.integration.documents_factory import add_entries, make_pdf
 from tests.integration.web_support import external_entries, role_key
+from tests.servers.web_app import WAIT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-WAIT = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def served(sqlite_url, tmp_path):
-    """The Web API on a free loopback port, in a thread of this process."""
-    import uvicorn
-
-    settings = make_settings(sqlite_url, tmp_path / "var")
-    engine = make_engine(settings.database_url)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1",
-                                           port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", engine
-    server.should_exit = True
-    thread.join(WAIT)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.acceptance.test_agent_page_browser import (  # noqa: F401 - the fixture
-    CHROMEDRIVER,
-    CHROMIUM,
-    WAIT,
-    served,
-)
+from tests.acceptance.test_agent_page_browser import CHROMEDRIVER, CHROMIUM
 from tests.conftest import require_service
+from tests.servers.web_app import WAIT
 
 TITLE = "comms-pipeline Web API"
 

@@ -38,7 +38,7 @@ from comms_pipeline.settings.gateways import (
 from comms_pipeline.store.models import details_t
 from tests.integration.details_factory import add_details
 from tests.integration.documents_factory import add_entries
-from tests.servers.blackhole import BlackHole, black_hole  # noqa: F401
+from tests.servers.blackhole import BlackHole
 
 FAST = {"timeout": 0.5, "connect_timeout": 0.5, "total_timeout": 3.0}
 #: A safety net against a hang (the test fails instead of freezing), not a timing check.

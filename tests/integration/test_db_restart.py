@@ -20,8 +20,6 @@ from comms_pipeline.store import db as dbmod
 from comms_pipeline.store.models import details_t, headers_t
 from tests import factories
 from tests.integration.documents_factory import add_entries
-from tests.servers.pgcluster import pg_cluster  # noqa: F401
-from tests.servers.smpp import smsc  # noqa: F401
 from tests.servers.smtp import SmtpServer
 
 HEADERS = 400
@@ -132,6 +130,7 @@ def test_a_once_run_gives_up_after_its_limit_with_exit_code_75(command, tmp_path
     from tests.servers.smtp import free_port
 
     env = dict(os.environ, COMMS_PATHS_VAR=str(tmp_path / "var"),
+               # a port nothing listens on: a database that is down (no server to bind 0)
                COMMS_DATABASE_URL=f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x",
                COMMS_DATABASE_OUTAGE_WAIT_ONCE_SECONDS="1")
     done = subprocess.run([sys.executable, "-m", "comms_pipeline.cli.main", "--json-logs",

@@ -16,7 +16,6 @@ from comms_pipeline.store.db import make_engine
 from comms_pipeline.store.models import documents_t
 from tests.conftest import make_settings
 from tests.integration.documents_factory import add_entries, documents, ensure_contact, make_pdf
-from tests.servers.s3 import s3_bucket, s3_endpoint  # noqa: F401
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from comms_pipeline.store.models import details_t
 from tests.integration.documents_factory import details
 from tests.integration.test_email_daemon import run_once
 from tests.integration.test_email_monitor import run, seed
-from tests.servers.smtp import smtp_server  # noqa: F401
 
 BASE = 600
 

@@ -17,12 +17,7 @@ from comms_pipeline.pipeline.admin_records import add_external_system, set_media
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t
 from tests.integration.documents_factory import add_entries, details, make_eml
-from tests.servers.smtp import (  # noqa: F401
-    SmtpServer,
-    server_tls_context,
-    smtp_server,
-    tls_files,
-)
+from tests.servers.smtp import SmtpServer, server_tls_context
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]

@@ -21,7 +21,6 @@ from comms_pipeline.store.models import details_t
 from tests.conftest import require_service
 from tests.integration.documents_factory import add_entries, details
 from tests.integration.test_email_daemon import run_once
-from tests.servers.smtp import smtp_server  # noqa: F401
 from tests.servers.smtp_sink import SmtpSink, smtp_sink_path
 
 

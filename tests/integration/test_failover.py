@@ -15,7 +15,6 @@ from comms_pipeline.store.models import details_t
 from comms_pipeline.store.outage import DatabaseUnavailable
 from tests.conftest import make_settings
 from tests.integration.details_factory import add_details
-from tests.servers.pgcluster import pg_cluster  # noqa: F401
 from tests.servers.smtp import free_port
 
 
@@ -40,6 +39,7 @@ def test_the_writable_host_of_several_is_found(pg_url, pg_cluster, tmp_path):
     admin.dispose()
     primary = make_url(pg_url)
     standby_db = f"127.0.0.1:{pg_cluster.port}"
+    # the first host is a port nothing listens on (a dead primary: no server to bind 0)
     url = _multi_host(pg_url, f"127.0.0.1:{free_port()}", standby_db,
                       f"{primary.host}:{primary.port}")
     settings = make_settings(url, tmp_path / "var")

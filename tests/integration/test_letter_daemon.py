@@ -11,7 +11,7 @@ from comms_pipeline.daemons.letter import LetterDaemon
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t
 from tests.integration.documents_factory import add_entries, details, make_pdf
-from tests.servers.sftp import SftpServer, sftp_server  # noqa: F401
+from tests.servers.sftp import SftpServer
 
 
 def run_once(settings, engine) -> int:  # type: ignore[no-untyped-def]

@@ -16,7 +16,6 @@ from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t
 from tests.integration.details_factory import add_details
 from tests.integration.documents_factory import add_entries
-from tests.servers.smpp import smsc  # noqa: F401
 from tests.servers.smtp import RecordingHandler, SmtpServer
 
 OTHER = "copy@elsewhere:1"
@@ -38,9 +37,9 @@ def rows_of(engine, ids):  # type: ignore[no-untyped-def]
 class TakeOverAt(RecordingHandler):
     """Takes the batch over while the 30th message of it is on the wire."""
 
-    def __init__(self, engine, ids) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self) -> None:
         super().__init__()
-        self.engine, self.ids = engine, ids
+        self.engine, self.ids = None, []  # set once the server's port made the settings
 
     async def handle_DATA(self, server, session, envelope):
         if len(self.messages) == 29:
@@ -49,11 +48,11 @@ class TakeOverAt(RecordingHandler):
 
 
 def test_email_daemon_stops_sending_a_batch_it_no_longer_holds(db_url, make_engine_for):
-    server = SmtpServer()
+    handler = TakeOverAt()
+    server = SmtpServer(handler).start()
     settings, engine = make_engine_for(db_url, COMMS_DAEMONS_BATCH_SIZE="100", **server.env())
     ids = add_entries(engine, "email", 100)
-    server.handler = TakeOverAt(engine, ids)
-    server.start()
+    handler.engine, handler.ids = engine, ids
     try:
         daemon = EmailDaemon(settings, engine)
         assert daemon.chunk == 20

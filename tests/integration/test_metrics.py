@@ -23,6 +23,7 @@ from comms_pipeline.runtime.run import run_job
 from comms_pipeline.store.models import details_t
 from tests.factories import sms_template
 from tests.integration.web_support import client
+from tests.servers.smtp import free_port
 
 
 def _samples(body: str) -> dict[tuple, float]:
@@ -102,14 +103,11 @@ def test_ready_needs_the_schema_at_head(settings, engine):
     assert {"/health", "/ready", "/metrics"} <= set(paths)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _scrape_daemon(settings, tmp_path, port, args, **env_extra):
-    """Start ``comms daemon run ARGS``, wait until ``port`` serves its claim histogram."""
+    """Start ``comms daemon run ARGS``, wait until ``port`` serves its claim histogram.
+
+    The daemon is given its port (``--metrics-port`` or the config key): it does not report
+    a port bound as 0, so the port is chosen before it starts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMS_")}
     env.update(COMMS_DATABASE_URL=settings.database_url, COMMS_PATHS_VAR=str(tmp_path / "var"),
                COMMS_DAEMONS_POLL_INTERVAL="0.1", **env_extra)
@@ -135,14 +133,14 @@ def _scrape_daemon(settings, tmp_path, port, args, **env_extra):
 
 
 def test_a_daemon_serves_its_metrics_on_its_port(settings, tmp_path):
-    _scrape_daemon(settings, tmp_path, port := _free_port(), ["sms", "--metrics-port", str(port)])
+    _scrape_daemon(settings, tmp_path, port := free_port(), ["sms", "--metrics-port", str(port)])
 
 
 def test_the_config_key_alone_serves_the_metrics(settings, tmp_path):
     """``[daemons] metrics_port`` without the flag; copy 2 (``sms-2``) takes the next port."""
-    port = _free_port()
+    port = free_port()
     _scrape_daemon(settings, tmp_path, port, ["sms"], COMMS_DAEMONS_METRICS_PORT=str(port))
-    second = _free_port()
+    second = free_port()
     _scrape_daemon(settings, tmp_path, second, ["sms-2"],
                    COMMS_DAEMONS_METRICS_PORT=str(second - 1))
 

@@ -14,7 +14,6 @@ from comms_pipeline.pipeline.admin_records import add_external_system
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t, systems_t
 from tests.integration.details_factory import add_details, details, transitions
-from tests.servers.http_gateways import webhook_receiver  # noqa: F401
 
 
 @pytest.fixture

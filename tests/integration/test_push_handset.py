@@ -9,7 +9,6 @@ from comms_pipeline.daemons.push_handset import PushHandsetDaemon
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t
 from tests.integration.details_factory import add_details, details, device_addresses
-from tests.servers.http_gateways import fcm_server  # noqa: F401
 
 TOKENS = [f"fcm-token-{i:03d}-" + "x" * 40 for i in range(6)]
 

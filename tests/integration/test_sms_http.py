@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from sqlalchemy import update
 
@@ -11,7 +9,7 @@ from comms_pipeline.daemons.sms import SmsDaemon
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t
 from tests.integration.details_factory import add_details, details
-from tests.servers.http_gateways import sms_gateway  # noqa: F401
+from tests.servers.smtp import free_port
 
 
 @pytest.fixture
@@ -112,9 +110,7 @@ def test_a_bad_token_keeps_the_messages_for_a_retry_with_the_status_and_message(
 
 
 def test_an_unreachable_gateway_is_transient(http_env):
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port with nothing listening: there is no server to bind port 0
     settings, engine = http_env(COMMS_GATEWAYS_SMS_URL=f"http://127.0.0.1:{port}/v1.0/message")
     ids = add_details(engine, "sms", targets(2))
 

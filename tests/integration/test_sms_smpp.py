@@ -9,7 +9,7 @@ import pytest
 from comms_pipeline.daemons.sms import SmsDaemon
 from comms_pipeline.queue.runner import Runner
 from tests.integration.details_factory import add_details, details, transitions
-from tests.servers.smpp import Smsc, smsc, wait_for  # noqa: F401
+from tests.servers.smpp import wait_for
 
 
 @pytest.fixture

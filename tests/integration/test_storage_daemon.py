@@ -17,8 +17,7 @@ from comms_pipeline.queue.status import pipeline_status
 from comms_pipeline.settings.gateways import StorageGateway
 from comms_pipeline.store.models import documents_t
 from tests.integration.documents_factory import add_entries, documents
-from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, s3_bucket, s3_endpoint  # noqa: F401
-from tests.servers.sftp import sftp_server  # noqa: F401
+from tests.servers.s3 import ACCESS_KEY, SECRET_KEY
 from tests.servers.smtp import free_port
 
 KEY = re.compile(r"(?:(?P<prefix>.+)/)?(?P<y>\d{4})/(?P<m>\d\d)/(?P<d>\d\d)/(?P<h>\d\d)/"
@@ -66,7 +65,7 @@ def test_s3_layout_metadata_and_encryption(db_url, s3_bucket, make_engine_for):
 
 
 def test_s3_unreachable_then_back_never_giving_up(sqlite_url, s3_bucket, make_engine_for):
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there: no server to bind 0
     settings, engine = make_engine_for(sqlite_url, COMMS_CLAIMS_MAX_ATTEMPTS="2",
                                        **s3_bucket.env(endpoint_url=down, timeout="2"))
     add_entries(engine, "letter", 3)

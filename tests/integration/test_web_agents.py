@@ -15,7 +15,6 @@ from comms_pipeline.store.models import documents_t
 from tests.conftest import make_settings
 from tests.integration.documents_factory import add_entries, make_eml, make_pdf
 from tests.integration.web_support import add_system, bearer, client, role_key
-from tests.servers.s3 import s3_bucket, s3_endpoint  # noqa: F401
 
 
 @pytest.fixture

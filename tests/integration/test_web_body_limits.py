@@ -19,6 +19,7 @@ from sqlalchemy import select as sql_select
 from comms_pipeline.store.models import headers_t
 from tests.factories import contact, sms_template
 from tests.integration.web_support import bearer, client, role_key, with_sections
+from tests.servers.smtp import free_port
 
 MB = 1024 * 1024
 GOOD = b'{"contact_ref": "C-1", "template_code": "HELLO"}'
@@ -37,16 +38,11 @@ def ready(settings, engine):
     return settings, engine
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(ready, tmp_path):
     settings, engine = ready
-    port = _free_port()
+    # `comms api serve` is told its port and does not report one it bound as 0: a port first
+    port = free_port()
     env = {**os.environ, "COMMS_DATABASE_URL": settings.database_url,
            "COMMS_PATHS_VAR": str(tmp_path / "var")}
     proc = subprocess.Popen([sys.executable, "-m", "comms_pipeline.cli.main", "api", "serve",

@@ -40,6 +40,8 @@ class PgCluster:
         self.base = Path(tempfile.mkdtemp(prefix="comms-pg-"))
         self.data = self.base / "data"
         self.log = self.base / "server.log"
+        # PostgreSQL cannot listen on port 0 (it must know its port for its socket file and
+        # the URL), and the cluster is stopped and restarted on the same port: a port first.
         self.port = free_port()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:

@@ -14,8 +14,6 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tests.servers.smtp import free_port
-
 USER = "comms"
 PASSWORD = "s3cret"
 
@@ -69,7 +67,9 @@ class SftpServer:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
-        self.port = free_port()
+        # 0 until the first start() binds port 0 and keeps the kernel's choice; a restart
+        # after stop() comes back on that same port (known_hosts names it).
+        self.port = 0
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
         self.client_key = asyncssh.generate_private_key("ssh-ed25519") if with_client_key else None
         self._connections: set[asyncssh.SSHServerConnection] = set()
@@ -101,7 +101,7 @@ class SftpServer:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-        self._thread = threading.Thread(target=run, name=f"sftp-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=run, name="sftp-server", daemon=True)
         self._thread.start()
         ready.wait(10)
         if failure:
@@ -110,11 +110,13 @@ class SftpServer:
         return self
 
     async def _listen(self) -> asyncssh.SSHAcceptor:
-        return await asyncssh.listen(
+        acceptor = await asyncssh.listen(
             self.host, self.port, server_host_keys=[self.host_key],
             server_factory=lambda: _Server(self),
             sftp_factory=lambda chan: _LoggingSFTPServer(chan, self),
             allow_scp=False, login_timeout=10)
+        self.port = acceptor.get_port()
+        return acceptor
 
     def stop(self) -> None:
         if self._thread is None or self._loop is None:

@@ -30,6 +30,9 @@ from aiosmtpd.smtp import AuthResult
 
 
 def free_port() -> int:
+    """A port nothing listens on now, for a test that needs a port before (or without) a
+    server: a dead address to connect to, or a server that can only be told its port. A
+    server that can bind port 0 itself does so instead (no bind-close-reuse race)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -142,6 +145,12 @@ class _TrackingController(Controller):
         super().__init__(*args, **kwargs)
         self.sessions: weakref.WeakSet = weakref.WeakSet()
 
+    def _trigger_server(self):  # type: ignore[no-untyped-def]
+        # Bound to port 0: learn the kernel's choice before aiosmtpd connects to check itself.
+        if self.port == 0 and self.server is not None:
+            self.port = self.server.sockets[0].getsockname()[1]
+        return super()._trigger_server()
+
     def factory(self):  # type: ignore[no-untyped-def]
         smtp = super().factory()
         self.sessions.add(smtp)
@@ -166,14 +175,17 @@ class _TrackingController(Controller):
 
 
 class SmtpServer:
-    """aiosmtpd on 127.0.0.1; ``stop()`` then ``start()`` comes back on the same port."""
+    """aiosmtpd on 127.0.0.1; ``stop()`` then ``start()`` comes back on the same port.
+
+    The first ``start()`` binds port 0 and keeps the port the kernel chose (``port`` is 0
+    until then), so later starts rebind the port this server itself held."""
 
     def __init__(self, handler: RecordingHandler | None = None, *,
                  tls_context: ssl.SSLContext | None = None,
                  ssl_context: ssl.SSLContext | None = None, auth: bool = False) -> None:
         self.handler = handler or RecordingHandler()
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = 0
         self.tls_context = tls_context
         self.ssl_context = ssl_context
         self.auth = auth
@@ -201,6 +213,7 @@ class SmtpServer:
         if self._controller is None:
             self._controller = self._build()
             self._controller.start()
+            self.port = self._controller.port
         return self
 
     def stop(self) -> None:
@@ -220,7 +233,8 @@ class SmtpServer:
         return list(self.handler.messages)
 
     def env(self, **extra: str) -> dict[str, str]:
-        """``COMMS_*`` settings that point the email gateway at this server."""
+        """``COMMS_*`` settings that point the email gateway at this server (once started)."""
+        assert self.port, "start() the server first: it binds port 0 and learns its port"
         env = {"COMMS_GATEWAYS_EMAIL_BACKEND": "smtp",
                "COMMS_GATEWAYS_EMAIL_HOST": self.host,
                "COMMS_GATEWAYS_EMAIL_PORT": str(self.port),

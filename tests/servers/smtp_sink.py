@@ -34,6 +34,8 @@ class SmtpSink:
         if path is None:
             raise FileNotFoundError("smtp-sink (Debian package postfix) is not installed")
         self.host = "127.0.0.1"
+        # Postfix's smtp-sink takes its address on the command line and does not report a
+        # port it was given as 0, so this is the one server here that needs a port first.
         self.port = free_port()
         user = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses to run as root
         self.proc = subprocess.Popen([path, *user, *options, f"{self.host}:{self.port}",

@@ -16,8 +16,8 @@ from comms_pipeline.queue.claims import Outcome, WorkQueue
 from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.retry import FixedSchedule
 from comms_pipeline.queue.runner import Runner
-from comms_pipeline.settings.config import load_settings
 from comms_pipeline.testing import InMemoryClaims, InMemoryHeartbeat, MemoryQueue
+from tests.conftest import load_test_settings
 
 
 class Clock:
@@ -50,7 +50,7 @@ def _pending(row) -> bool:  # type: ignore[no-untyped-def]
 
 def _runner(memory: MemoryQueue, handler: Handler, worker: str = "w1",  # type: ignore[no-untyped-def]
             **claims):
-    settings = load_settings(path=None, environ={})
+    settings = load_test_settings()
     for key, value in claims.items():
         setattr(settings.claims, key, value)
     return Runner(settings, None, handler, once=True, batch_size=10,
@@ -139,7 +139,7 @@ def test_a_completion_after_a_takeover_is_refused():
 def test_the_lease_is_kept_while_a_slow_handler_works():
     memory = MemoryQueue(DETAILS, _pending)
     row = memory.add(D.AWAITING_SEND)
-    rival = InMemoryClaims(memory, "w2", load_settings(path=None, environ={}).claims)
+    rival = InMemoryClaims(memory, "w2", load_test_settings().claims)
     queue = WorkQueue(DETAILS, pending=None)  # type: ignore[arg-type]
     taken: list[list[object]] = []
 
@@ -170,7 +170,7 @@ def test_an_illegal_move_is_refused_by_the_machine():
 
 
 def test_runner_needs_an_engine_or_both_ports():
-    settings = load_settings(path=None, environ={})
+    settings = load_test_settings()
     queue = WorkQueue(DETAILS, pending=None)  # type: ignore[arg-type]
     handler = Handler(queue, lambda r, ctx: None)
     with pytest.raises(ValueError, match="needs an engine"):
