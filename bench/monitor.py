@@ -24,8 +24,7 @@ from bench.common import fresh_database, peak_rss_mb, row, timer
 from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.pipeline.admin_records import save_template
 from comms_pipeline.queue.runner import Runner
-from comms_pipeline.runtime.run import run_job_workers
-from comms_pipeline.runtime.supervisor import self_command
+from comms_pipeline.runtime.run import run_stage_workers
 from comms_pipeline.settings.config import load_settings
 from comms_pipeline.store.db import make_engine, upgrade
 from comms_pipeline.store.models import details_t
@@ -107,8 +106,7 @@ def bench(backend: str, n: int, workers: int) -> dict:
         reset(engine)
         os.environ["COMMS_DATABASE_URL"] = url
         with timer() as t:
-            handled = run_job_workers("monitor", settings, engine, workers,
-                                      argv_prefix=self_command())
+            handled = run_stage_workers("monitor", settings, engine, workers).handled
         assert handled == n, f"expected {n} handled, got {handled}"
         par = row(f"pipeline: comms job run monitor --workers {workers}", n, t[0], "details")
         print(f"  ratio pipeline ({workers} workers) / raw = {par / raw:.3f}   "
