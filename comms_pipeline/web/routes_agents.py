@@ -23,6 +23,7 @@ from comms_pipeline.pipeline.tracking import (
     tracking_events,
 )
 from comms_pipeline.queue.request_fate import unsent_for_contact
+from comms_pipeline.queue.system_queue import entry_select
 from comms_pipeline.store.models import contacts_t, details_t, runs_t, systems_t, templates_t
 from comms_pipeline.web.auth import require
 from comms_pipeline.web.downloads import document_bytes, document_response, presigned_url
@@ -32,7 +33,6 @@ from comms_pipeline.web.queries import (
     document_refs,
     encode_cursor,
     entry_dict,
-    entry_select,
     filters_fingerprint,
     parse_eml,
 )
