@@ -15,7 +15,13 @@ from sqlalchemy import and_, or_, select
 
 from comms_pipeline.core.states import DetailState
 from comms_pipeline.queue.actions import owner_clause
-from comms_pipeline.store.models import contacts_t, details_t, documents_t, systems_t
+from comms_pipeline.store.models import (
+    contacts_t,
+    details_t,
+    documents_t,
+    systems_t,
+    templates_t,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -69,6 +75,21 @@ def queue_entry(conn: Connection, entry_id: int, scope_id: int | None = None,
     """The entry, if the caller's system owns it (any entry for ``scope_id=None``)."""
     q = entry_select(details_t.c.body) if with_body else entry_select()
     return conn.execute(q.where(details_t.c.id == entry_id, owner_clause(scope_id))).first()
+
+
+def contact_history(conn: Connection, contact_id: int, *, media: str | None = None,
+                    before: int | None = None, limit: int = 100) -> list[Any]:
+    """One page (plus one row) of the contact's entries, newest first, before entry ``before``,
+    each with its template's code."""
+    d = details_t.c
+    q = (entry_select(templates_t.c.code.label("template_code"))
+         .outerjoin(templates_t, templates_t.c.id == d.template_id)
+         .where(d.contact_id == contact_id))
+    if media is not None:
+        q = q.where(d.media == media)
+    if before is not None:
+        q = q.where(d.id < before)
+    return list(conn.execute(q.order_by(d.id.desc()).limit(limit + 1)).all())
 
 
 def document_rows(conn: Connection, detail_ids: list[int]) -> list[Any]:
