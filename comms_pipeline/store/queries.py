@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from comms_pipeline.store.models import contacts_t, details_t, runs_t, systems_t
+from comms_pipeline.store.models import contacts_t, details_t, keys_t, runs_t, systems_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -39,3 +39,15 @@ def detail_exists(conn: Connection, detail_id: int) -> bool:
 def run_exists(conn: Connection, run_id: int) -> bool:
     """Whether notification run ``run_id`` exists."""
     return conn.execute(select(runs_t.c.id).where(runs_t.c.id == run_id)).first() is not None
+
+
+def ping(conn: Connection) -> None:
+    """Ask the database something trivial; raises whatever the driver raises when it is down."""
+    conn.execute(text("SELECT 1"))
+
+
+def key_system_code(conn: Connection, prefix: str) -> str | None:
+    """The code of the external system whose API key has this prefix, or None."""
+    return conn.execute(select(systems_t.c.code)
+                        .join(keys_t, keys_t.c.external_system_id == systems_t.c.id)
+                        .where(keys_t.c.prefix == prefix)).scalar_one_or_none()
