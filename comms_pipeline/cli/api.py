@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 
 import click
-from sqlalchemy import select, update
 
 from comms_pipeline.cli.common import AppContext, pass_app
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline import admin_records as admin
 from comms_pipeline.pipeline import apikeys
-from comms_pipeline.store.models import systems_t
 
 
 def _show_key(key: apikeys.NewKey, owner: str) -> None:
@@ -92,7 +90,7 @@ def systems_add(app: AppContext, code: str, name: str, webhook_url: str | None,
 def systems_list(app: AppContext) -> None:
     """The external systems, their delivery and their keys' prefixes."""
     with app.engine.connect() as conn:
-        systems = conn.execute(select(systems_t).order_by(systems_t.c.code)).all()
+        systems = admin.external_systems(conn)
         keys = [k for k in apikeys.list_keys(conn) if k["system"] and not k["revoked_at"]]
     click.echo(f"{'CODE':<16} {'ENABLED':<8} {'DELIVERY':<9} {'KEY PREFIXES':<28} NAME")
     for s in systems:
@@ -126,8 +124,7 @@ def systems_disable(app: AppContext, code: str, reason: str) -> None:
     try:
         with app.engine.begin() as conn:
             sid = apikeys.system_id(conn, code)
-            conn.execute(update(systems_t).where(systems_t.c.id == sid)
-                         .values(enabled=False, disabled_reason=reason))
+            admin.disable_external_system(conn, sid, reason)
             revoked = apikeys.revoke_system_keys(conn, sid, utcnow())
     except apikeys.ApiKeyError as exc:
         raise click.ClickException(str(exc)) from None

@@ -10,19 +10,12 @@ import json
 from typing import Any
 
 import click
-from sqlalchemy import func, select
 
 from comms_pipeline.cli.common import AppContext, pass_app
 from comms_pipeline.notifications import log as comm_log
 from comms_pipeline.notifications import types as defs
+from comms_pipeline.pipeline import notification_listing as listing
 from comms_pipeline.pipeline.tracking import run_report
-from comms_pipeline.store.models import (
-    rules_t,
-    runs_t,
-    segments_t,
-    skipped_t,
-    types_t,
-)
 
 
 def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> None:
@@ -101,12 +94,7 @@ def notifications_run(app: AppContext, type_code: str, dry_run: bool, batch_size
 def notifications_list(app: AppContext) -> None:
     """The notification types."""
     with app.engine.connect() as conn:
-        last = (select(runs_t.c.type_id, func.max(runs_t.c.id).label("last_run"))
-                .group_by(runs_t.c.type_id).subquery())
-        rows = conn.execute(
-            select(types_t.c.code, types_t.c.classification, types_t.c.entity,
-                   types_t.c.template_code, types_t.c.cron, types_t.c.active, last.c.last_run)
-            .outerjoin(last, last.c.type_id == types_t.c.id).order_by(types_t.c.code)).all()
+        rows = listing.notification_types(conn)
     if not rows:
         click.echo("no notification types (try: comms notifications load-builtin)")
         return
@@ -120,16 +108,8 @@ def notifications_list(app: AppContext) -> None:
 @pass_app
 def notifications_runs(app: AppContext, type_code: str | None, limit: int) -> None:
     """Recent notification runs (of TYPE)."""
-    q = (select(runs_t.c.id, types_t.c.code, runs_t.c.run_key, runs_t.c.status,
-                runs_t.c.created,
-                runs_t.c.skipped_consent, runs_t.c.skipped_condition, runs_t.c.errors,
-                runs_t.c.started_at, runs_t.c.finished_at)
-         .join(types_t, types_t.c.id == runs_t.c.type_id)
-         .order_by(runs_t.c.id.desc()).limit(limit))
-    if type_code:
-        q = q.where(types_t.c.code == type_code)
     with app.engine.connect() as conn:
-        rows = conn.execute(q).all()
+        rows = listing.recent_runs(conn, type_code, limit)
     _table([tuple(r) for r in rows], ("RUN", "TYPE", "RUN KEY", "STATUS", "CREATED",
                                       "SKIP CONSENT",
                                       "SKIP CONDITION", "ERRORS", "STARTED", "FINISHED"))
@@ -143,13 +123,10 @@ def notifications_runs(app: AppContext, type_code: str | None, limit: int) -> No
 def notifications_show_run(app: AppContext, run_id: int, show_skipped: int) -> None:
     """One run: its counters, summary and the first skipped recipients with their reasons."""
     with app.engine.connect() as conn:
-        run = conn.execute(select(runs_t, types_t.c.code)
-                           .join(types_t, types_t.c.id == runs_t.c.type_id)
-                           .where(runs_t.c.id == run_id)).one_or_none()
+        run = listing.run_with_type(conn, run_id)
         if run is None:
             raise click.ClickException(f"no notification run {run_id}")
-        skipped = conn.execute(select(skipped_t).where(skipped_t.c.run_id == run_id)
-                               .order_by(skipped_t.c.id).limit(show_skipped)).all()
+        skipped = listing.skipped_recipients(conn, run_id, show_skipped)
         report = run_report(conn, run_id)
     click.echo(f"run {run.id} of {run.code}: {run.status}")
     for name in ("run_key", "created", "skipped_consent", "skipped_condition", "errors",
@@ -190,12 +167,7 @@ def rules() -> None:
 def rules_list(app: AppContext) -> None:
     """The event rules."""
     with app.engine.connect() as conn:
-        rows = conn.execute(
-            select(rules_t.c.code, rules_t.c.entity, rules_t.c.event, rules_t.c.email_template,
-                   rules_t.c.sms_template, rules_t.c.send_to, segments_t.c.code,
-                   rules_t.c.active)
-            .outerjoin(segments_t, segments_t.c.id == rules_t.c.segment_id)
-            .order_by(rules_t.c.entity, rules_t.c.event, rules_t.c.code)).all()
+        rows = listing.event_rules(conn)
     _table([tuple(r) for r in rows], ("RULE", "ENTITY", "EVENT", "EMAIL TEMPLATE",
                                       "SMS TEMPLATE", "SEND TO", "SEGMENT", "ACTIVE"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import click
-from sqlalchemy import and_, select
+from sqlalchemy import and_
 
 from comms_pipeline.cli.common import AppContext, parse_pairs, pass_app
 from comms_pipeline.core.clock import utcnow
@@ -24,6 +24,7 @@ from comms_pipeline.queue.listing import (
     entry_filter,
     entry_history,
     list_entries,
+    matching_ids,
     render,
     show_entry,
 )
@@ -241,8 +242,7 @@ def queue_retry(app: AppContext, entry_ids: tuple[int, ...], state: str | None,
                  details_t.c.state.in_([DetailState.REJECTED, DetailState.EXPIRED]))
     with app.engine.begin() as conn:
         # Entries named by id go as they are: each one not retried is told why.
-        ids = ([r.id for r in conn.execute(select(details_t.c.id).where(where))]
-               if by_filter else list(entry_ids))
+        ids = matching_ids(conn, where) if by_filter else list(entry_ids)
         if dry_run:
             entries = f"{len(ids)} entr{'y' if len(ids) == 1 else 'ies'}"
             click.echo(f"would queue {entries} again (dry run)")
@@ -275,7 +275,7 @@ def queue_cancel(app: AppContext, entry_ids: tuple[int, ...], code: str | None,
     where = and_(_bulk_filter(entry_ids, code, media, since, contact_ref), q.pending())
     with app.engine.begin() as conn:
         if dry_run:
-            ids = list(conn.execute(select(details_t.c.id).where(where)).scalars())
+            ids = matching_ids(conn, where)
         else:
             ids = transition_rows(conn, q, where, DetailState.REJECTED, "cli:cancel",
                                   ErrorCode.CANCELLED,

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import select
 
 from comms_pipeline.cli.common import parse_pairs
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.sms_text import analyse
 from comms_pipeline.core.states import Media
+from comms_pipeline.pipeline.contact_admin import contact_merge_data
 from comms_pipeline.pipeline.entity_sources import load_sources, needed_entities, resolve_entities
 from comms_pipeline.pipeline.links import LinkBuilder
 from comms_pipeline.pipeline.request_check import missing_tags
@@ -38,7 +38,6 @@ from comms_pipeline.rendering import (
     missing_params,
     validate_template,
 )
-from comms_pipeline.store.models import Contact, ContactAddress
 
 
 def _app() -> Any:
@@ -158,14 +157,9 @@ def validate(target: str, strict: bool) -> None:
 
 
 def _contact_data(conn: Any, ref: str) -> dict[str, Any]:
-    contacts, addresses = Contact.__table__, ContactAddress.__table__
-    row = conn.execute(select(contacts).where(contacts.c.ref == ref)).mappings().first()
-    if row is None:
+    data = contact_merge_data(conn, ref)
+    if data is None:
         raise click.ClickException(f"no contact with ref {ref!r}")
-    data = dict(row)
-    for a in conn.execute(select(addresses).where(addresses.c.contact_id == row["id"])
-                          .order_by(addresses.c.is_primary.desc(), addresses.c.id)):
-        data.setdefault(a.kind, a.value)
     return data
 
 

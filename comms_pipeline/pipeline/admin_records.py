@@ -110,3 +110,14 @@ def set_media(conn: Connection, media: str, *, enabled: bool | None = None,
         values["max_chars"] = max_chars
     if values:
         conn.execute(update(t).where(t.c.media == media).values(values))
+
+
+def external_systems(conn: Connection) -> list[Any]:
+    """Every external system's row, by code."""
+    return list(conn.execute(select(systems_t).order_by(systems_t.c.code)).all())
+
+
+def disable_external_system(conn: Connection, system_id: int, reason: str) -> None:
+    """Stop webhooks to the system (its keys are revoked by :mod:`apikeys`), saying why."""
+    conn.execute(update(systems_t).where(systems_t.c.id == system_id)
+                 .values(enabled=False, disabled_reason=reason))

@@ -99,3 +99,16 @@ def remove_contact(conn: Connection, ref: str) -> None:
                          f"--no-direct-marketing)")
     conn.execute(delete(addresses_t).where(addresses_t.c.contact_id == row["id"]))
     conn.execute(delete(contacts_t).where(contacts_t.c.id == row["id"]))
+
+
+def contact_merge_data(conn: Connection, ref: str) -> dict[str, Any] | None:
+    """The contact's columns, plus each address kind's primary (else first) value, as a
+    template preview merges them; None when there is no such contact."""
+    row = conn.execute(select(contacts_t).where(contacts_t.c.ref == ref)).mappings().first()
+    if row is None:
+        return None
+    data = dict(row)
+    for a in conn.execute(select(addresses_t).where(addresses_t.c.contact_id == row["id"])
+                          .order_by(addresses_t.c.is_primary.desc(), addresses_t.c.id)):
+        data.setdefault(a.kind, a.value)
+    return data

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -146,3 +146,9 @@ def fetch_document(settings: Settings, engine: Engine,
             f"document {document_id}: the copy at {info.location or 'the database'} does not "
             "match its recorded SHA-256")
     return info, data
+
+
+def storage_place(conn: Connection, document_id: int) -> Any | None:
+    """Where the document is kept (``storage_backend``, ``location``); None: no such document."""
+    return conn.execute(select(documents_t.c.storage_backend, documents_t.c.location)
+                        .where(documents_t.c.id == document_id)).first()

@@ -143,3 +143,8 @@ def entry_history(conn: Connection, entry_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(
         select(transitions_t).where(t.kind == "detail", t.row_id == entry_id)
         .order_by(t.id)).mappings()]
+
+
+def matching_ids(conn: Connection, where: ColumnElement[bool]) -> list[int]:
+    """The ids of the entries ``where`` names (for a dry run, or a retry by filter)."""
+    return list(conn.execute(select(details_t.c.id).where(where)).scalars())

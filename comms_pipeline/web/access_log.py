@@ -12,11 +12,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from comms_pipeline.pipeline.apikeys import split_key
-from comms_pipeline.store.models import keys_t, systems_t
+from comms_pipeline.store.queries import key_system_code
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,6 +84,4 @@ def _key_prefix(scope: Scope) -> str | None:
 
 def _lookup(engine: Any, prefix: str) -> str | None:
     with engine.connect() as conn:
-        return conn.execute(select(systems_t.c.code)
-                            .join(keys_t, keys_t.c.external_system_id == systems_t.c.id)
-                            .where(keys_t.c.prefix == prefix)).scalar_one_or_none()
+        return key_system_code(conn, prefix)

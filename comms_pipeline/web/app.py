@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
 
 from comms_pipeline import __version__
 from comms_pipeline.pipeline.tracking import Tracker
 from comms_pipeline.queue.metrics import registry as metrics_registry
 from comms_pipeline.store.db import engine_for
+from comms_pipeline.store.queries import ping
 from comms_pipeline.web import (
     routes_agents,
     routes_links,
@@ -95,7 +95,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def health(request: Request) -> Any:
         try:
             with request.app.state.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+                ping(conn)
         except Exception as exc:  # any database failure means "not healthy"
             log.warning("api.health_failed", error=type(exc).__name__)
             return JSONResponse({"status": "unavailable", "database": "unreachable"},

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from comms_pipeline.core.errors import GatewayError
 from comms_pipeline.pipeline.documents import (
@@ -21,8 +20,8 @@ from comms_pipeline.pipeline.documents import (
     UnknownDocumentError,
     extension,
     fetch_document,
+    storage_place,
 )
-from comms_pipeline.store.models import documents_t
 from comms_pipeline.web.errors import ApiError, not_found
 
 if TYPE_CHECKING:
@@ -62,8 +61,7 @@ def document_response(request: Request, document_id: int) -> StreamingResponse:
 def presigned_url(request: Request, document_id: int, seconds: int) -> str:
     """A short-lived S3 GET link to the kept copy (409 when it is not kept in S3)."""
     with request.app.state.engine.connect() as conn:
-        row = conn.execute(select(documents_t.c.storage_backend, documents_t.c.location)
-                           .where(documents_t.c.id == document_id)).first()
+        row = storage_place(conn, document_id)
     if row is None:
         raise not_found(f"no document {document_id}")
     if row.storage_backend != "s3" or not row.location:

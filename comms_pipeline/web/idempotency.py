@@ -15,11 +15,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Header
-from sqlalchemy import select, update
 
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.store.dialect import insert_ignore
-from comms_pipeline.store.models import idempotency_t
+from comms_pipeline.store import idempotency_records as records
 from comms_pipeline.web.errors import ApiError
 
 if TYPE_CHECKING:
@@ -27,7 +25,6 @@ if TYPE_CHECKING:
 
     from comms_pipeline.pipeline.apikeys import Principal
 
-records_t = idempotency_t
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 IdempotencyKey = Annotated[str | None, Header(
@@ -58,16 +55,12 @@ def run_idempotent(engine: Engine, gate: Callable[[Connection], Principal], key:
         if key is None:  # an ApiError rolls the whole transaction back
             status, body = action(conn, principal)
             return status, body, False
-        record_id = _reserve(conn, principal.key_id, key, request_hash)
+        record_id = records.reserve(conn, principal.key_id, key, request_hash, utcnow())
         if record_id is None:
-            found = conn.execute(select(records_t.c.request_hash, records_t.c.status_code,
-                                        records_t.c.response)
-                                 .where(records_t.c.api_key_id == principal.key_id,
-                                        records_t.c.key == key)).one()
+            found = records.stored_answer(conn, principal.key_id, key)
             return _replay(found, request_hash)
         status, body = _attempt(conn, principal, action)
-        conn.execute(update(records_t).where(records_t.c.id == record_id)
-                     .values(status_code=status, response=body))
+        records.store_answer(conn, record_id, status, body)
     return status, body, False
 
 
@@ -92,10 +85,3 @@ def _replay(found: Any, request_hash: str) -> tuple[int, dict[str, Any], bool]:
                        "for a new request")
     return int(found.status_code), dict(found.response or {}), True
 
-
-def _reserve(conn: Connection, key_id: int, key: str, request_hash: str) -> int | None:
-    """Insert the key's record (answer to come); None when the key already has one."""
-    return insert_ignore(conn, records_t, {
-        "api_key_id": key_id, "key": key, "request_hash": request_hash, "status_code": 0,
-        "response": None, "created_at": utcnow(),
-    }, ["api_key_id", "key"])

@@ -18,19 +18,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import DetailState, HeaderStatus, Media
+from comms_pipeline.pipeline import link_records as records
 from comms_pipeline.queue.births import insert_one
 from comms_pipeline.queue.machine import DETAILS, HEADERS
-from comms_pipeline.store.dialect import insert_ignore
-from comms_pipeline.store.models import (
-    contacts_t,
-    details_t,
-    link_actions_t,
-)
 from comms_pipeline.store.queries import find_external_system
 
 if TYPE_CHECKING:
@@ -39,7 +33,6 @@ if TYPE_CHECKING:
     from comms_pipeline.pipeline.links import LinkPayload
 
 log = structlog.get_logger(__name__)
-actions_t = link_actions_t
 
 CONSENT = {
     "opt_in_direct_marketing": ("opt_in_direct_marketing", True),
@@ -92,34 +85,31 @@ def token_id(token: str) -> str:
 
 
 def used_at(conn: Connection, token: str) -> datetime | None:
-    return conn.execute(select(actions_t.c.at).where(actions_t.c.token_id == token_id(token))
-                        ).scalar_one_or_none()
+    return records.action_time(conn, token_id(token))
 
 
 def perform(conn: Connection, settings: Any, payload: LinkPayload, token: str) -> LinkResult:
     """Do the link's action unless its token already acted (then report when it did)."""
-    contact_id = conn.execute(select(contacts_t.c.id).where(
-        contacts_t.c.ref == payload.contact_ref)).scalar_one_or_none()
+    contact_id = records.contact_id_of(conn, payload.contact_ref)
     if contact_id is None:
         raise UnknownLinkContact()
     now = utcnow()
     detail_id = _own_detail(conn, payload, contact_id)
-    action_id = insert_ignore(conn, actions_t, {
+    action_id = records.record_action(conn, {
         "token_id": token_id(token), "contact_id": contact_id, "action": payload.action,
         "detail_id": detail_id, "at": now,
         "data": {"subject": payload.subject} if payload.subject else None,
-    }, ["token_id"])
+    })
     if action_id is None:
         return LinkResult(payload.action, used_at(conn, token) or now, True)
     if payload.action in CONSENT:
         column, value = CONSENT[payload.action]
-        conn.execute(update(contacts_t).where(contacts_t.c.id == contact_id)
-                     .values({column: value}))
+        records.set_consent(conn, contact_id, column, value)
     else:
         entry = _push_to_system(conn, settings, payload, contact_id, now)
         if entry is not None:
-            conn.execute(update(actions_t).where(actions_t.c.id == action_id).values(
-                data={"subject": payload.subject, "queue_entry": entry}))
+            records.note_action_data(conn, action_id,
+                                     {"subject": payload.subject, "queue_entry": entry})
     log.info("link.acted", action=payload.action, contact_id=contact_id, detail_id=detail_id)
     return LinkResult(payload.action, now, False)
 
@@ -130,9 +120,7 @@ def _own_detail(conn: Connection, payload: LinkPayload, contact_id: int) -> int 
     if payload.action.startswith("service_request") or not payload.subject \
             or not payload.subject.isdigit() or len(payload.subject) > 18:
         return None
-    return conn.execute(select(details_t.c.id).where(
-        details_t.c.id == int(payload.subject), details_t.c.contact_id == contact_id)
-    ).scalar_one_or_none()
+    return records.contacts_detail(conn, int(payload.subject), contact_id)
 
 
 def _push_to_system(conn: Connection, settings: Any, payload: LinkPayload, contact_id: int,

@@ -17,33 +17,12 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
-from comms_pipeline.core.states import DetailState, PublicState, public_state
-from comms_pipeline.store.models import (
-    contacts_t,
-    details_t,
-    documents_t,
-    systems_t,
-)
+from comms_pipeline.core.states import PublicState, public_state
+from comms_pipeline.queue.system_queue import document_rows
 from comms_pipeline.web.errors import invalid
 from comms_pipeline.web.schemas import DocumentRef, utc_out
 
-ENTRY_COLUMNS = ("id", "state", "media", "address", "language", "subject", "priority",
-                 "error_code", "error_description", "created_at", "updated_at", "completed_at",
-                 "expires_at")
 TIMES = ("created_at", "updated_at", "completed_at", "expires_at")
-
-
-def entry_select(*extra: Any):
-    """Queue entries with their external system's code and their contact's ref."""
-    d = details_t.c
-    return (select(*(d[name] for name in ENTRY_COLUMNS),
-                   systems_t.c.code.label("external_system"),
-                   contacts_t.c.ref.label("contact_ref"), *extra)
-            .select_from(details_t)
-            .outerjoin(systems_t, systems_t.c.id == d.external_system_id)
-            .outerjoin(contacts_t, contacts_t.c.id == d.contact_id))
 
 
 def shown_state(state: str, expires_at: datetime | None, now: datetime) -> str:
@@ -62,24 +41,11 @@ def entry_dict(row: Any, now: datetime) -> dict[str, Any]:
     return data
 
 
-def internal_states(public: str) -> list[DetailState]:
-    """The stored states behind a queue filter (Pending: ready for the external system)."""
-    return {
-        "Pending": [DetailState.AWAITING_EXTERNAL],
-        "Completed": [DetailState.COMPLETED],
-        "Rejected": [DetailState.REJECTED],
-        "Completed and Removed": [DetailState.COMPLETED_REMOVED],
-    }[public]
-
-
 def document_refs(conn: Any, detail_ids: list[int]) -> dict[int, DocumentRef]:
     if not detail_ids:
         return {}
-    q = select(documents_t.c.id, documents_t.c.detail_id, documents_t.c.kind,
-               documents_t.c.content_type, documents_t.c.size).where(
-        documents_t.c.detail_id.in_(detail_ids))
     return {r.detail_id: DocumentRef(id=r.id, kind=r.kind, content_type=r.content_type,
-                                     size=r.size) for r in conn.execute(q)}
+                                     size=r.size) for r in document_rows(conn, detail_ids)}
 
 
 # -- cursors ----------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import Media
@@ -23,7 +22,13 @@ from comms_pipeline.pipeline.tracking import (
     tracking_events,
 )
 from comms_pipeline.queue.request_fate import unsent_for_contact
-from comms_pipeline.store.models import contacts_t, details_t, runs_t, systems_t, templates_t
+from comms_pipeline.queue.system_queue import contact_history
+from comms_pipeline.store.queries import (
+    detail_exists,
+    external_system_code,
+    find_contact,
+    run_exists,
+)
 from comms_pipeline.web.auth import require
 from comms_pipeline.web.downloads import document_bytes, document_response, presigned_url
 from comms_pipeline.web.errors import ApiError, error_responses, not_found
@@ -32,7 +37,6 @@ from comms_pipeline.web.queries import (
     document_refs,
     encode_cursor,
     entry_dict,
-    entry_select,
     filters_fingerprint,
     parse_eml,
 )
@@ -62,8 +66,7 @@ def me(request: Request,
     system = None
     if principal.external_system_id is not None:
         with request.app.state.engine.connect() as conn:
-            system = conn.execute(select(systems_t.c.code).where(
-                systems_t.c.id == principal.external_system_id)).scalar_one_or_none()
+            system = external_system_code(conn, principal.external_system_id)
     return {"name": principal.name, "role": principal.role, "key_prefix": principal.prefix,
             "external_system": system}
 
@@ -98,21 +101,14 @@ def communications(request: Request, principal: Agent,
     limit = min(limit or web.page_size, web.max_page_size)
     scope = filters_fingerprint(r=ref, m=media)
     before = decode_cursor(cursor, scope, 1)
-    d = details_t.c
     now = utcnow()
     with request.app.state.engine.connect() as conn:
-        contact = conn.execute(select(contacts_t.c.id, contacts_t.c.ref, contacts_t.c.name)
-                               .where(contacts_t.c.ref == ref)).first()
+        contact = find_contact(conn, ref)
         if contact is None:
             raise not_found(f"no contact {ref!r}")
-        q = (entry_select(templates_t.c.code.label("template_code"))
-             .outerjoin(templates_t, templates_t.c.id == d.template_id)
-             .where(d.contact_id == contact.id))
-        if media is not None:
-            q = q.where(d.media == media.value)
-        if before is not None:
-            q = q.where(d.id < before[0])
-        rows = conn.execute(q.order_by(d.id.desc()).limit(limit + 1)).all()
+        rows = contact_history(conn, contact.id,
+                               media=media.value if media is not None else None,
+                               before=before[0] if before is not None else None, limit=limit)
         page = rows[:limit]
         ids = [r.id for r in page]
         docs = document_refs(conn, ids)
@@ -135,8 +131,7 @@ def communications(request: Request, principal: Agent,
             summary="Every open and click of one communication")
 def communication_tracking(request: Request, principal: Agent, detail_id: DocId) -> list[dict]:
     with request.app.state.engine.connect() as conn:
-        if conn.execute(select(details_t.c.id).where(details_t.c.id == detail_id)).first() \
-                is None:
+        if not detail_exists(conn, detail_id):
             raise not_found(f"no communication {detail_id}")
         events = tracking_events(conn, detail_id)
     return [{**e, "at": utc_out(e["at"])} for e in events]
@@ -174,7 +169,7 @@ def link(request: Request, principal: Agent, document_id: DocId) -> dict:
             summary="A notification run's tracking report: sent, opened, clicked")
 def notification_run_tracking(request: Request, principal: Agent, run_id: DocId) -> dict:
     with request.app.state.engine.connect() as conn:
-        if conn.execute(select(runs_t.c.id).where(runs_t.c.id == run_id)).first() is None:
+        if not run_exists(conn, run_id):
             raise not_found(f"no notification run {run_id}")
         return {"run_id": run_id, **run_report(conn, run_id)}
 

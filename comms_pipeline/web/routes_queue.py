@@ -12,20 +12,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import and_, or_, select
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import Media, public_state
 from comms_pipeline.pipeline.apikeys import Principal
+from comms_pipeline.queue import system_queue as sq
 from comms_pipeline.queue.actions import (
     Ack,
     EntryNotFound,
     TransitionConflict,
     apply_action,
     apply_actions,
-    owner_clause,
 )
-from comms_pipeline.store.models import contacts_t, details_t, documents_t
 from comms_pipeline.web.auth import BearerKey, Gate, check, system_scope
 from comms_pipeline.web.downloads import document_response
 from comms_pipeline.web.errors import ApiError, error_responses, not_found
@@ -40,9 +38,7 @@ from comms_pipeline.web.queries import (
     document_refs,
     encode_cursor,
     entry_dict,
-    entry_select,
     filters_fingerprint,
-    internal_states,
     parse_eml,
 )
 from comms_pipeline.web.schemas import (
@@ -76,7 +72,9 @@ def list_entries(request: Request, key: BearerKey,
         scope_id = system_scope(check(conn, key, ROLES))
         scope = filters_fingerprint(s=state.value, m=media, c=contact, x=scope_id)
         after = decode_cursor(cursor, scope, 2)
-        rows = conn.execute(_listing(scope_id, state, media, contact, after, limit)).all()
+        rows = sq.list_queue(conn, scope_id, state.value, now=utcnow(),
+                             media=media.value if media is not None else None,
+                             contact=contact, after=after, limit=limit)
     now = utcnow()
     items = [entry_dict(r, now) for r in rows[:limit]]
     next_cursor = None
@@ -84,21 +82,6 @@ def list_entries(request: Request, key: BearerKey,
         last = rows[limit - 1]
         next_cursor = encode_cursor([last.priority, last.id], scope)
     return {"items": items, "next_cursor": next_cursor}
-
-
-def _listing(scope_id: int | None, state: QueueState, media: Media | None,
-             contact: str | None, after: list[int] | None, limit: int):
-    d = details_t.c
-    q = entry_select().where(owner_clause(scope_id), d.state.in_(internal_states(state.value)))
-    if state == QueueState.PENDING:
-        q = q.where(or_(d.expires_at.is_(None), d.expires_at > utcnow()))
-    if media is not None:
-        q = q.where(d.media == media.value)
-    if contact is not None:
-        q = q.where(d.contact_id.in_(select(contacts_t.c.id).where(contacts_t.c.ref == contact)))
-    if after is not None:
-        q = q.where(or_(d.priority > after[0], and_(d.priority == after[0], d.id > after[1])))
-    return q.order_by(d.priority, d.id).limit(limit + 1)
 
 
 @router.post("/batch", response_model=BatchOutcome,
@@ -139,19 +122,17 @@ def get_entry(request: Request, entry_id: EntryId, key: BearerKey) -> dict:
     now = utcnow()
     with request.app.state.engine.begin() as conn:
         scope_id = system_scope(check(conn, key, ROLES))
-        row = conn.execute(entry_select(details_t.c.body).where(
-            details_t.c.id == entry_id, owner_clause(scope_id))).first()
+        row = sq.queue_entry(conn, entry_id, scope_id, with_body=True)
         if row is None:
             raise not_found(f"no queue entry {entry_id}")
         docs = document_refs(conn, [entry_id])
         content = None
         if entry_id in docs and docs[entry_id].kind == "email":
-            content = conn.execute(select(documents_t.c.content).where(
-                documents_t.c.detail_id == entry_id)).scalar_one_or_none()
+            content = sq.document_content(conn, entry_id)
     data = entry_dict(row, now)
     data["document"] = docs.get(entry_id)
     if content is not None:
-        data["html"] = parse_eml(bytes(content))["html"]
+        data["html"] = parse_eml(content)["html"]
     return data
 
 
@@ -161,9 +142,7 @@ def get_entry(request: Request, entry_id: EntryId, key: BearerKey) -> dict:
 def get_entry_document(request: Request, entry_id: EntryId, key: BearerKey) -> Response:
     with request.app.state.engine.begin() as conn:
         scope_id = system_scope(check(conn, key, ROLES))
-        doc_id = conn.execute(
-            select(documents_t.c.id).join(details_t, details_t.c.id == documents_t.c.detail_id)
-            .where(details_t.c.id == entry_id, owner_clause(scope_id))).scalar_one_or_none()
+        doc_id = sq.entry_document_id(conn, entry_id, scope_id)
     if doc_id is None:
         raise not_found(f"queue entry {entry_id} has no stored document")
     return document_response(request, doc_id)
@@ -180,7 +159,7 @@ def _transition(request: Request, key: str, entry_id: int, action: str,
             raise not_found(f"no queue entry {entry_id}") from None
         except TransitionConflict as exc:
             raise ApiError(409, "conflict", str(exc), {"state": exc.state}) from None
-        row = conn.execute(entry_select().where(details_t.c.id == entry_id)).first()
+        row = sq.queue_entry(conn, entry_id)
         return 200, QueueEntry.model_validate(entry_dict(row, utcnow())).model_dump(mode="json")
 
     request_hash = fingerprint("POST", f"/v1/queue/{entry_id}/{action}", body)

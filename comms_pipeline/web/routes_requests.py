@@ -14,19 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from comms_pipeline.core.request_origin import scoped_key
 from comms_pipeline.notifications.event_rules import normalise, split_event
+from comms_pipeline.pipeline import trigger_targets as targets
 from comms_pipeline.pipeline.apikeys import Principal
 from comms_pipeline.pipeline.request_check import missing_warnings
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue import request_fate as rq
-from comms_pipeline.store.models import (
-    contacts_t,
-    rules_t,
-    templates_t,
-)
 from comms_pipeline.web.auth import BearerKey, Gate
 from comms_pipeline.web.errors import ApiError, error_responses, invalid, not_found
 from comms_pipeline.web.idempotency import (
@@ -61,11 +56,7 @@ def _rules_of_event(conn: Any, req: CommunicationRequest) -> list[Any]:
     and conditions say: those are decided later, on data the caller controls."""
     entity, name = split_event(req.event or "")
     given = {normalise(k) for k in (req.entities or {})}
-    q = select(rules_t.c.code, rules_t.c.entity, rules_t.c.event, rules_t.c.email_template,
-               rules_t.c.sms_template).where(rules_t.c.active.is_(True))
-    if req.rule_code:
-        q = q.where(rules_t.c.code == req.rule_code)
-    return [r for r in conn.execute(q) if normalise(r.event) == name
+    return [r for r in targets.active_rules(conn, req.rule_code) if normalise(r.event) == name
             and (normalise(r.entity) == entity if entity else normalise(r.entity) in given)]
 
 
@@ -77,8 +68,7 @@ def _check_event_targets(conn: Any, req: CommunicationRequest, principal: Princi
     codes = {c for r in rules for c in (r.email_template, r.sms_template) if c}
     if not codes:
         return
-    owners = dict(conn.execute(select(templates_t.c.code, templates_t.c.external_system_id)
-                               .where(templates_t.c.code.in_(codes))).all())
+    owners = targets.template_owners(conn, codes)
     for rule in rules:
         for code in (rule.email_template, rule.sms_template):
             if code and _foreign(principal, owners.get(code)):
@@ -98,9 +88,7 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal,
         raise ApiError(403, "forbidden", "only an admin key may override the contact's "
                        "consent (override_consent)")
     if req.template_code:
-        tpl = conn.execute(select(templates_t.c.active, templates_t.c.unrestricted_params,
-                                  templates_t.c.external_system_id)
-                           .where(templates_t.c.code == req.template_code)).first()
+        tpl = targets.template_gate(conn, req.template_code)
         if tpl is None:
             raise invalid(f"unknown template {req.template_code!r}", code="unknown_template",
                           field="template_code")
@@ -113,20 +101,17 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal,
         missing = [p for p in (tpl.unrestricted_params or []) if p not in (req.params or {})]
         warnings += [f"unrestricted parameter {p!r} is not given" for p in missing]
     if req.rule_code:
-        rule = conn.execute(select(rules_t.c.email_template, rules_t.c.sms_template).where(
-            rules_t.c.code == req.rule_code)).first()
+        rule = targets.rule_templates(conn, req.rule_code)
         if rule is None:
             raise invalid(f"unknown event rule {req.rule_code!r}", code="unknown_rule",
                           field="rule_code")
-        owners = conn.execute(select(templates_t.c.external_system_id).where(
-            templates_t.c.code.in_([c for c in rule if c]))).scalars()
+        owners = targets.template_systems(conn, [c for c in rule if c])
         if any(_foreign(principal, owner) for owner in owners):
             raise ApiError(403, FOREIGN, f"event rule {req.rule_code!r} delivers to "
                            f"another external system's queue")
     if req.event and not req.template_code:
         _check_event_targets(conn, req, principal)
-    if conn.execute(select(contacts_t.c.id).where(
-            contacts_t.c.ref == req.contact_ref)).first() is None:
+    if not rq.contact_exists(conn, req.contact_ref):
         raise invalid(f"unknown contact {req.contact_ref!r}", code="unknown_contact",
                       field="contact_ref")
     return warnings + missing_warnings(
