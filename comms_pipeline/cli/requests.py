@@ -26,10 +26,10 @@ from comms_pipeline.queue.listing import (
     list_entries,
     matching_ids,
     render,
+    retryable,
     show_entry,
 )
 from comms_pipeline.queue.work_queues import pending_details_queue
-from comms_pipeline.store.models import details_t
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -238,8 +238,7 @@ def queue_retry(app: AppContext, entry_ids: tuple[int, ...], state: str | None,
     from comms_pipeline.runtime.retry_entries import retry_entries
 
     by_filter = bool(code or media or since or contact_ref or state)
-    where = and_(_bulk_filter(entry_ids, code, media, since, contact_ref, state),
-                 details_t.c.state.in_([DetailState.REJECTED, DetailState.EXPIRED]))
+    where = retryable(_bulk_filter(entry_ids, code, media, since, contact_ref, state))
     with app.engine.begin() as conn:
         # Entries named by id go as they are: each one not retried is told why.
         ids = matching_ids(conn, where) if by_filter else list(entry_ids)

@@ -148,3 +148,8 @@ def entry_history(conn: Connection, entry_id: int) -> list[dict[str, Any]]:
 def matching_ids(conn: Connection, where: ColumnElement[bool]) -> list[int]:
     """The ids of the entries ``where`` names (for a dry run, or a retry by filter)."""
     return list(conn.execute(select(details_t.c.id).where(where)).scalars())
+
+
+def retryable(where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Of the entries ``where`` names, those a retry may send again (Rejected or Expired)."""
+    return and_(where, details_t.c.state.in_([DetailState.REJECTED, DetailState.EXPIRED]))
