@@ -150,15 +150,17 @@ class LeaseKeeper:
 
     MAX_LEASES = 10
 
-    def __init__(self, ctx: BatchContext, lease_seconds: float) -> None:
+    def __init__(self, ctx: BatchContext, lease_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self.interval = lease_seconds / 3
-        self.deadline = time.monotonic() + lease_seconds * self.MAX_LEASES
+        self._clock = clock
+        self.deadline = clock() + lease_seconds * self.MAX_LEASES
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
     def _run(self) -> None:
-        while not self._done.wait(self.interval) and time.monotonic() < self.deadline:
+        while not self._done.wait(self.interval) and self._clock() < self.deadline:
             try:
                 if self.ctx.keep_alive() is False:
                     break  # the batch is no longer ours: nothing left to keep

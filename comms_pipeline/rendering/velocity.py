@@ -523,17 +523,7 @@ class Reference:
 def references(template: Any) -> Iterator[Reference]:
     for element in walk(template):
         if isinstance(element, V.FormalReference) and element.expression is not None:
-            names: list[str] = []
-            expression = element.expression
-            while expression is not None:
-                part = expression.part
-                names.append(part.name)
-                sub = expression.subexpression
-                if part.parameters is not None or part.index is not None or sub is None:
-                    break
-                expression = sub.expression if isinstance(sub.expression,
-                                                          V.VariableExpression) else None
-            yield Reference(tuple(names), element.start)
+            yield Reference(reference_path(element), element.start)
 
 
 def local_names(template: Any) -> set[str]:
