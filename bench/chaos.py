@@ -1,19 +1,21 @@
 """Chaos benchmark: the pipeline on PostgreSQL under a fault schedule, and what it lost.
 
 Two copies of every stage run as processes against a throwaway PostgreSQL cluster (so that
-restarting it disturbs nobody else) and the loopback SMSC and SMTP server of the test suite:
-the Comms Monitor job (looping: started again whenever a run ends, as cron would), the SMS
-daemon (SMPP) and the Email daemon (SMTP). Meanwhile a random worker is SIGKILLed every few
-seconds (and started again, as a supervisor would), one daemon is SIGSTOPped past its lease
-and woken, PostgreSQL is restarted, and the SMTP server and the SMSC are each stopped and
-started again. At the end every header and detail must be terminal and none claimed; per
-channel the servers' own records give what was sent, lost and duplicated, beside the bound
-(kills of that channel's workers x batch size, plus the frozen batch).
+restarting it disturbs nobody else) and the loopback servers of the test suite: the Comms
+Monitor and Email Monitor jobs (looping: started again whenever a run ends, as cron would),
+the SMS daemon (SMPP), the Email daemon (SMTP), the Letter daemon (SFTP print house), the
+Push-to-External daemon (signed HTTP webhooks) and the Storage daemon (documents to SFTP).
+The load mixes SMS and email requests expanded by the monitor, letters awaiting send with
+their PDFs, and webhook entries. Meanwhile a random worker is SIGKILLed every few seconds
+(and started again, as a supervisor would), one daemon is SIGSTOPped past its lease and
+woken, PostgreSQL is restarted, and each gateway server (SMTP, SMSC, SFTP, HTTP) is stopped
+and started again. At the end every header and detail must be terminal, none claimed, and
+every document of a sent email or letter stored; per channel the servers' own records give
+what was sent, lost and duplicated, beside the bound (kills of that channel's workers plus
+the frozen batch, x batch size).
 
     python bench/chaos.py --n 20000        # the published run (make bench)
-    python bench/chaos.py --n 600          # a quick look
-
-Not covered yet: letters and storage (SFTP) and the HTTP gateways.
+    python bench/chaos.py --n 1000         # a quick look
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import collections
+import json
 import os
 import random
 import signal
@@ -34,13 +37,17 @@ import time
 
 from sqlalchemy import create_engine, func, select, text
 
-from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact
+from comms_pipeline.gateways.webhook import new_secret
+from comms_pipeline.pipeline.admin_records import AddressSpec, add_contact, add_external_system
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.store.db import upgrade
-from comms_pipeline.store.models import details_t, headers_t
+from comms_pipeline.store.models import details_t, documents_t, headers_t
 from tests import factories
+from tests.integration.details_factory import add_details
 from tests.integration.documents_factory import add_entries
+from tests.servers.http_gateways import WebhookReceiver
 from tests.servers.pgcluster import PgCluster
+from tests.servers.sftp import SftpServer
 from tests.servers.smpp import Smsc
 from tests.servers.smtp import SmtpServer
 
@@ -105,20 +112,44 @@ class Worker:
             self.died.append(code)
 
 
-def load(url: str, n: int) -> tuple[int, int]:
-    n_sms = n * 3 // 5
-    n_email = n - n_sms
+class Load:
+    """How many entries of each channel the run holds (SMS 40 %, email 30 %, webhooks 20 %,
+    letters 10 %)."""
+
+    def __init__(self, n: int) -> None:
+        self.sms = n * 4 // 10
+        self.email = n * 3 // 10
+        self.hooks = n * 2 // 10
+        self.letters = n - self.sms - self.email - self.hooks
+
+
+def load(url: str, n: int, receiver: WebhookReceiver) -> Load:
+    """SMS and email requests for the monitors to expand and merge; letters (with their PDF)
+    and webhook entries ready to send."""
+    mix = Load(n)
     engine = create_engine(url)
     with engine.begin() as conn:
         factories.sms_template(conn)
-        for i in range(n_sms):
+        factories.email_template(conn)
+        for i in range(mix.sms):
             add_contact(conn, f"S-{i}", f"Person {i}",
                         addresses=[AddressSpec("phone", f"+3579{i:07d}", "mobile", True)])
-        for i in range(n_sms):
+        for i in range(mix.email):
+            add_contact(conn, f"E-{i}", f"Person {i}",
+                        addresses=[AddressSpec("email", f"e{i}@example.com", "home", True)])
+        for i in range(mix.sms):
             trigger(conn, contact_ref=f"S-{i}", template_code="SMS_HELLO")
-    add_entries(engine, "email", n_email)
+        for i in range(mix.email):
+            trigger(conn, contact_ref=f"E-{i}", template_code="EMAIL_HELLO")
+        system = add_external_system(conn, "PORTAL", "Customer portal",
+                                     webhook_url=f"{receiver.url}/hooks/comms",
+                                     webhook_secret=receiver.secret)
+    add_entries(engine, "letter", mix.letters, contact_ref="L-1")
+    add_details(engine, "sms", [(f"+4477{i:07d}", f"Your code is {i}")
+                                for i in range(mix.hooks)],
+                state="awaiting_external", external_system_id=system)
     engine.dispose()
-    return n_sms, n_email
+    return mix
 
 
 def counts(engine) -> dict:  # type: ignore[no-untyped-def]
@@ -131,11 +162,19 @@ def counts(engine) -> dict:  # type: ignore[no-untyped-def]
                                ).scalar_one()
         claimed += conn.execute(select(func.count()).where(headers_t.c.claimed_by.isnot(None))
                                 ).scalar_one()
-    return {"headers": headers, "details": details, "claimed": claimed}
+        claimed += conn.execute(select(func.count()).where(
+            documents_t.c.claimed_by.isnot(None))).scalar_one()
+        unstored = conn.execute(
+            select(func.count()).select_from(documents_t.join(
+                details_t, details_t.c.id == documents_t.c.detail_id))
+            .where(details_t.c.state == "completed", documents_t.c.stored_at.is_(None))
+        ).scalar_one()
+    return {"headers": headers, "details": details, "claimed": claimed,
+            "unstored documents": unstored}
 
 
-def inject(fault: str, servers: dict, workers: list[Worker], engine) -> None:  # type: ignore[no-untyped-def]
-    """One fault of the schedule."""
+def inject(fault: str, servers: dict, workers: list[Worker], engine) -> str:  # type: ignore[no-untyped-def]
+    """One fault of the schedule; returns what it struck."""
     if fault == "pg-restart":
         engine.dispose()
         servers["cluster"].stop()
@@ -151,17 +190,30 @@ def inject(fault: str, servers: dict, workers: list[Worker], engine) -> None:  #
         time.sleep(2)
         servers["smsc"] = Smsc(port=old.port).start()
         servers["smsc"].accepted[:0] = old.accepted
+    elif fault == "sftp-restart":  # the print house and the archive
+        servers["sftp"].stop()
+        time.sleep(2)
+        servers["sftp"].start()
+    elif fault == "http-restart":
+        old = servers["http"]
+        old.stop()
+        time.sleep(2)
+        new = WebhookReceiver(old.secret, port=old.port).start()
+        new.delivered[:0] = old.delivered
+        servers["http"] = new
     elif fault == "sigstop":
         frozen = random.choice([w for w in workers if not w.looping])
         frozen.proc.send_signal(signal.SIGSTOP)
         time.sleep(LEASE * 2)
         frozen.proc.send_signal(signal.SIGCONT)
+        return f"{fault} {frozen.name}"
+    return fault
 
 
 def drive(workers: list[Worker], engine, servers: dict, events: list[str],  # type: ignore[no-untyped-def]
-          args: argparse.Namespace, n_sms: int) -> None:
+          args: argparse.Namespace) -> None:
     """Kill, freeze and restart things until everything is terminal (or the limit)."""
-    faults = ["smtp-restart", "smsc-restart", "sigstop"]
+    faults = ["smtp-restart", "smsc-restart", "sftp-restart", "http-restart", "sigstop"]
     random.shuffle(faults)
     faults.append("pg-restart")  # first: while every worker is busy
     start = time.monotonic()
@@ -172,7 +224,8 @@ def drive(workers: list[Worker], engine, servers: dict, events: list[str],  # ty
         c = counts(engine)
         pending = sum(v for k, v in c["details"].items() if k not in TERMINAL_DETAIL)
         waiting = sum(c["headers"].get(s, 0) for s in HEADER_PENDING)
-        return waiting == 0 and pending == 0 and c["claimed"] == 0
+        return (waiting == 0 and pending == 0 and c["claimed"] == 0
+                and c["unstored documents"] == 0)
 
     while time.monotonic() - start < args.limit:
         try:
@@ -186,12 +239,43 @@ def drive(workers: list[Worker], engine, servers: dict, events: list[str],  # ty
             next_kill = now + random.uniform(*args.kill_every)
         if faults and now >= next_fault:
             fault = faults.pop()
-            events.append(f"{now - start:.0f}s {fault}")
-            inject(fault, servers, workers, engine)
+            events.append(f"{now - start:.0f}s " + inject(fault, servers, workers, engine))
             next_fault = time.monotonic() + 3
         for w in workers:
             w.tend(more_work=True)
         time.sleep(0.2)
+
+
+STAGES = {  # worker name: (argv after `comms`, looping job?)
+    "monitor": (["job", "run", "monitor", "--batch-size", str(BATCH), "--no-progress"], True),
+    "email-monitor": (["job", "run", "email-monitor", "--batch-size", str(BATCH),
+                       "--no-progress"], True),
+    "sms": (["daemon", "run", "sms"], False),
+    "email": (["daemon", "run", "email"], False),
+    "letter": (["daemon", "run", "letter"], False),
+    "push-external": (["daemon", "run", "push-external"], False),
+    "storage": (["daemon", "run", "storage"], False),
+}
+
+
+def sent_by_server(servers: dict) -> dict[str, collections.Counter]:
+    """What each server recorded, by entry: a key seen twice is a duplicate."""
+    sftp: SftpServer = servers["sftp"]
+    letters: collections.Counter = collections.Counter()
+    for manifest in (sftp.root / "incoming").glob("*/manifest.json"):
+        # A batch counts once its manifest is there: the print house takes nothing else.
+        for letter in json.loads(manifest.read_text())["letters"]:
+            letters[letter["detail_id"]] += 1
+    # Documents: the files in the archive, and how often each was written.
+    writes = collections.Counter(path for op, path in sftp.operations
+                                 if op == "open" and path.startswith("/archive/"))
+    stored = collections.Counter({path: writes[path] or 1 for path in (
+        "/" + str(f.relative_to(sftp.root)) for f in (sftp.root / "archive").rglob("*")
+        if f.is_file())})
+    hooks = collections.Counter(r.headers["webhook-id"] for r in servers["http"].delivered)
+    return {"sms": collections.Counter(m.destination for m in servers["smsc"].messages()),
+            "email": collections.Counter(m.rcpt_tos[0] for m in servers["smtp"].messages),
+            "letter": letters, "push-external": hooks, "storage": stored}
 
 
 def main() -> None:
@@ -204,9 +288,13 @@ def main() -> None:
 
     cluster = PgCluster().init()
     cluster.start()
+    workdir = Path(tempfile.mkdtemp(prefix="comms-chaos-"))
     smtp = SmtpServer().start()
     smsc = Smsc().start()
-    workdir = Path(tempfile.mkdtemp(prefix="comms-chaos-"))
+    sftp = SftpServer(workdir / "sftp-root").start()
+    known_hosts = sftp.write_known_hosts(workdir / "known_hosts")
+    http = WebhookReceiver(new_secret()).start()
+    servers = {"cluster": cluster, "smtp": smtp, "smsc": smsc, "sftp": sftp, "http": http}
     workers: list[Worker] = []
     events: list[str] = []
     try:
@@ -217,53 +305,59 @@ def main() -> None:
         url = cluster.url("comms")
         upgrade(url)
         t0 = time.monotonic()
-        n_sms, n_email = load(url, args.n)
-        print(f"loaded {n_sms} SMS requests and {n_email} emails in "
-              f"{time.monotonic() - t0:.1f} s")
+        mix = load(url, args.n, http)
+        print(f"loaded {mix.sms} SMS and {mix.email} email requests, {mix.letters} letters "
+              f"and {mix.hooks} webhooks in {time.monotonic() - t0:.1f} s")
         env = dict(os.environ, COMMS_DATABASE_URL=url, COMMS_PATHS_VAR=str(workdir / "var"),
                    COMMS_CLAIMS_LEASE_SECONDS=str(LEASE), COMMS_DAEMONS_POLL_INTERVAL="0.2",
                    COMMS_DAEMONS_HEARTBEAT_SECONDS="1", COMMS_DAEMONS_BATCH_SIZE=str(BATCH),
                    COMMS_GATEWAYS_SMS_BACKEND="smpp", COMMS_GATEWAYS_SMS_PORT=str(smsc.port),
                    COMMS_GATEWAYS_SMS_TIMEOUT="3", COMMS_CLAIMS_BACKOFF_BASE_SECONDS="1",
                    COMMS_CLAIMS_BACKOFF_MAX_SECONDS="5", COMMS_CLAIMS_MAX_ATTEMPTS="1000",
-                   **smtp.env(COMMS_GATEWAYS_EMAIL_TIMEOUT="3"))
+                   COMMS_GATEWAYS_WEBHOOK_BACKEND="http", COMMS_GATEWAYS_WEBHOOK_TIMEOUT="3",
+                   COMMS_GATEWAYS_WEBHOOK_ALLOW_LOOPBACK_TARGETS="true",
+                   **smtp.env(COMMS_GATEWAYS_EMAIL_TIMEOUT="3"),
+                   **sftp.env("letter", known_hosts, timeout="3"),
+                   **sftp.env("storage", known_hosts, timeout="3", remote_dir="/archive"))
         cli = [sys.executable, "-m", "comms_pipeline.cli.main", "--json-logs"]
         for copy in (1, 2):
-            workers.append(Worker(f"monitor-{copy}", [*cli, "job", "run", "monitor",
-                                  "--batch-size", str(BATCH), "--no-progress"], env, workdir,
-                                  looping=True))
-            for stage in ("sms", "email"):
-                workers.append(Worker(f"{stage}-{copy}", [*cli, "daemon", "run", stage], env,
-                                      workdir, looping=False))
+            for stage, (argv, looping) in STAGES.items():
+                workers.append(Worker(f"{stage}-{copy}", [*cli, *argv], env, workdir,
+                                      looping=looping))
         engine = create_engine(url, pool_pre_ping=True)
-        servers = {"cluster": cluster, "smtp": smtp, "smsc": smsc}
         start = time.monotonic()
-        drive(workers, engine, servers, events, args, n_sms)
-        smsc = servers["smsc"]
+        drive(workers, engine, servers, events, args)
         elapsed = time.monotonic() - start
         alive_daemons = all(w.proc.poll() is None for w in workers if not w.looping)
         final = counts(engine)
+        with engine.connect() as conn:
+            docs = conn.execute(select(func.count()).select_from(documents_t)).scalar_one()
         engine.dispose()
     finally:
         for w in workers:
             w.stop()
-        smtp.stop()
-        smsc.stop()
+        for name in ("smtp", "smsc", "sftp", "http"):
+            servers[name].stop()
 
-    sms_sent = collections.Counter(m.destination for m in smsc.messages())
-    email_sent = collections.Counter(m.rcpt_tos[0] for m in smtp.messages)
+    sent = sent_by_server(servers)
     kills = collections.Counter(w.name.rsplit("-", 1)[0] for w in workers for _ in range(w.kills))
+    frozen = [e.split()[-1].rsplit("-", 1)[0] for e in events if e.split()[1] == "sigstop"]
     died = {w.name: w.died for w in workers if w.died}
-    table = [
-        ("sms (SMPP)", n_sms, len(sms_sent), n_sms - len(sms_sent),
-         sum(c - 1 for c in sms_sent.values()), kills["sms"] + kills["monitor"],
-         (kills["sms"] + 1) * BATCH),
-        ("email (SMTP)", n_email, len(email_sent), n_email - len(email_sent),
-         sum(c - 1 for c in email_sent.values()), kills["email"], (kills["email"] + 1) * BATCH),
-    ]
+    entries = {"sms": mix.sms, "email": mix.email, "letter": mix.letters,
+               "push-external": mix.hooks, "storage": docs}
+    labels = {"sms": "sms (SMPP)", "email": "email (SMTP)", "letter": "letters (SFTP)",
+              "push-external": "webhooks (HTTP)", "storage": "documents stored (SFTP)"}
+    table = []
+    for channel, n in entries.items():
+        got = sent[channel]
+        bound = (kills[channel] + 1 + frozen.count(channel)) * BATCH
+        table.append((labels[channel], n, len(got), n - len(got),
+                      sum(c - 1 for c in got.values()), kills[channel], bound))
     lines = [f"chaos run: --n {args.n}, {elapsed:.0f} s, faults: {', '.join(events)}; "
              f"final: {final}; daemons all running at the end: {alive_daemons}; "
-             f"workers that exited by themselves with an error: {died or 'none'}", "",
+             f"workers that exited by themselves with an error: {died or 'none'}; "
+             f"kills in all: {sum(kills.values())} (monitor jobs: "
+             f"{kills['monitor'] + kills['email-monitor']})", "",
              "| channel | entries | sent | lost | duplicated | kills | bound |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {c} | {n} | {s} | {lost} | {dup} | {k} | {b} |"

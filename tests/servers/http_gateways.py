@@ -33,7 +33,7 @@ class Request:
 class LoopbackHttpServer:
     """Base: records requests, answers with :meth:`answer` unless a failure is queued."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Request] = []
         self._failures: list[tuple[int, Any]] = []
         self._lock = threading.Lock()
@@ -57,7 +57,7 @@ class LoopbackHttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
@@ -165,8 +165,8 @@ def _fcm_error(code: int, status: str, message: str, error_code: str | None = No
 class WebhookReceiver(LoopbackHttpServer):
     """Verifies each webhook's signature with :func:`verify`; keeps the authentic ones."""
 
-    def __init__(self, secret: str) -> None:
-        super().__init__()
+    def __init__(self, secret: str, port: int = 0) -> None:
+        super().__init__(port)
         self.secret = secret
         self.delivered: list[Request] = []
         self.forged = 0
