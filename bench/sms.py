@@ -9,6 +9,14 @@ it runs with ``window=1`` (the same one-at-a-time exchange) and with ``--window`
 outstanding. Peak RSS is this process's and the SMSC process's.
 
     .venv/bin/python bench/sms.py [--n 20000] [--window 32] [--backend sqlite|postgresql]
+
+With ``--response-delay-ms D`` the SMSC holds every answer D ms (a distant SMSC): the window
+then sets the limit, ``window / D`` messages a second, and the run compares the daemon with
+its window kept full across batches (``daemons.prefetch_batches``, the default) against the
+window drained at every batch (``prefetch_batches = 0``), as a share of that limit, with the
+number of times the SMSC saw the window run empty:
+
+    .venv/bin/python bench/sms.py --response-delay-ms 20 --window 10 --batch-size 100 --n 3000
 """
 
 from __future__ import annotations
@@ -40,8 +48,10 @@ def texts(n: int) -> list[tuple[str, str]]:
             for i in range(n)]
 
 
-def start_smsc(receipts: bool) -> tuple[subprocess.Popen, int]:
+def start_smsc(receipts: bool, delay_ms: float = 0.0) -> tuple[subprocess.Popen, int]:
     extra = ["--receipts", "after"] if receipts else []
+    if delay_ms:
+        extra += ["--response-delay-ms", str(delay_ms)]
     proc = subprocess.Popen([sys.executable, "-m", "tests.servers.smpp", "--port", "0", *extra],
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline() if proc.stdout else ""
@@ -91,13 +101,16 @@ def seed(engine, items: list[tuple[str, str]]) -> None:  # type: ignore[no-untyp
 
 
 def pipeline(backend: str, port: int, items: list[tuple[str, str]], window: int,
-             batch_size: int, receipts: bool = False) -> float:
+             batch_size: int, receipts: bool = False, prefetch: int | None = None) -> float:
     url = fresh_database(backend, f"comms_bench_sms_{backend}")
     upgrade(url)
-    settings = load_settings(environ={
+    env = {
         "COMMS_DATABASE_URL": url, "COMMS_PATHS_VAR": str(ROOT / "bench" / "out" / "var"),
         "COMMS_GATEWAYS_SMS_BACKEND": "smpp", "COMMS_GATEWAYS_SMS_PORT": str(port),
-        "COMMS_GATEWAYS_SMS_WINDOW": str(window), "COMMS_GATEWAYS_SMS_SOURCE_ADDR": SOURCE})
+        "COMMS_GATEWAYS_SMS_WINDOW": str(window), "COMMS_GATEWAYS_SMS_SOURCE_ADDR": SOURCE}
+    if prefetch is not None:
+        env["COMMS_DAEMONS_PREFETCH_BATCHES"] = str(prefetch)
+    settings = load_settings(environ=env)
     engine = make_engine(settings.database_url)
     seed(engine, items)
     with timer() as took:
@@ -127,7 +140,12 @@ def main() -> None:
     parser.add_argument("--receipts", action="store_true",
                         help="the SMSC sends a delivery receipt per message; the daemon's runs "
                         "include recording them on the queue entries")
+    parser.add_argument("--response-delay-ms", type=float, default=0.0,
+                        help="the SMSC holds each answer this long: compare the window kept "
+                        "full across batches with the window drained at every batch")
     args = parser.parse_args()
+    if args.response_delay_ms:
+        return window_across_batches(args)
 
     import logging
 
@@ -150,7 +168,7 @@ def main() -> None:
                                          args.batch_size, args.receipts))
     finally:
         out, _ = smsc.communicate(input="", timeout=60)
-    accepted = int(out.split("ACCEPTED")[-1]) if "ACCEPTED" in out else -1
+    accepted = int(out.split("ACCEPTED")[-1].split()[0]) if "ACCEPTED" in out else -1
     raw = row("bare smpplib loop (submit, wait, next)", args.n, min(runs["raw"]), "sms")
     one = row("SMS daemon, window 1", args.n, min(runs["one"]), "sms")
     many = row(f"SMS daemon, window {args.window}", args.n, min(runs["many"]), "sms")
@@ -159,6 +177,38 @@ def main() -> None:
     print(f"  SMSC accepted {accepted} submits (expected {3 * args.repeat * args.n})")
     print(f"  peak RSS: this process {peak_rss_mb():.0f} MB, "
           f"SMSC process {peak_rss_mb(children=True):.0f} MB")
+
+
+def window_across_batches(args: argparse.Namespace) -> None:
+    """The daemon against a slow-answering SMSC: with and without prefetching batches."""
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    smsc, port = start_smsc(False, args.response_delay_ms)
+    items = texts(args.n)
+    limit = args.window / (args.response_delay_ms / 1000)
+    print(f"sms: {args.n} SMS, SMSC answering after {args.response_delay_ms:g} ms, window "
+          f"{args.window} (limit {limit:,.0f}/s), batches of {args.batch_size}, database "
+          f"{args.backend}, best of {args.repeat}")
+    runs: dict[str, list[float]] = {"full": [], "drained": []}
+    try:
+        for _ in range(args.repeat):
+            runs["full"].append(pipeline(args.backend, port, items, args.window,
+                                         args.batch_size))
+            runs["drained"].append(pipeline(args.backend, port, items, args.window,
+                                            args.batch_size, prefetch=0))
+    finally:
+        out, _ = smsc.communicate(input="", timeout=60)
+    full = row("SMS daemon, window kept full across batches", args.n, min(runs["full"]),
+               "sms")
+    drained = row("SMS daemon, window drained at every batch", args.n,
+                  min(runs["drained"]), "sms")
+    print(f"  share of the window's limit: kept full {full / limit:.0%}, "
+          f"drained at every batch {drained / limit:.0%}")
+    print(f"  SMSC: {out.strip()} (the window ran empty this often, over both variants)")
+    print(f"  peak RSS: this process {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

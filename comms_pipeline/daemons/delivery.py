@@ -85,6 +85,14 @@ class DeliveryHandler(ABC):
         self.queue = detail_queue(self.media)
 
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        outcomes, sendable = self.screen(rows)
+        if sendable and not ctx.stopping:
+            outcomes.extend(self.deliver(sendable, ctx))
+        return outcomes
+
+    def screen(self, rows: Sequence[Row]) -> tuple[list[Outcome], list[Row]]:
+        """The outcomes of rows that must not be sent (expired, or refused by the processing
+        rules), and the rows to send."""
         with self.engine.connect() as conn:
             rule = load_media_rules(conn)[self.media]
         now = utcnow()
@@ -101,9 +109,7 @@ class DeliveryHandler(ABC):
                                              completed_at=now))
             else:
                 sendable.append(row)
-        if sendable and not ctx.stopping:
-            outcomes.extend(self.deliver(sendable, ctx))
-        return outcomes
+        return outcomes, sendable
 
     @abstractmethod
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:

@@ -6,6 +6,7 @@ which records the delivery receipts the SMSC sends back on the details they belo
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -66,10 +67,41 @@ class SmsDaemon(DeliveryHandler):
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         messages = [SmsMessage(r.id, r.address, r.body or "", self.source) for r in rows]
+        if getattr(self.sender, "streams", False):
+            return self._stream(messages, ctx)
         outcomes = []
         for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
             outcomes.append(self._outcome(m, res))
         return outcomes
+
+    def _stream(self, messages: list[SmsMessage], ctx: BatchContext) -> list[Outcome]:
+        """One stream through the window for the batch and the batches claimed into it while
+        it is in flight (``daemons.prefetch_batches``): the window never drains at a batch
+        boundary. What is answered is finished (committed) each time the stream asks for
+        more; before each chunk, the claim is checked (a lost lease stops the stream)."""
+        waiting = deque(messages)
+        answered: list[Outcome] = []
+
+        def on_done(message: SmsMessage, result: SendOutcome) -> None:
+            answered.append(self._outcome(message, result))
+
+        def more() -> list[SmsMessage]:
+            if ctx.stopping or not ctx.still_ours():
+                return []  # what was answered is finished by the runner, if still ours
+            if answered:
+                done = answered[:]
+                answered.clear()
+                ctx.finish(done)
+            if not waiting:
+                screened, sendable = self.screen(ctx.claim_more())
+                ctx.finish(screened)
+                waiting.extend(SmsMessage(r.id, r.address, r.body or "", self.source)
+                               for r in sendable)
+            return [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]
+
+        first = [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]
+        self.sender.send_many(first, more=more, on_done=on_done)  # type: ignore[call-arg]
+        return answered
 
     def _outcome(self, message: SmsMessage, result: SendOutcome) -> Outcome:
         outcome = outcome_for(message.detail_id, result, self.media)

@@ -83,17 +83,53 @@ class _Part:
 
 
 class _Batch:
-    """The parts of one ``send_many`` call: still to send, and what became of each message."""
+    """The parts of one ``send_many`` call: still to send, and what became of each message.
 
-    def __init__(self, size: int) -> None:
+    A batch may grow while it is sent: when its queue runs dry and the window has room,
+    ``more()`` is asked for the next messages (the daemon claims its next batch), so the
+    window does not drain between batches. ``on_done(message, outcome)`` hears of each message
+    as soon as its last part is answered."""
+
+    def __init__(self, more: Callable[[], Sequence[SmsMessage]] | None = None,
+                 on_done: Callable[[SmsMessage, Outcome], None] | None = None) -> None:
         self.queue: deque[_Part] = deque()
         self.redo: list[_Part] = []
-        self.ids: list[dict[int, str]] = [{} for _ in range(size)]
-        self.parts = [0] * size
+        self.messages: list[SmsMessage] = []
+        self.ids: list[dict[int, str]] = []
+        self.parts: list[int] = []
+        self.open: list[int] = []  # parts of each message not answered yet
         self.errors: dict[int, GatewayError] = {}
+        self.more = more
+        self.on_done = on_done
+        self.result: Callable[[_Batch, int], Outcome] | None = None
 
     def has_work(self) -> bool:
-        return bool(self.queue or self.redo)
+        return bool(self.queue or self.redo or self.more)
+
+    def add(self, message: SmsMessage, parts: Sequence[_Part] | GatewayError) -> None:
+        self.messages.append(message)
+        self.ids.append({})
+        if isinstance(parts, GatewayError):
+            self.parts.append(0)
+            self.open.append(0)
+            self.errors[len(self.messages) - 1] = parts
+            self._closed(len(self.messages) - 1)
+            return
+        self.parts.append(len(parts))
+        self.open.append(len(parts))
+        self.queue.extend(parts)
+
+    def answered(self, msg: int, error: GatewayError | None = None) -> None:
+        """One part of message ``msg`` is answered (accepted, or refused with ``error``)."""
+        if error is not None:
+            self.errors.setdefault(msg, error)
+        self.open[msg] -= 1
+        if self.open[msg] == 0:
+            self._closed(msg)
+
+    def _closed(self, msg: int) -> None:
+        if self.on_done is not None and self.result is not None:
+            self.on_done(self.messages[msg], self.result(self, msg))
 
     def push_back(self, parts: Sequence[_Part]) -> None:
         """Parts to send again (throttled, or lost with the link), ahead of the rest."""
@@ -107,8 +143,9 @@ class _Batch:
         return self.queue.popleft() if self.queue else None
 
     def fail_queued(self, error: GatewayError) -> None:
+        self.more = None  # nothing more is taken on: the caller keeps what it did not give
         for part in [*self.queue, *self.redo]:
-            self.errors.setdefault(part.msg, error)
+            self.answered(part.msg, error)
         self.queue.clear()
         self.redo.clear()
 
@@ -203,6 +240,9 @@ class _Link:
 class SmppSender:
     """:class:`~comms_pipeline.gateways.protocols.SmsSender` over one SMPP transceiver bind."""
 
+    #: ``send_many`` takes ``more`` and ``on_done``: one stream across batches.
+    streams = True
+
     def __init__(self, cfg: SmsGateway,
                  on_receipts: Callable[[list[Receipt], Callable[[], None]], None]
                  | None = None,
@@ -295,22 +335,44 @@ class SmppSender:
         log.info("sms.bound", host=cfg.host, port=cfg.port, binds=self.binds)
 
     # -- the window ------------------------------------------------------------------------
-    def send_many(self, messages: Sequence[SmsMessage]) -> list[Outcome]:
-        batch = _Batch(len(messages))
-        for i, m in enumerate(messages):
-            try:
-                parts = self._parts(i, m)
-            except GatewayError as exc:
-                batch.errors[i] = exc
-                continue
-            batch.parts[i] = len(parts)
-            batch.queue.extend(parts)
+    def send_many(self, messages: Sequence[SmsMessage], *,
+                  more: Callable[[], Sequence[SmsMessage]] | None = None,
+                  on_done: Callable[[SmsMessage, Outcome], None] | None = None
+                  ) -> list[Outcome]:
+        """Send ``messages`` through the window; return one outcome per message, in order.
+
+        ``more()``, when given, is asked for further messages whenever the queue runs dry
+        while the window has room (an empty answer ends the stream); ``on_done`` hears each
+        message's outcome as soon as it is known. The outcomes returned cover every message
+        sent, the ones ``more()`` gave included."""
+        batch = _Batch(more, on_done)
+        batch.result = self._result
+        self._add(batch, messages)
         self._batch = batch
         try:
             self._run(batch)
         finally:
             self._batch = None
-        return [self._result(batch, i) for i in range(len(messages))]
+        return [self._result(batch, i) for i in range(len(batch.messages))]
+
+    def _add(self, batch: _Batch, messages: Sequence[SmsMessage]) -> None:
+        for m in messages:
+            try:
+                parts: Sequence[_Part] | GatewayError = self._parts(len(batch.messages), m)
+            except GatewayError as exc:
+                parts = exc
+            batch.add(m, parts)
+
+    def _refill(self, batch: _Batch) -> bool:
+        """The queue is dry and the window has room: ask for the next messages."""
+        if batch.more is None:
+            return False
+        more = batch.more()
+        if not more:
+            batch.more = None
+            return False
+        self._add(batch, more)
+        return True
 
     def _result(self, batch: _Batch, i: int) -> Outcome:
         if i in batch.errors:
@@ -377,9 +439,12 @@ class SmppSender:
         out = []
         while len(self._inflight) < self._window:
             part = batch.take()
+            if part is None and self._refill(batch):
+                part = batch.take()
             if part is None:
                 break
-            if part.msg in batch.errors:
+            if part.msg in batch.errors:  # another part of it was refused: not sent
+                batch.answered(part.msg)
                 continue
             sequence = self._seq.next_sequence()
             part.sent_at = now
@@ -438,6 +503,7 @@ class SmppSender:
             self._throttled_since = None
             self._delay = self.cfg.throttle_delay_seconds
             self._window = min(self.cfg.window, self._window + 1)
+            batch.answered(part.msg)
         elif status in THROTTLED:
             now = time.monotonic()
             batch.push_back([part])
@@ -447,7 +513,7 @@ class SmppSender:
             self._window = max(1, self._window // 2)
             log.info("sms.throttled", status=f"0x{status:08X}", window=self._window)
         else:
-            batch.errors.setdefault(part.msg, status_error(status))
+            batch.answered(part.msg, status_error(status))
 
     def _on_deliver(self, pdu: Any) -> Receipt | None:
         if (pdu.esm_class or 0) & 0x3C != 0x04:

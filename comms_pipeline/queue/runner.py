@@ -68,11 +68,16 @@ class BatchContext:
     released or reported done. ``claims.lease_lost`` is logged once per batch.
     """
 
-    def __init__(self, runner: Runner, ids: Sequence[int]) -> None:
+    def __init__(self, runner: Runner, rows: Sequence[Row]) -> None:
         self._runner = runner
-        self._ids = list(ids)
+        #: The rows held and not yet finished, by id (a batch may grow: :meth:`claim_more`).
+        self.rows: dict[int, Row] = {r.id: r for r in rows}
+        self._ids = list(self.rows)
         self._extended = time.monotonic()  # when the lease was last set (claim or extension)
         self._lock = threading.Lock()
+        #: Batches claimed into this one while it was in flight, and rows claimed in all.
+        self.more_claims = 0
+        self.claimed = len(self.rows)
         #: Rows of this batch the database says another worker holds now.
         self.lost_ids: set[int] = set()
         #: The lease ran out while the database could not be asked: assume it is lost.
@@ -103,6 +108,35 @@ class BatchContext:
         lease = self._runner.settings.claims.lease_seconds
         self._ask(extend=time.monotonic() - self._extended > lease / 3)
         return not self.lost
+
+    def claim_more(self) -> list[Row]:
+        """Claim the next batch into this one while it is in flight, so that a gateway with a
+        window (SMPP) keeps it full across batches instead of draining it at every batch and
+        its commit. At most ``daemons.prefetch_batches`` times per batch, never once the batch
+        is stopping; the new rows are held, kept alive and finished with the rest. Returns
+        the rows claimed (none when nothing waits)."""
+        runner = self._runner
+        if self.stopping or self.more_claims >= runner.settings.daemons.prefetch_batches:
+            return []
+        self.more_claims += 1
+        rows = runner.claimer.claim(runner.handler.queue, runner.batch_size)
+        with self._lock:
+            for row in rows:
+                self.rows[row.id] = row
+            self._ids = list(self.rows)
+            self.claimed += len(rows)
+        return list(rows)
+
+    def finish(self, outcomes: Sequence[Outcome]) -> None:
+        """Finish these rows now (commit), while the rest of the batch is still in flight:
+        what was sent is recorded without waiting for the last answer of the window."""
+        with self._lock:  # no longer kept alive: finished rows are no one's to extend
+            rows = [self.rows.pop(o.id) for o in outcomes if o.id in self.rows]
+            self._ids = list(self.rows)
+        done = {r.id for r in rows}
+        outcomes = [o for o in outcomes if o.id in done]
+        if outcomes:
+            self._runner._finish_part(rows, outcomes, self)
 
     def _ask(self, *, extend: bool) -> None:
         runner = self._runner
@@ -337,7 +371,8 @@ class Runner:
             return refused
 
     def run_batch(self) -> int:
-        """Claim and handle one batch; return how many rows were claimed."""
+        """Claim and handle one batch; return how many rows were claimed (with the batches a
+        handler claimed into it while it was in flight)."""
         queue = self.handler.queue
         stage = self.handler.name
         with metrics.timed(metrics.CLAIM_SECONDS, stage):
@@ -345,7 +380,7 @@ class Runner:
         if not rows:
             return 0
         started = time.perf_counter()
-        ctx = BatchContext(self, [r.id for r in rows])
+        ctx = BatchContext(self, rows)
         try:
             with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
                 try:
@@ -355,17 +390,21 @@ class Runner:
                         # Not the rows' fault: what was done is kept, the rest given back
                         # (or left to the lease) once the database is back.
                         log.warning("worker.batch_interrupted", worker=self.heartbeat.instance,
-                                    rows=len(rows), error=type(exc).__name__)
+                                    rows=len(ctx.rows), error=type(exc).__name__)
                         outcomes = []
                     else:  # bad data or a bug: explained on the rows
-                        outcomes = self._after_failure(rows, ctx, exc)
+                        outcomes = self._after_failure(list(ctx.rows.values()), ctx, exc)
         except BaseException:
             # Give the batch back at once rather than waiting for the lease to pass.
             with contextlib.suppress(Exception):  # the database may be away: the lease ends it
-                self.claimer.finish(queue, [Outcome.release(r.id) for r in rows])
+                self.claimer.finish(queue, [Outcome.release(i) for i in ctx.rows])
             raise
+        claimed = ctx.claimed
+        rows = list(ctx.rows.values())  # what is still held: finished below
+        held = set(ctx.rows)
+        outcomes = [o for o in outcomes if o.id in held]
         handled = {o.id for o in outcomes}
-        outcomes = list(outcomes) + [Outcome.release(r.id) for r in rows if r.id not in handled]
+        outcomes = outcomes + [Outcome.release(r.id) for r in rows if r.id not in handled]
         persist = getattr(self.handler, "persist", None)
         try:
             refused = self._finish(outcomes, ctx)
@@ -374,8 +413,20 @@ class Runner:
                 raise
             with LeaseKeeper(ctx, self.settings.claims.lease_seconds):
                 refused, outcomes = self._finish_one_by_one(outcomes, persist, exc)
-        self.refused += len(refused)
         metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
+        self._count(rows, outcomes, refused)
+        return claimed
+
+    def _finish_part(self, rows: Sequence[Row], outcomes: Sequence[Outcome],
+                     ctx: BatchContext) -> None:
+        """Finish part of a batch in flight (:meth:`BatchContext.finish`)."""
+        refused = self._finish(list(outcomes), ctx)
+        self._count(rows, outcomes, refused)
+
+    def _count(self, rows: Sequence[Row], outcomes: Sequence[Outcome],
+               refused: set[int]) -> None:
+        stage = self.handler.name
+        self.refused += len(refused)
         for outcome, count in metrics.record_outcomes(
                 stage, rows, outcomes, refused, self.settings.claims.max_attempts).items():
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + count
@@ -385,7 +436,6 @@ class Runner:
         self.heartbeat.processed = self.processed
         if self.on_progress:
             self.on_progress(done)
-        return len(rows)
 
 
 def _transient(exc: BaseException) -> bool:

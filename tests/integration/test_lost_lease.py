@@ -81,10 +81,12 @@ def test_sms_daemon_stops_at_the_next_chunk_boundary(db_url, make_engine_for, sm
     assert daemon.chunk == 50
     send = daemon.sender.send_many
 
-    def send_then_lose(messages):  # type: ignore[no-untyped-def]
-        results = send(messages)
-        take_over(engine, ids)  # taken over while this chunk was being sent
-        return results
+    def send_then_lose(messages, more, on_done):  # type: ignore[no-untyped-def]
+        def lose_then_more():  # taken over while the first chunk was being sent
+            take_over(engine, ids)
+            return more()
+
+        return send(messages, more=lose_then_more, on_done=on_done)
 
     daemon.sender.send_many = send_then_lose
     runner = Runner(settings, engine, daemon, once=True)

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import itertools
+import random
 import select
 import socket
 import struct
@@ -145,6 +147,9 @@ class Behaviour:
     password: str | None = None
     hold_responses: int = 0
     silent_next: int = 0
+    #: Seconds each answer waits before it is written (a distant or busy SMSC): a client's
+    #: window is then what sets the rate, and the ``drains`` count shows when it ran empty.
+    response_delay: float = 0.0
 
 
 class Smsc:
@@ -157,8 +162,9 @@ class Smsc:
         self.counts = dict.fromkeys((
             "binds", "unbinds", "submits", "accepted", "throttled", "rejected", "drops",
             "swallowed", "receipts", "receipt_acks", "enquire_links", "enquire_link_resps",
-            "max_pending"), 0)
+            "max_pending", "drains"), 0)
         self._ids = itertools.count(655360)
+        self._jitter = random.Random(0)
         self._lock = threading.Lock()
         self._listener = socket.create_server((host, port))
         self.host, self.port = self._listener.getsockname()[:2]
@@ -240,9 +246,14 @@ class Smsc:
         receipt_seq = itertools.count(1)
         held: list[bytes] = []  # answers withheld while fewer than hold_responses are pending
         pending = 0
+        delayed: list[tuple[float, int, bytes]] = []  # heap of (when, order, answer)
+        order = itertools.count()
+        unanswered = 0  # submits whose (delayed) answer is not written yet
+        submits_seen = 0
         try:
             while not self._stopping.is_set():
-                ready, _, _ = select.select([conn], [], [], 0.3 if held else 0.5)
+                unanswered -= _write_due(conn, delayed)
+                ready, _, _ = select.select([conn], [], [], _wait(held, delayed))
                 if not ready:
                     if held:  # the client has nothing more in flight: answer what we have
                         conn.sendall(b"".join(held))
@@ -254,7 +265,13 @@ class Smsc:
                 buf += chunk
                 out: list[bytes] = []
                 before = self._answered()
+                seen_before = self.counts["submits"]
+                if self.behaviour.response_delay and submits_seen and not unanswered and \
+                        _starts_with_submit(buf):
+                    self._count("drains")  # the client let its window run empty
                 keep = self._handle_buffer(buf, out, receipt_seq)
+                submitted = self.counts["submits"] - seen_before
+                submits_seen += submitted
                 if self.behaviour.hold_responses and keep:
                     held += out
                     pending += self._answered() - before
@@ -263,6 +280,10 @@ class Smsc:
                     if pending < self.behaviour.hold_responses:
                         continue
                     out, held, pending = held, [], 0
+                if out and self.behaviour.response_delay > 0:
+                    self._hold_back(out, delayed, order)
+                    unanswered += submitted
+                    out = []
                 if out:
                     conn.sendall(b"".join(out))
                 if not keep:
@@ -273,6 +294,15 @@ class Smsc:
             with self._lock:
                 self._conns.discard(conn)
             _close(conn)
+
+    def _hold_back(self, out: list[bytes], delayed: list[tuple[float, int, bytes]],
+                   order: Iterator[int]) -> None:
+        """Each answer after its own delay, between half and one and a half times the
+        setting (a real SMSC's answers spread out, and may overtake one another)."""
+        now = time.monotonic()
+        for answer in out:
+            heapq.heappush(delayed, (now + self.behaviour.response_delay * (
+                0.5 + self._jitter.random()), next(order), answer))
 
     def _answered(self) -> int:
         with self._lock:
@@ -386,6 +416,27 @@ class Smsc:
             self.counts[key] += 1
 
 
+def _write_due(conn: socket.socket, delayed: list[tuple[float, int, bytes]]) -> int:
+    """Write the delayed answers now due; return how many submits they answered."""
+    answered = 0
+    while delayed and delayed[0][0] <= time.monotonic():
+        _, _, data = heapq.heappop(delayed)
+        conn.sendall(data)
+        answered += HEADER.unpack_from(data)[1] == SUBMIT | RESP
+    return answered
+
+
+def _wait(held: list[bytes], delayed: list[tuple[float, int, bytes]]) -> float:
+    timeout = 0.3 if held else 0.5
+    if delayed:
+        timeout = max(0.0, min(timeout, delayed[0][0] - time.monotonic()))
+    return timeout
+
+
+def _starts_with_submit(buf: bytearray) -> bool:
+    return len(buf) >= 16 and HEADER.unpack_from(buf)[1] == SUBMIT
+
+
 def _close(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
@@ -413,15 +464,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--receipts", choices=["after", "before"], default=None)
+    parser.add_argument("--response-delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
     server = Smsc(args.host, args.port, record=False)
     server.behaviour.receipts = args.receipts
+    server.behaviour.response_delay = args.response_delay_ms / 1000
     server.start()
     print(f"PORT {server.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sys.stdin.read()  # until the parent closes our stdin (or kills us)
     server.stop()
-    print(f"ACCEPTED {server.counts['accepted']}", flush=True)
+    print(f"ACCEPTED {server.counts['accepted']} DRAINS {server.counts['drains']}", flush=True)
 
 
 if __name__ == "__main__":
