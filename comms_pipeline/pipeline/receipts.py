@@ -161,14 +161,16 @@ def apply_receipts(conn: Connection, receipts: Sequence[Receipt], fmt: str = "ex
 
 def _suppress_numbers(conn: Connection, dead: dict[int, Receipt]) -> None:
     ids = sorted(dead)
-    numbers = {}
+    numbers: dict[int, str] = {}
     for i in range(0, len(ids), _CHUNK):
-        numbers.update(conn.execute(select(details_t.c.id, details_t.c.address).where(
-            details_t.c.id.in_(ids[i:i + _CHUNK]))).tuples().all())
+        for detail_id, address in conn.execute(select(details_t.c.id, details_t.c.address)
+                                               .where(details_t.c.id.in_(ids[i:i + _CHUNK]))):
+            if address:
+                numbers[detail_id] = address
     suppress_dead(conn, [(detail_id, DeadTarget(
         numbers[detail_id], Media.SMS, "smpp_permanent",
         f"delivery receipt UNDELIV err:{r.err}")) for detail_id, r in dead.items()
-        if numbers.get(detail_id)], "sms-receipt")
+        if detail_id in numbers], "sms-receipt")
 
 
 def _find(conn: Connection, receipts: Sequence[Receipt], fmt: str,

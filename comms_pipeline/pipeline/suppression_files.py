@@ -15,7 +15,7 @@ import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.pipeline.suppressions import (
@@ -106,7 +106,7 @@ def _row(raw: dict[str, Any], region: str) -> dict[str, Any] | None:
             "created_by": get.get("created_by") or None}
 
 
-def import_csv(conn: Connection, source: TextIO, *, actor: str, region: str = "GB"
+def import_csv(conn: Connection, source: IO[str], *, actor: str, region: str = "GB"
                ) -> ImportReport:
     """Check every row, then (only if all are good) suppress each: :class:`ImportRefused`
     naming the bad lines otherwise."""

@@ -179,10 +179,11 @@ def add(conn: Connection, *, address: str, media: str, reason: str, scope: str |
             conn.execute(update(t).where(t.c.id == found.id).values(expires_at=expires_at))
             found = Suppression(**{**found.as_dict(), "expires_at": expires_at})
         return found, False
-    values = {"address": key, "media": str(media), "reason": reason, "scope": scope,
-              "description": (description or None) and description[:1000],
-              "source_detail_id": source_detail_id, "created_at": created_at or now,
-              "created_by": actor[:128], "expires_at": expires_at}
+    values: dict[str, Any] = {
+        "address": key, "media": str(media), "reason": reason, "scope": scope,
+        "description": (description or None) and description[:1000],
+        "source_detail_id": source_detail_id, "created_at": created_at or now,
+        "created_by": actor[:128], "expires_at": expires_at}
     new_id = conn.execute(insert(t).values(values).returning(t.c.id)).scalar_one()
     log.info("suppression.added", suppression_id=new_id, media=media, reason=reason,
              scope=scope, detail_id=source_detail_id, actor=actor)
