@@ -57,6 +57,8 @@ MARKETING = frozenset({Classification.MARKETING, Classification.REWARD})
 #: Media whose targets are addresses that can be suppressed.
 SUPPRESSIBLE = (Media.EMAIL, Media.SMS, Media.PUSH)
 _CHUNK = 2000
+_FORM = {Media.EMAIL: "name@example.com", Media.SMS: "an international number, +35799123456",
+         Media.PUSH: "the device token, without spaces"}
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
@@ -130,7 +132,7 @@ def address_key(media: str, address: str, region: str = "GB") -> str:
         # test range) is what the gateway was given: it is kept as it is.
         if media == Media.SMS and _E164.fullmatch(address or ""):
             return address
-        raise SuppressionError(f"{exc}: not suppressed") from None
+        raise SuppressionError(f"{exc}: not suppressed (write it as {_FORM[media]})") from None
     return value.lower() if media == Media.EMAIL else value
 
 
@@ -273,7 +275,8 @@ def remove(conn: Connection, *, address: str, media: str, actor: str, why: str,
     rows = conn.execute(select(t).where(t.c.address == key, t.c.media == media,
                                         t.c.removed_at.is_(None)).order_by(t.c.id)).all()
     if not rows:
-        raise NotSuppressed(f"{key} is not on the suppression list for {media}")
+        raise NotSuppressed(f"{key} is not on the suppression list for {media} (see `comms "
+                            f"suppressions list --all --media {media}`)")
     now = utcnow()
     values = {"removed_at": now, "removed_by": actor[:128], "removal_reason": why.strip()}
     conn.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(values))

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 import structlog
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from comms_pipeline.cli.common import AppContext
 from comms_pipeline.cli.main import cli
@@ -74,6 +74,33 @@ def test_monitor_rejects_a_suppressed_target_with_reason_and_date(engine, settin
                                    f"hard bounce on {today} (5.1.1 user unknown)")
     assert [x.state for x in _details(engine, sms)] == ["awaiting_send"]  # other media
     assert [x.state for x in _details(engine, other)] == ["awaiting_merge"]
+
+
+def test_the_monitor_reads_the_list_once_per_batch(engine, settings):
+    with engine.begin() as conn:
+        for i in range(20):
+            factories.contact(conn, ref=f"C-{i}", email=f"person{i}@example.com",
+                              phone=f"+3579910{i:04d}")
+            if i % 2:
+                sup.suppress(conn, address=f"person{i}@example.com", media="email",
+                             reason="hard_bounce", actor="test")
+        factories.email_template(conn)
+    headers = [trigger(engine, contact_ref=f"C-{i}", template_code="EMAIL_HELLO")
+               for i in range(20)]
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        if "FROM suppressions" in statement:
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert run_job("monitor", settings, engine) == 20
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(statements) == 1
+    codes = [_details(engine, h)[0].error_code for h in headers]
+    assert codes == [None, "SUPPRESSED"] * 10
 
 
 def test_a_complaint_stops_marketing_but_not_a_service_message(engine, settings):
