@@ -310,3 +310,10 @@ def test_api_lists_adds_and_removes_with_an_admin_key_only(engine, settings):
                        params={"include_inactive": "true"}).json()["items"]) == 1
     assert api.post("/v1/suppressions/remove", json=removal,
                     headers=bearer(admin)).status_code == 404
+
+
+def test_smpp_statuses_are_read_as_numbers():
+    cfg = SuppressionSettings(smpp_destination_statuses=["11", "0x45"])
+    assert cfg.smpp_destination_statuses == ["0x0000000B", "0x00000045"]
+    with pytest.raises(ValueError, match="not an SMPP command_status number"):
+        SuppressionSettings(smpp_destination_statuses=["ESME_RINVDSTADR"])
