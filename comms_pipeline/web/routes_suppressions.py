@@ -98,8 +98,8 @@ def _region(request: Request) -> str:
             description="Addresses the Comms Monitor rejects `SUPPRESSED`: those in force, "
                         "or with `include_inactive` the expired and removed ones too (with "
                         "who removed them and why). Filter by `media`, and by `address` "
-                        "(normalised for its media, so it needs `media`); page on with `before_id`, the "
-                        "last id of the page. Admin keys only.")
+                        "(normalised for its media, so it needs `media`); page on with "
+                        "`before_id`, the last id of the page. Admin keys only.")
 def list_route(request: Request, principal: Admin, media: SuppressibleMedia | None = None,
                address: Annotated[str | None, Query(max_length=4096, pattern=NO_NUL)] = None,
                include_inactive: bool = False,
