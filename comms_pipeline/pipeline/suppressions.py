@@ -132,7 +132,8 @@ def address_key(media: str, address: str, region: str = "GB") -> str:
         # test range) is what the gateway was given: it is kept as it is.
         if media == Media.SMS and _E164.fullmatch(address or ""):
             return address
-        raise SuppressionError(f"{exc}: not suppressed (write it as {_FORM[Media(media)]})") from None
+        form = _FORM[Media(media)]
+        raise SuppressionError(f"{exc}: not suppressed (write it as {form})") from None
     return value.lower() if media == Media.EMAIL else value
 
 
