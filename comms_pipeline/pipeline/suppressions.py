@@ -88,7 +88,7 @@ class Suppression:
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Suppression:
-        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+        return cls(**row._mapping)  # the table's columns are the fields
 
     def active(self, now: datetime) -> bool:
         return self.removed_at is None and (self.expires_at is None or self.expires_at > now)
