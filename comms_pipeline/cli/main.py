@@ -37,6 +37,7 @@ COMMANDS = {
     "notifications": "comms_pipeline.cli.notifications:notifications",
     "rules": "comms_pipeline.cli.notifications:rules",
     "communications": "comms_pipeline.cli.notifications:communications",
+    "suppressions": "comms_pipeline.cli.suppressions:suppressions",
 }
 
 

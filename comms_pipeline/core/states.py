@@ -143,6 +143,8 @@ class ErrorCode(StrEnum):
     #: The local folder is on a read-only filesystem.
     STORAGE_READ_ONLY = "STORAGE_READ_ONLY"
     HEADER_INJECTION = "HEADER_INJECTION"
+    #: The target address is on the suppression list (a hard bounce, a complaint, ...).
+    SUPPRESSED = "SUPPRESSED"
 
 
 #: SPEC's processing rules keep these exact messages.

@@ -1,8 +1,9 @@
 """Push-to-Handset daemon: sends push details to device tokens through the push provider.
 
-A token the provider reports as unregistered rejects the entry and flags the contact's device
-address (``contact_addresses.invalid_reason``), so that later communications skip it instead
-of failing on it again.
+A token the provider reports as unregistered rejects the entry, flags the contact's device
+address (``contact_addresses.invalid_reason``) and puts the token on the suppression list
+(reason ``unregistered``), in the transaction that rejects the entry, so that later
+communications skip it instead of failing on it again.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from comms_pipeline.core.states import AddressKind
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.fcm import UnregisteredToken
 from comms_pipeline.gateways.protocols import PushMessage, PushSender
+from comms_pipeline.pipeline.suppressions import DeadTarget, suppress_dead
 from comms_pipeline.store.models import addresses_t
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine, Row
+    from sqlalchemy.engine import Connection, Engine, Row
 
     from comms_pipeline.queue.claims import Outcome
     from comms_pipeline.queue.runner import BatchContext
@@ -56,24 +58,30 @@ class PushHandsetDaemon(DeliveryHandler):
                                 {"detail_id": str(r.id), "header_id": str(r.header_id)})
                     for r in rows]
         results = self.sender.send_many(messages)
-        gone = [(r, res) for r, res in zip(rows, results, strict=True)
-                if isinstance(res, UnregisteredToken)]
-        if gone:
-            self._flag(gone)
-        return [outcome_for(r.id, res, self.media) for r, res in zip(rows, results, strict=True)]
+        outcomes = []
+        for r, res in zip(rows, results, strict=True):
+            outcome = outcome_for(r.id, res, self.media)
+            if isinstance(res, UnregisteredToken) and r.address:
+                outcome.payload = (r.contact_id, DeadTarget(
+                    r.address, self.media, "unregistered",
+                    f"push provider: {res.code} ({res.description})"[:500]))
+            outcomes.append(outcome)
+        return outcomes
 
-    def _flag(self, gone: Sequence[tuple[Row, UnregisteredToken]]) -> None:
-        """Mark the device addresses the provider no longer knows."""
-        with self.engine.begin() as conn:
-            for row, err in gone:
-                where = and_(addresses_t.c.kind == AddressKind.DEVICE,
-                             addresses_t.c.value == row.address)
-                if row.contact_id is not None:
-                    where = and_(where, addresses_t.c.contact_id == row.contact_id)
-                conn.execute(update(addresses_t).where(where).values(
-                    invalid_reason=f"push provider: {err.code} ({err.description})"[:500]))
-                log.info("push.token_flagged", detail_id=row.id, contact_id=row.contact_id,
-                         code=err.code)
+    def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
+        """Flag and suppress the tokens the provider no longer knows, with the rejection."""
+        gone = [(o.id, o.payload) for o in outcomes if o.payload]
+        for detail_id, (contact_id, target) in gone:
+            where = and_(addresses_t.c.kind == AddressKind.DEVICE,
+                         addresses_t.c.value == target.address)
+            if contact_id is not None:
+                where = and_(where, addresses_t.c.contact_id == contact_id)
+            conn.execute(update(addresses_t).where(where).values(
+                invalid_reason=target.description))
+            log.info("push.token_flagged", detail_id=detail_id, contact_id=contact_id,
+                     code="UNREGISTERED")
+        suppress_dead(conn, [(detail_id, target) for detail_id, (_, target) in gone],
+                      self.name)
 
     def close(self) -> None:
         self.sender.close()

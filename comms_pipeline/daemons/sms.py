@@ -2,6 +2,9 @@
 
 With the SMPP backend it also owns a :class:`~comms_pipeline.pipeline.receipts.ReceiptApplier`,
 which records the delivery receipts the SMSC sends back on the details they belong to.
+A number the SMSC calls invalid (``suppressions.smpp_destination_statuses`` in the submit
+response, or an UNDELIV receipt with one of ``receipt_destination_errors``) goes on the
+suppression list, reason ``smpp_permanent``.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from comms_pipeline.core.errors import ConfigError
+from comms_pipeline.core.errors import ConfigError, GatewayError
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
 from comms_pipeline.gateways.protocols import Outcome as SendOutcome
 from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
+from comms_pipeline.pipeline.suppressions import DeadTarget, suppress_dead
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -54,13 +58,16 @@ class SmsDaemon(DeliveryHandler):
         if cfg.backend == "smpp":
             from comms_pipeline.pipeline.receipts import ReceiptApplier
 
-            self.receipts = ReceiptApplier(engine, fmt=cfg.receipt_id_format,
-                                           hold_seconds=cfg.receipt_hold_seconds)
+            self.receipts = ReceiptApplier(
+                engine, fmt=cfg.receipt_id_format, hold_seconds=cfg.receipt_hold_seconds,
+                destination_errors=settings.suppressions.receipt_destination_errors)
             self.receipts.start()  # also matches what an earlier run left stored
             on_receipts = self.receipts.take
             on_message_id = self.receipts.expect
         self.sender = make_sms_sender(settings, on_receipts, on_message_id)
         self.source = cfg.source_addr
+        self.dead_statuses = frozenset(settings.suppressions.smpp_destination_statuses
+                                       if cfg.backend == "smpp" else ())
         #: Messages sent between two looks at the claim (a lost lease stops the batch there);
         #: a few SMPP windows, so that the window rarely drains at a boundary.
         self.chunk = max(50, 5 * cfg.window)
@@ -107,13 +114,21 @@ class SmsDaemon(DeliveryHandler):
         outcome = outcome_for(message.detail_id, result, self.media)
         if isinstance(result, SendResult) and result.parts:
             outcome.payload = result.parts  # written to sms_parts by persist()
+        elif (isinstance(result, GatewayError) and not result.transient
+              and result.code in self.dead_statuses and message.to):
+            outcome.payload = DeadTarget(message.to, self.media, "smpp_permanent",
+                                         f"SMSC: {result.code} {result.description}"[:500])
         return outcome
 
     def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
-        """Every part's id, in full, in the transaction that completes the detail."""
+        """Every part's id, in full, in the transaction that completes the detail; and the
+        numbers the SMSC refused, in the one that rejects it."""
         from comms_pipeline.pipeline.receipts import record_parts
 
-        record_parts(conn, [(o.id, o.payload) for o in outcomes if o.payload])
+        record_parts(conn, [(o.id, o.payload) for o in outcomes
+                            if o.payload and not isinstance(o.payload, DeadTarget)])
+        suppress_dead(conn, [(o.id, o.payload) for o in outcomes
+                             if isinstance(o.payload, DeadTarget)], "sms")
 
     def close(self) -> None:
         """Acknowledge the receipts taken in while the link lives, unbind (receipts still on

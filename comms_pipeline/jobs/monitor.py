@@ -46,6 +46,7 @@ from comms_pipeline.pipeline.lookups import (
 )
 from comms_pipeline.pipeline.media import effective_limit, load_external_limits, load_media_rules
 from comms_pipeline.pipeline.merge_data import missing_description
+from comms_pipeline.pipeline.suppressions import SuppressionLookup
 from comms_pipeline.queue.claims import Outcome, insert_with_history
 from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.work_queues import header_queue
@@ -100,6 +101,7 @@ class MonitorJob:
         self.links = LinkBuilder.from_settings(settings)
         self.events = EventRules(settings)
         self.policies: dict[int, consent.Policy] = {}
+        self.suppressions = SuppressionLookup(self.region)
 
     # -- the Handler protocol -----------------------------------------------------------------
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
@@ -112,7 +114,8 @@ class MonitorJob:
             self.external_limits = load_external_limits(conn)
             self.events.prepare(conn, rows, contacts)
             self.policies = consent.load_policies(conn, rows)
-        now = utcnow()
+            now = utcnow()
+            self.suppressions.prepare(conn, contacts.values(), now)
         return [self.expand(h, contacts.get(h.contact_ref), now) for h in rows]
 
     def persist(self, conn: Connection, outcomes: list[Outcome]) -> None:
@@ -172,7 +175,8 @@ class MonitorJob:
                             f"{why} (media {media}, send to {h.send_to})")
             targets = [(a.value, a.address_type) for a in chosen]
         merged: dict[str, Any] = {}
-        details = [self.detail(h, contact, template, media, address, address_type, now, merged)
+        details = [self.detail(h, contact, template, media, address, address_type, now, merged,
+                               classification)
                    for address, address_type in targets]
         return Outcome.done(h.id, HeaderStatus.PROCESSED, details_created=len(details),
                             payload=details)
@@ -194,7 +198,8 @@ class MonitorJob:
         return None
 
     def detail(self, h: Row, contact: ContactInfo, template: TemplateInfo, media: str,
-               address: str, address_type: str | None, now, merged: dict) -> dict[str, Any]:
+               address: str, address_type: str | None, now, merged: dict,
+               classification: str | None = None) -> dict[str, Any]:
         variant = template.variant_for(h.language, contact.language)
         row: dict[str, Any] = {
             "header_id": h.id, "contact_id": contact.id, "template_id": template.id,
@@ -216,6 +221,11 @@ class MonitorJob:
                     row["address"] = normalise(ADDRESS_KIND[Media(media)], address, self.region)
                 except InvalidAddress as exc:
                     raise Rejection(ErrorCode.INVALID_ADDRESS, str(exc)) from None
+                stop = self.suppressions.find(media, row["address"],
+                                              classification or template.classification)
+                if stop is not None:
+                    raise Rejection(ErrorCode.SUPPRESSED, f"{row['address']} is on the "
+                                    f"suppression list for {media}: {stop.explanation()}")
             if variant is None:
                 raise Rejection(ErrorCode.NO_VARIANT, f"template {template.code!r} has no "
                                 f"variant in {h.language or contact.language or 'any language'}"

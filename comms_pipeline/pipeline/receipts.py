@@ -35,6 +35,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import DetailState, Media
 from comms_pipeline.gateways.smpp_receipts import FAILED, Receipt
+from comms_pipeline.pipeline.suppressions import DeadTarget, suppress_dead
 from comms_pipeline.queue.claims import transition_rows
 from comms_pipeline.queue.work_queues import detail_queue
 from comms_pipeline.store.dialect import is_postgres
@@ -107,24 +108,38 @@ def record_parts(conn: Connection, parts: Iterable[tuple[int, Sequence[str]]]) -
         conn.execute(insert(sms_parts_t), rows)
 
 
+def _error_number(err: str | None) -> int | None:
+    try:
+        return int(err or "", 10)
+    except ValueError:
+        return None
+
+
 def apply_receipts(conn: Connection, receipts: Sequence[Receipt], fmt: str = "exact",
-                   may_convert: Callable[[Receipt], bool] | None = None) -> list[Receipt]:
+                   may_convert: Callable[[Receipt], bool] | None = None,
+                   destination_errors: Iterable[str] = ()) -> list[Receipt]:
     """Record receipts on their parts and details; return those whose part was not found.
 
     The id as the SMSC wrote it always wins: conversions (``fmt``) are looked up only for
     receipts whose own id matched nothing, and only when ``may_convert(receipt)`` agrees
     (the daemon refuses while the exact id may still be on its way to the database).
+    An UNDELIV receipt whose ``err`` is one of ``destination_errors`` (compared as numbers)
+    puts the detail's number on the suppression list.
     """
     hits = _find(conn, receipts, fmt, may_convert)
     updates: dict[int, dict] = {}
     part_updates: list[dict] = []
     unmatched = []
+    dead_errors = {n for n in map(_error_number, destination_errors) if n is not None}
+    dead: dict[int, Receipt] = {}
     now = utcnow()
     for i, r in enumerate(receipts):
         if i not in hits:
             unmatched.append(r)
             continue
         detail_id, current, part_id = hits[i]
+        if r.stat == "UNDELIV" and _error_number(r.err) in dead_errors:
+            dead.setdefault(detail_id, r)
         if part_id is not None:
             part_updates.append({"_id": part_id, "receipt_state": r.stat[:16],
                                  "receipt_at": now})
@@ -139,7 +154,23 @@ def apply_receipts(conn: Connection, receipts: Sequence[Receipt], fmt: str = "ex
             part_updates)
     _write(conn, updates)
     _reject_failed(conn, updates)
+    if dead:
+        _suppress_numbers(conn, dead)
     return unmatched
+
+
+def _suppress_numbers(conn: Connection, dead: dict[int, Receipt]) -> None:
+    ids = sorted(dead)
+    numbers: dict[int, str] = {}
+    for i in range(0, len(ids), _CHUNK):
+        for detail_id, address in conn.execute(select(details_t.c.id, details_t.c.address)
+                                               .where(details_t.c.id.in_(ids[i:i + _CHUNK]))):
+            if address:
+                numbers[detail_id] = address
+    suppress_dead(conn, [(detail_id, DeadTarget(
+        numbers[detail_id], Media.SMS, "smpp_permanent",
+        f"delivery receipt UNDELIV err:{r.err}")) for detail_id, r in dead.items()
+        if detail_id in numbers], "sms-receipt")
 
 
 def _find(conn: Connection, receipts: Sequence[Receipt], fmt: str,
@@ -218,8 +249,10 @@ class ReceiptApplier:
     def __init__(self, engine: Engine, *, fmt: str = "exact", hold_seconds: float = 300.0,
                  interval: float = 0.5, max_expected: int = 200_000,
                  settle_seconds: float = 2.0, chunk: int = 2000,
-                 gather: float = 0.05) -> None:
+                 gather: float = 0.05, destination_errors: Iterable[str] = ()) -> None:
         self.engine = engine
+        #: ``err:`` values of UNDELIV receipts that suppress the number.
+        self.destination_errors = tuple(destination_errors)
         #: Receipts are stored (and acknowledged) at most this late, in one transaction for
         #: all that came meanwhile: one commit per receipt would slow the whole daemon.
         self.gather = gather
@@ -359,7 +392,8 @@ class ReceiptApplier:
             batch = [Receipt(r.message_id, r.stat, r.err, r.done_date, r.received_at, r.id)
                      for r in rows]
             unmatched = apply_receipts(conn, batch, self.fmt,
-                                       lambda r: self._may_convert(r, final))
+                                       lambda r: self._may_convert(r, final),
+                                       self.destination_errors)
             left = {r.row_id for r in unmatched}
             limit = utcnow() - timedelta(seconds=self.hold_seconds)
             lost = [r for r in unmatched if r.received_at < limit]

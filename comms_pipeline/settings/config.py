@@ -25,6 +25,7 @@ from comms_pipeline.settings.entity_sources import EntitySource
 from comms_pipeline.settings.gateways import GatewaysSettings
 from comms_pipeline.settings.links import LinkSettings
 from comms_pipeline.settings.notifications import NotificationSettings
+from comms_pipeline.settings.suppressions import SuppressionSettings
 from comms_pipeline.settings.web import WebSettings
 
 ENV_PREFIX = "COMMS_"
@@ -199,6 +200,7 @@ class Settings(_Section):
     links: LinkSettings = Field(default_factory=LinkSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    suppressions: SuppressionSettings = Field(default_factory=SuppressionSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 

@@ -496,6 +496,45 @@ class Communication(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class Suppression(Base):
+    """An address no communication goes to (a hard bounce, a complaint, a dead token ...).
+
+    ``address`` is the media's normal form (see :mod:`comms_pipeline.pipeline.suppressions`);
+    ``scope`` is ``all`` or ``marketing``. Removed rows are kept, with who removed them and
+    why: the list is also the record of why an address was not written to.
+    """
+
+    __tablename__ = "suppressions"
+    __table_args__ = (Index("ix_suppressions_lookup", "address", "media"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    address: Mapped[str] = mapped_column(Text)
+    media: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(Text)
+    #: The queue entry whose failure caused it (no foreign key: erasing old entries must
+    #: not be blocked by the list, nor the list lose its rows).
+    source_detail_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    removed_by: Mapped[str | None] = mapped_column(String(128))
+    removal_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class SoftBounce(Base):
+    """A soft bounce of an address, counted towards its suppression."""
+
+    __tablename__ = "soft_bounces"
+    __table_args__ = (Index("ix_soft_bounces_lookup", "address", "media", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    address: Mapped[str] = mapped_column(Text)
+    media: Mapped[str] = mapped_column(String(16))
+    source_detail_id: Mapped[int | None] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
 def _table(model: type[Base]) -> Table:
     """A model's table, typed as a Table (SQLAlchemy types ``__table__`` as a FromClause)."""
     return cast(Table, model.__table__)
@@ -528,3 +567,5 @@ skipped_t = _table(SkippedRecipient)
 comms_t = _table(Communication)
 sms_parts_t = _table(SmsPart)
 sms_receipts_t = _table(SmsReceipt)
+suppressions_t = _table(Suppression)
+soft_bounces_t = _table(SoftBounce)
