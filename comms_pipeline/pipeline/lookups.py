@@ -65,6 +65,8 @@ class TemplateInfo:
     external_system_id: int | None
     default_language: str
     variants: dict[str, Variant]
+    #: The live version these variants are (recorded on what is rendered with them).
+    version: int | None = None
 
     def variant_for(self, *preferred: str | None) -> Variant | None:
         """The first preferred language that has a variant, else the default language's."""
@@ -109,7 +111,7 @@ def load_templates(conn: Connection, codes: Iterable[str]) -> dict[str, Template
     for t in conn.execute(q):
         info = TemplateInfo(t.id, t.code, t.media, t.direction, t.classification,
                             list(t.referring_entities or []), t.external_system_id,
-                            t.default_language, {})
+                            t.default_language, {}, t.live_version)
         found[t.code] = by_id[t.id] = info
     if by_id:
         for v in conn.execute(select(variants_t).where(variants_t.c.template_id.in_(list(by_id)))):

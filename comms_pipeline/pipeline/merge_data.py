@@ -84,6 +84,8 @@ class TemplateRef:
     referring_entities: list[str]
     default_language: str
     variants: dict[str, Variant]
+    #: The live version these variants are (the detail records it when merged).
+    version: int | None = None
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Merged:
     subject: str
     html: str | None
     text: str | None
+    template_version: int | None = None
 
 
 class MergeBatch:
@@ -163,7 +166,7 @@ class MergeBatch:
             raise MergeRejected(ErrorCode.TEMPLATE_ERROR,
                                 f"template {template.code!r} ({variant.language}) has no body "
                                 f"for {self.media}")
-        return Merged(row, contact, variant.language, subject, html, text)
+        return Merged(row, contact, variant.language, subject, html, text, template.version)
 
 
     def entities(self, row: Row, template: TemplateRef,
@@ -206,7 +209,7 @@ def _load_templates(conn: Connection, ids: set[int]) -> dict[int, TemplateRef]:
         return {}
     found = {
         t.id: TemplateRef(t.id, t.code, list(t.referring_entities or []), t.default_language,
-                          {})
+                          {}, t.live_version)
         for t in conn.execute(select(templates_t).where(templates_t.c.id.in_(sorted(ids))))
     }
     if found:
