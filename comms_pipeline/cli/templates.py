@@ -202,10 +202,13 @@ def show(code: str, export_dir: str | None, draft: bool, version: int | None) ->
     every language variant."""
     with _app().engine.connect() as conn:
         spec = _load(conn, code, draft=draft, version=version)
+        live = versions.live_version(conn, code)
+        shown = version or (versions.draft_version(conn, code) if draft else live)
     for key in ("code", "name", "media", "direction", "category", "classification",
                 "referring_entities", "unrestricted_params", "external_system",
                 "default_language"):
         click.echo(f"{key}: {getattr(spec, key)}")
+    click.echo(f"version: {shown} ({'live' if shown == live else f'not live; live: {live}'})")
     for variant in spec.variants:
         for label, text in (("subject", variant.subject), ("html", variant.body_html),
                             ("text", variant.body_text)):

@@ -164,6 +164,13 @@ def test_links_and_api_keys_are_actors(engine, settings):
                    params={"target": "template:SMS_HELLO", "actor": "api-key:"}).json()
     assert [(e["action"], e["actor"].split(":")[2]) for e in page["entries"]] == [
         ("template.publish", "release-bot")]
+    first = api.get("/v1/audit", headers=bearer(key),
+                    params={"since": "2000-01-01T00:00:00+02:00", "limit": 1}).json()
+    assert len(first["entries"]) == 1 and first["next_after_id"] == first["entries"][0]["id"]
+    rest = api.get("/v1/audit", headers=bearer(key),
+                   params={"after_id": first["next_after_id"], "limit": 1000}).json()
+    assert rest["next_after_id"] is None
+    assert [e["id"] for e in rest["entries"]][0] > first["next_after_id"]
     assert api.post("/v1/templates/NOPE/publish", headers=bearer(key),
                     json={"version": 1}).status_code == 404
     agent = role_key(engine, "agent", "agent-1")

@@ -145,7 +145,9 @@ def test_cli_history_diff_preview_draft_and_publish(cli, tmp_path):
     assert "Your balance is low." in cli("preview", "LOW", "--contact", "C-1004")
     assert "very low" in cli("preview", "LOW", "--contact", "C-1004", "--draft")
     assert "very low" in cli("show", "LOW", "--version", "2")
-    assert "very low" not in cli("show", "LOW")
+    assert "version: 2 (not live; live: 1)" in cli("show", "LOW", "--draft")
+    shown = cli("show", "LOW")
+    assert "very low" not in shown and "version: 1 (live)" in shown
 
     lines = cli("history", "LOW").splitlines()
     assert lines[0].split() == ["VERSION", "STATE", "CREATED", "PUBLISHED", "BY"]
