@@ -14,6 +14,7 @@ import click
 from comms_pipeline import __version__
 from comms_pipeline.cli import errors as cli_errors
 from comms_pipeline.cli.common import AppContext
+from comms_pipeline.pipeline import audit
 from comms_pipeline.runtime.logs import configure_logging
 
 #: Subcommands, imported when used: name -> "module:attribute".
@@ -38,6 +39,7 @@ COMMANDS = {
     "rules": "comms_pipeline.cli.notifications:rules",
     "communications": "comms_pipeline.cli.notifications:communications",
     "suppressions": "comms_pipeline.cli.suppressions:suppressions",
+    "audit": "comms_pipeline.cli.audit:audit",
 }
 
 
@@ -94,6 +96,7 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str,
     if ctx.obj is None:  # tests and embedding programs may pass their own AppContext
         ctx.obj = AppContext(config_path)
     cli_errors.DEBUG, cli_errors.APP = debug, ctx.obj
+    audit.use_actor_unless_set(audit.cli_actor())  # what this command changes is the user's
 
 
 def main() -> None:

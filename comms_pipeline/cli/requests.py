@@ -16,6 +16,7 @@ from comms_pipeline.core.states import (
     PublicState,
     public_state,
 )
+from comms_pipeline.pipeline import audit
 from comms_pipeline.pipeline.request_check import RequestRefused, missing_warnings, refuse_unknown
 from comms_pipeline.pipeline.triggers import SEND_TO
 from comms_pipeline.pipeline.triggers import trigger as trigger_request
@@ -281,6 +282,10 @@ def queue_cancel(app: AppContext, entry_ids: tuple[int, ...], code: str | None,
                                   {"error_code": ErrorCode.CANCELLED,
                                    "error_description": "cancelled by an operator",
                                    "completed_at": utcnow()})
+            if ids:
+                audit.record(conn, action="queue.cancel", target_kind="queue_entry",
+                             target_id=ids[0] if len(ids) == 1 else None,
+                             change={"cancelled": sorted(ids)})
     click.echo(f"would cancel {len(ids)} (dry run)" if dry_run else f"{len(ids)} cancelled")
     skipped = set(entry_ids) - set(ids)
     if skipped:

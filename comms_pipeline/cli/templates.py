@@ -16,6 +16,7 @@ from comms_pipeline.cli.common import parse_pairs
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.sms_text import analyse
 from comms_pipeline.core.states import Media
+from comms_pipeline.pipeline import template_versions as versions
 from comms_pipeline.pipeline.contact_admin import contact_merge_data
 from comms_pipeline.pipeline.entity_sources import load_sources, needed_entities, resolve_entities
 from comms_pipeline.pipeline.links import LinkBuilder
@@ -56,33 +57,98 @@ def templates() -> None:
     """Communication templates: add/update from files, validate, preview, list tags."""
 
 
-def _save(path: str, mode: str) -> None:
+def _save(path: str, mode: str, publish: bool = False) -> None:
     app = _app()
     try:
         spec = load_template_dir(path)
         with app.engine.begin() as conn:
-            result = save_checked(conn, spec, links=app.settings.links, mode=mode)
+            result = save_checked(conn, spec, links=app.settings.links, mode=mode,
+                                  publish=publish)
     except CommsError as exc:
         raise _fail(exc) from None
     for warning in result.warnings:
         click.echo(str(warning), err=True)
     languages = ", ".join(v.language for v in spec.variants)
+    if not result.created:
+        what = f"unchanged: version {result.version}"
+    elif result.published:
+        what = f"version {result.version}, live"
+    else:
+        what = (f"version {result.version}, a draft: publish it with "
+                f"`comms templates publish {spec.code}`")
     click.echo(f"{'added' if mode == 'add' else 'updated'} template {spec.code} "
-               f"(id {result.template_id}; {spec.media}; {languages})")
+               f"(id {result.template_id}; {spec.media}; {languages}) {what}")
 
 
 @templates.command("add")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 def add(path: str) -> None:
-    """Validate the template directory PATH and add it (its code must be new)."""
+    """Validate the template directory PATH and add it (its code must be new); its first
+    version is live at once."""
     _save(path, "add")
 
 
 @templates.command("update")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-def update(path: str) -> None:
-    """Validate the template directory PATH and replace the stored template of its code."""
-    _save(path, "update")
+@click.option("--publish", is_flag=True, help="Make the new version live at once.")
+def update(path: str, publish: bool) -> None:
+    """Validate the template directory PATH and save it as a new draft version of its code
+    (the live version is unchanged until `comms templates publish`)."""
+    _save(path, "update", publish)
+
+
+@templates.command("publish")
+@click.argument("code")
+@click.option("--version", "version", type=click.IntRange(1),
+              help="The version to make live (default: the newest); an earlier one rolls "
+                   "back.")
+def publish(code: str, version: int | None) -> None:
+    """Make a version of template CODE the live one: communications rendered from now on
+    use it (and record its number)."""
+    try:
+        with _app().engine.begin() as conn:
+            previous, live = versions.publish_version(conn, code, version)
+    except (CommsError, LookupError) as exc:
+        raise _fail(exc) from None
+    if previous == live:
+        click.echo(f"template {code}: version {live} is already live")
+    else:
+        click.echo(f"template {code}: version {live} is live (was {previous or 'none'})")
+
+
+@templates.command("history")
+@click.argument("code")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def history(code: str, as_json: bool) -> None:
+    """The versions of template CODE: when, by whom, and which is live."""
+    try:
+        with _app().engine.connect() as conn:
+            rows = versions.history(conn, code)
+    except CommsError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str, ensure_ascii=False))
+        return
+    click.echo(f"{'VERSION':<8} {'STATE':<17} {'CREATED':<20} {'PUBLISHED':<20} BY")
+    for r in rows:
+        published = f"{r['published_at']:%Y-%m-%d %H:%M:%S}" if r["published_at"] else "-"
+        click.echo(f"{r['version']:<8} {r['state']:<17} {r['created_at']:%Y-%m-%d %H:%M:%S} "
+                   f"{published:<20} {r['created_by'] or '-'}")
+
+
+@templates.command("diff")
+@click.argument("code")
+@click.argument("a", type=click.IntRange(1))
+@click.argument("b", type=click.IntRange(1))
+def diff(code: str, a: int, b: int) -> None:
+    """What changed in template CODE from version A to version B (a unified diff)."""
+    try:
+        with _app().engine.connect() as conn:
+            text = versions.diff(conn, code, a, b)
+    except CommsError as exc:
+        raise _fail(exc) from None
+    click.echo(text.rstrip("\n") if text else f"versions {a} and {b} of {code} are the same")
 
 
 @templates.command("list")
@@ -101,25 +167,48 @@ def list_(as_json: bool) -> None:
                    f"{','.join(r['languages']):<12} {r['name']}")
 
 
-def _load(conn: Any, code: str) -> Any:
+def _load(conn: Any, code: str, *, draft: bool = False, version: int | None = None) -> Any:
+    """The live template, or its draft, or one of its versions."""
+    if draft or version is not None:
+        try:
+            if version is None:
+                version = versions.draft_version(conn, code)
+                if version is None:
+                    raise click.ClickException(
+                        f"template {code} has no draft (its newest version is live)")
+            return versions.fetch_version(conn, code, version)
+        except CommsError as exc:
+            raise _fail(exc) from None
     spec = fetch_template(conn, code)
     if spec is None:
         raise click.ClickException(f"no template with code {code!r}")
     return spec
 
 
+def _which(command: Any) -> Any:
+    command = click.option("--version", "version", type=click.IntRange(1),
+                           help="This version instead of the live one.")(command)
+    return click.option("--draft", is_flag=True,
+                        help="The draft (the newest version, not yet published).")(command)
+
+
 @templates.command("show")
 @click.argument("code")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False),
               help="Also write the template as a template directory here.")
-def show(code: str, export_dir: str | None) -> None:
-    """Show template CODE: its settings and every language variant."""
+@_which
+def show(code: str, export_dir: str | None, draft: bool, version: int | None) -> None:
+    """Show template CODE (the live version unless --draft / --version): its settings and
+    every language variant."""
     with _app().engine.connect() as conn:
-        spec = _load(conn, code)
+        spec = _load(conn, code, draft=draft, version=version)
+        live = versions.live_version(conn, code)
+        shown = version or (versions.draft_version(conn, code) if draft else live)
     for key in ("code", "name", "media", "direction", "category", "classification",
                 "referring_entities", "unrestricted_params", "external_system",
                 "default_language"):
         click.echo(f"{key}: {getattr(spec, key)}")
+    click.echo(f"version: {shown} ({'live' if shown == live else f'not live; live: {live}'})")
     for variant in spec.variants:
         for label, text in (("subject", variant.subject), ("html", variant.body_html),
                             ("text", variant.body_text)):
@@ -171,14 +260,16 @@ def _contact_data(conn: Any, ref: str) -> dict[str, Any]:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="An unrestricted parameter's value (repeatable).")
 @click.option("--language", help="Language variant (default: the contact's preferred one).")
+@_which
 def preview(code: str, contact_ref: str, entities: tuple[str, ...], params: tuple[str, ...],
-            language: str | None) -> None:
-    """Render template CODE for a contact, as the pipeline would."""
+            language: str | None, draft: bool, version: int | None) -> None:
+    """Render template CODE for a contact, as the pipeline would (the live version; a draft
+    with --draft, any version with --version)."""
     app = _app()
     given = parse_pairs(entities, "--entity", as_json=True)
     values = parse_pairs(params, "--param")
     with app.engine.connect() as conn:
-        spec = _load(conn, code)
+        spec = _load(conn, code, draft=draft, version=version)
         contact = _contact_data(conn, contact_ref)
     variant = pick_variant(spec, language or contact.get("preferred_language"))
     if variant is None:

@@ -27,6 +27,7 @@ from comms_pipeline.core.states import DetailState
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.protocols import SendResult, WebhookMessage, WebhookSender
 from comms_pipeline.gateways.webhook import ENDPOINT_ERRORS
+from comms_pipeline.pipeline import audit
 from comms_pipeline.queue.claims import Outcome, WorkQueue
 from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.retry import FixedSchedule, RetryPolicy
@@ -178,6 +179,12 @@ class PushExternalDaemon(DeliveryHandler):
                 if done.rowcount:
                     log.warning("webhook.endpoint_disabled", system=systems[system_id].code,
                                 failures=count, code=tally.last.code)
+                    audit.record(conn, actor="daemon:push-external",
+                                 action="external_system.disable",
+                                 target_kind="external_system",
+                                 target_id=systems[system_id].code,
+                                 change={"enabled": {"before": True, "after": False},
+                                         "disabled_reason": {"after": reason[:1000]}})
 
     def close(self) -> None:
         self.sender.close()

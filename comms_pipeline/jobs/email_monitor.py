@@ -121,7 +121,7 @@ class EmailMonitorJob(MergeJob):
         log.info("email.merged", detail_id=row.id, message_id=message_id, size=len(data),
                  language=item.language)
         return Outcome.done(row.id, next_state(row), subject=item.subject, body=text,
-                            language=item.language,
+                            language=item.language, template_version=item.template_version,
                             payload={**document("email", "message/rfc822", data),
                                      "tracking": links})
 

@@ -109,6 +109,7 @@ class LetterMonitorJob(MergeJob):
             log.info("letter.merged", detail_id=row.id, size=len(pdf), language=item.language)
             outcomes.append(Outcome.done(row.id, next_state(row), subject=item.subject,
                                          language=item.language,
+                                         template_version=item.template_version,
                                          payload=document("letter", "application/pdf", pdf)))
         return outcomes
 

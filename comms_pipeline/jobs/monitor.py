@@ -107,9 +107,10 @@ class MonitorJob:
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         with self.engine.connect() as conn:
             contacts = load_contacts(conn, refs=(h.contact_ref for h in rows))
-            wanted = {h.template_code for h in rows if h.template_code} - set(self._templates)
+            # Read afresh each batch: a template published meanwhile is live from the next.
+            wanted = {h.template_code for h in rows if h.template_code}
             loaded = load_templates(conn, wanted)
-            self._templates.update({code: loaded.get(code) for code in wanted})
+            self._templates = {code: loaded.get(code) for code in wanted}
             self.media_rules = load_media_rules(conn)
             self.external_limits = load_external_limits(conn)
             self.events.prepare(conn, rows, contacts)
@@ -209,7 +210,7 @@ class MonitorJob:
             "external_system_id": template.external_system_id, "priority": h.priority,
             "expires_at": h.expires_at, "created_at": now, "updated_at": now,
             "subject": None, "body": None, "parts": None, "error_code": None,
-            "error_description": None, "completed_at": None,
+            "error_description": None, "completed_at": None, "template_version": None,
         }
         try:
             rule = self.media_rules[media]
@@ -281,4 +282,5 @@ class MonitorJob:
             raise Rejection(ErrorCode.TOO_LONG, f"the merged {media} text is {len(body)} "
                             f"characters; the limit is {limit}")
         parts = len(split_parts(body)[1]) if media == Media.SMS else None
-        return {"body": body, "subject": subject, "parts": parts}
+        return {"body": body, "subject": subject, "parts": parts,
+                "template_version": template.version}

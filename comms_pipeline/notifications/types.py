@@ -44,6 +44,7 @@ from comms_pipeline.core.cron import check_cron
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.notifications import conditions as cond
 from comms_pipeline.notifications.consent import RESPECT
+from comms_pipeline.pipeline import audit
 from comms_pipeline.store.models import (
     members_t,
     rules_t,
@@ -211,13 +212,31 @@ def load_path(path: str | Path) -> Definitions:
 
 # -- saving ---------------------------------------------------------------------------------
 
+#: The audit log's name for each definition table.
+AUDIT_KINDS = {"segments": "segment", "notification_types": "notification_type",
+               "event_rules": "event_rule"}
+
+
 def _upsert(conn: Connection, table: Any, code: str, values: dict[str, Any]) -> int:
-    existing = conn.execute(select(table.c.id).where(table.c.code == code)).scalar_one_or_none()
+    """Insert or update by code; a change is recorded in the audit log (fields that
+    changed, before and after; ``created_at`` is not a change)."""
+    kind = AUDIT_KINDS.get(table.name, table.name)
+    fields = [k for k in values if k != "created_at"]
+    existing = conn.execute(select(table.c.id, *(table.c[k] for k in fields))
+                            .where(table.c.code == code)).mappings().first()
+    after = {k: values[k] for k in fields}
     if existing is None:
-        return conn.execute(insert(table).values(code=code, **values)
-                            .returning(table.c.id)).scalar_one()
-    conn.execute(update(table).where(table.c.id == existing).values(values))
-    return existing
+        new_id = conn.execute(insert(table).values(code=code, **values)
+                              .returning(table.c.id)).scalar_one()
+        audit.record(conn, action=f"{kind}.create", target_kind=kind, target_id=code,
+                     change=audit.changed_fields(None, after))
+        return new_id
+    change = audit.changed_fields({k: existing[k] for k in fields}, after)
+    conn.execute(update(table).where(table.c.id == existing["id"]).values(values))
+    if change:
+        audit.record(conn, action=f"{kind}.update", target_kind=kind, target_id=code,
+                     change=change)
+    return existing["id"]
 
 
 def _segment_id(conn: Connection, code: str | None) -> int | None:

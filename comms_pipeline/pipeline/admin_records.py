@@ -7,17 +7,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.template_spec import TemplateSpec
+from comms_pipeline.pipeline import audit, template_versions
 from comms_pipeline.store.models import (
     addresses_t,
     contacts_t,
     media_settings_t,
     systems_t,
-    templates_t,
-    variants_t,
 )
 from comms_pipeline.store.queries import find_external_system
 
@@ -63,36 +62,23 @@ def external_system_id(conn: Connection, code: str | None) -> int | None:
 def add_external_system(conn: Connection, code: str, name: str, *, max_chars: int | None = None,
                         webhook_url: str | None = None, webhook_secret: str | None = None) -> int:
     t = systems_t
-    return conn.execute(insert(t).values(
-        code=code, name=name, max_chars=max_chars, webhook_url=webhook_url,
-        webhook_secret=webhook_secret, created_at=utcnow(),
-    ).returning(t.c.id)).scalar_one()
+    values = {"code": code, "name": name, "max_chars": max_chars, "webhook_url": webhook_url,
+              "webhook_secret": webhook_secret}
+    system_id = conn.execute(insert(t).values(created_at=utcnow(), **values)
+                             .returning(t.c.id)).scalar_one()
+    audit.record(conn, action="external_system.create", target_kind="external_system",
+                 target_id=code, change=audit.changed_fields(None, values))
+    return system_id
 
 
 def save_template(conn: Connection, spec: TemplateSpec) -> int:
-    """Insert or replace a template and all its variants (by code)."""
-    now = utcnow()
-    values = {
-        "code": spec.code, "name": spec.name, "media": spec.media, "direction": spec.direction,
-        "category": spec.category, "classification": spec.classification,
-        "referring_entities": list(spec.referring_entities),
-        "unrestricted_params": list(spec.unrestricted_params),
-        "external_system_id": external_system_id(conn, spec.external_system),
-        "default_language": spec.default_language, "updated_at": now,
-    }
-    existing = conn.execute(
-        select(templates_t.c.id).where(templates_t.c.code == spec.code)).scalar_one_or_none()
-    if existing is None:
-        template_id = conn.execute(insert(templates_t).values(created_at=now, **values)
-                                   .returning(templates_t.c.id)).scalar_one()
-    else:
-        template_id = existing
-        conn.execute(update(templates_t).where(templates_t.c.id == existing).values(values))
-        conn.execute(delete(variants_t).where(variants_t.c.template_id == existing))
-    conn.execute(insert(variants_t), [
-        {"template_id": template_id, "language": v.language, "subject": v.subject,
-         "body_html": v.body_html, "body_text": v.body_text} for v in spec.variants])
-    return template_id
+    """Save ``spec`` as the template's next version and publish it at once (by code).
+
+    The programmatic way kept for the demo, the benches and the tests: a new template's
+    first version is live, a changed one becomes live too. ``comms templates update`` saves
+    a draft instead (:func:`template_versions.save_version`).
+    """
+    return template_versions.save_version(conn, spec, publish=True).template_id
 
 
 def set_media(conn: Connection, media: str, *, enabled: bool | None = None,
@@ -100,16 +86,22 @@ def set_media(conn: Connection, media: str, *, enabled: bool | None = None,
     t = media_settings_t
     current = conn.execute(select(t).where(t.c.media == media)).mappings().first()
     if current is None:
-        conn.execute(insert(t).values(media=media, enabled=True if enabled is None else enabled,
-                                      max_chars=max_chars))
+        values: dict[str, Any] = {"enabled": True if enabled is None else enabled,
+                                  "max_chars": max_chars}
+        conn.execute(insert(t).values(media=media, **values))
+        audit.record(conn, action="media.set", target_kind="media", target_id=media,
+                     change=audit.changed_fields({"enabled": True, "max_chars": None},
+                                                 values))
         return
-    values: dict[str, Any] = {}
+    values = {}
     if enabled is not None:
         values["enabled"] = enabled
     if max_chars is not None:
         values["max_chars"] = max_chars
     if values:
         conn.execute(update(t).where(t.c.media == media).values(values))
+        audit.record(conn, action="media.set", target_kind="media", target_id=media,
+                     change=audit.changed_fields({k: current[k] for k in values}, values))
 
 
 def external_systems(conn: Connection) -> list[Any]:
@@ -119,5 +111,13 @@ def external_systems(conn: Connection) -> list[Any]:
 
 def disable_external_system(conn: Connection, system_id: int, reason: str) -> None:
     """Stop webhooks to the system (its keys are revoked by :mod:`apikeys`), saying why."""
+    before = conn.execute(select(systems_t.c.code, systems_t.c.enabled,
+                                 systems_t.c.disabled_reason)
+                          .where(systems_t.c.id == system_id)).first()
     conn.execute(update(systems_t).where(systems_t.c.id == system_id)
                  .values(enabled=False, disabled_reason=reason))
+    audit.record(conn, action="external_system.disable", target_kind="external_system",
+                 target_id=before.code if before else system_id,
+                 change=audit.changed_fields(
+                     {"enabled": before.enabled, "disabled_reason": before.disabled_reason}
+                     if before else None, {"enabled": False, "disabled_reason": reason}))

@@ -19,6 +19,7 @@ from sqlalchemy import insert, select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.pipeline import audit
 from comms_pipeline.store.models import keys_t, systems_t
 from comms_pipeline.store.queries import find_external_system
 
@@ -86,6 +87,9 @@ def create_key(conn: Connection, role: str, name: str,
         prefix=prefix, key_hash=hash_key(key), role=role, name=name,
         external_system_id=external_system_id, created_at=utcnow(),
     ).returning(keys_t.c.id)).scalar_one()
+    audit.record(conn, action="api_key.create", target_kind="api_key", target_id=prefix,
+                 change={"role": role, "name": name, "external_system_id": external_system_id,
+                         "key_hash": hash_key(key)})
     return NewKey(key_id, prefix, key)
 
 
@@ -102,10 +106,13 @@ def create_system_key(conn: Connection, code: str) -> NewKey:
 
 def revoke_system_keys(conn: Connection, external_system_id: int,
                        at: datetime | None = None) -> int:
-    result = conn.execute(update(keys_t).where(
+    prefixes = list(conn.execute(update(keys_t).where(
         keys_t.c.external_system_id == external_system_id, keys_t.c.revoked_at.is_(None),
-    ).values(revoked_at=at or utcnow()))
-    return result.rowcount
+    ).values(revoked_at=at or utcnow()).returning(keys_t.c.prefix)).scalars())
+    for prefix in prefixes:
+        audit.record(conn, action="api_key.revoke", target_kind="api_key", target_id=prefix,
+                     change={"external_system_id": external_system_id})
+    return len(prefixes)
 
 
 def rotate_system_key(conn: Connection, code: str) -> NewKey:
@@ -118,6 +125,8 @@ def rotate_system_key(conn: Connection, code: str) -> NewKey:
 def revoke_key(conn: Connection, prefix: str) -> bool:
     result = conn.execute(update(keys_t).where(
         keys_t.c.prefix == prefix, keys_t.c.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    if result.rowcount > 0:
+        audit.record(conn, action="api_key.revoke", target_kind="api_key", target_id=prefix)
     return result.rowcount > 0
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, or_, select, update
 
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.pipeline import audit
 from comms_pipeline.queue.claims import record_transitions
 from comms_pipeline.store.models import (
     addresses_t,
@@ -83,6 +84,17 @@ def update_contact(conn: Connection, ref: str, *, actor: str, **values: Any) -> 
         else:
             record_transitions(conn, "contact", [(row["id"], None, "updated")], actor=actor,
                                code=column.upper())
+    # Consent flags with their values; other columns by name only (personal data stays out
+    # of the append-only log, which an erasure cannot clean). The target is the contact's id.
+    consent = {c: {"before": bool(row[c]), "after": bool(v)} for c, v in changed.items()
+               if c in CONSENTS}
+    others = sorted(c for c in changed if c not in CONSENTS)
+    if consent:
+        audit.record(conn, actor=actor, action="contact.consent", target_kind="contact",
+                     target_id=row["id"], change=consent)
+    if others:
+        audit.record(conn, actor=actor, action="contact.update", target_kind="contact",
+                     target_id=row["id"], change={"fields": others})
     return sorted(changed)
 
 
@@ -99,6 +111,7 @@ def remove_contact(conn: Connection, ref: str) -> None:
                          f"--no-direct-marketing)")
     conn.execute(delete(addresses_t).where(addresses_t.c.contact_id == row["id"]))
     conn.execute(delete(contacts_t).where(contacts_t.c.id == row["id"]))
+    audit.record(conn, action="contact.remove", target_kind="contact", target_id=row["id"])
 
 
 def contact_merge_data(conn: Connection, ref: str) -> dict[str, Any] | None:

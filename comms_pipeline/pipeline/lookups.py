@@ -18,6 +18,7 @@ from comms_pipeline.store.models import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
     from sqlalchemy.engine import Connection
 
 
@@ -65,6 +66,8 @@ class TemplateInfo:
     external_system_id: int | None
     default_language: str
     variants: dict[str, Variant]
+    #: The live version these variants are (recorded on what is rendered with them).
+    version: int | None = None
 
     def variant_for(self, *preferred: str | None) -> Variant | None:
         """The first preferred language that has a variant, else the default language's."""
@@ -104,15 +107,24 @@ def load_templates(conn: Connection, codes: Iterable[str]) -> dict[str, Template
     if not codes:
         return {}
     found: dict[str, TemplateInfo] = {}
-    by_id: dict[int, TemplateInfo] = {}
-    q = select(templates_t).where(templates_t.c.code.in_(codes), templates_t.c.active.is_(True))
-    for t in conn.execute(q):
-        info = TemplateInfo(t.id, t.code, t.media, t.direction, t.classification,
-                            list(t.referring_entities or []), t.external_system_id,
-                            t.default_language, {})
-        found[t.code] = by_id[t.id] = info
-    if by_id:
-        for v in conn.execute(select(variants_t).where(variants_t.c.template_id.in_(list(by_id)))):
-            by_id[v.template_id].variants[v.language] = Variant(
-                v.language, v.subject, v.body_html, v.body_text)
+    # One statement (one snapshot): the variants are those of the version it records, even
+    # while a publish commits.
+    for t in conn.execute(with_variants().where(templates_t.c.code.in_(codes),
+                                                templates_t.c.active.is_(True))):
+        info = found.get(t.code)
+        if info is None:
+            info = found[t.code] = TemplateInfo(
+                t.id, t.code, t.media, t.direction, t.classification,
+                list(t.referring_entities or []), t.external_system_id, t.default_language,
+                {}, t.live_version)
+        if t.language is not None:
+            info.variants[t.language] = Variant(t.language, t.subject, t.body_html,
+                                                t.body_text)
     return found
+
+
+def with_variants() -> Select[Any]:
+    """Templates joined to their variants: a row per variant (one for a template with none)."""
+    v = variants_t.c
+    return (select(templates_t, v.language, v.subject, v.body_html, v.body_text)
+            .outerjoin(variants_t, v.template_id == templates_t.c.id))

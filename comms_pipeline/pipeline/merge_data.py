@@ -30,7 +30,7 @@ from comms_pipeline.pipeline.entity_sources import (
     needed_entities,
     resolve_entities,
 )
-from comms_pipeline.pipeline.lookups import ContactInfo, Variant, load_contacts
+from comms_pipeline.pipeline.lookups import ContactInfo, Variant, load_contacts, with_variants
 from comms_pipeline.pipeline.media import effective_limit, load_external_limits, load_media_rules
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.rendering import (
@@ -43,7 +43,6 @@ from comms_pipeline.store.models import (
     documents_t,
     headers_t,
     templates_t,
-    variants_t,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +83,8 @@ class TemplateRef:
     referring_entities: list[str]
     default_language: str
     variants: dict[str, Variant]
+    #: The live version these variants are (the detail records it when merged).
+    version: int | None = None
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Merged:
     subject: str
     html: str | None
     text: str | None
+    template_version: int | None = None
 
 
 class MergeBatch:
@@ -163,7 +165,7 @@ class MergeBatch:
             raise MergeRejected(ErrorCode.TEMPLATE_ERROR,
                                 f"template {template.code!r} ({variant.language}) has no body "
                                 f"for {self.media}")
-        return Merged(row, contact, variant.language, subject, html, text)
+        return Merged(row, contact, variant.language, subject, html, text, template.version)
 
 
     def entities(self, row: Row, template: TemplateRef,
@@ -204,16 +206,16 @@ def _load_templates(conn: Connection, ids: set[int]) -> dict[int, TemplateRef]:
     """Templates by id, active or not: a detail merges with the template it was made for."""
     if not ids:
         return {}
-    found = {
-        t.id: TemplateRef(t.id, t.code, list(t.referring_entities or []), t.default_language,
-                          {})
-        for t in conn.execute(select(templates_t).where(templates_t.c.id.in_(sorted(ids))))
-    }
-    if found:
-        q = select(variants_t).where(variants_t.c.template_id.in_(sorted(found)))
-        for v in conn.execute(q):
-            found[v.template_id].variants[v.language] = Variant(
-                v.language, v.subject, v.body_html, v.body_text)
+    found: dict[int, TemplateRef] = {}
+    # One statement (one snapshot): the variants are those of the version recorded.
+    for t in conn.execute(with_variants().where(templates_t.c.id.in_(sorted(ids)))):
+        ref = found.get(t.id)
+        if ref is None:
+            ref = found[t.id] = TemplateRef(t.id, t.code, list(t.referring_entities or []),
+                                            t.default_language, {}, t.live_version)
+        if t.language is not None:
+            ref.variants[t.language] = Variant(t.language, t.subject, t.body_html,
+                                               t.body_text)
     return found
 
 

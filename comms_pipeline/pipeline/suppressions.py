@@ -30,6 +30,7 @@ from comms_pipeline.core.addressing import InvalidAddress, normalise
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import ADDRESS_KIND, Classification, Media
+from comms_pipeline.pipeline import audit
 from comms_pipeline.settings.suppressions import SuppressionSettings
 from comms_pipeline.store.models import soft_bounces_t, suppressions_t
 
@@ -190,6 +191,10 @@ def add(conn: Connection, *, address: str, media: str, reason: str, scope: str |
     new_id = conn.execute(insert(t).values(values).returning(t.c.id)).scalar_one()
     log.info("suppression.added", suppression_id=new_id, media=media, reason=reason,
              scope=scope, detail_id=source_detail_id, actor=actor)
+    if _by_operator(actor):  # the feedback loop's own suppressions are not admin changes
+        audit.record(conn, actor=actor, action="suppression.add", target_kind="suppression",
+                     target_id=str(new_id), change={"media": str(media), "reason": reason,
+                                                    "scope": scope, "expires_at": expires_at})
     return Suppression(id=new_id, **values), True
 
 
@@ -282,7 +287,16 @@ def remove(conn: Connection, *, address: str, media: str, actor: str, why: str,
     values = {"removed_at": now, "removed_by": actor[:128], "removal_reason": why.strip()}
     conn.execute(update(t).where(t.c.id.in_([r.id for r in rows])).values(values))
     log.info("suppression.removed", media=media, count=len(rows), actor=actor)
+    for r in rows:  # the address stays out of the audit log (no personal data there)
+        audit.record(conn, actor=actor, action="suppression.remove", target_kind="suppression",
+                     target_id=str(r.id), change={"media": str(media), "reason": r.reason,
+                                                  "why": why.strip()})
     return [Suppression(**{**Suppression.from_row(r).as_dict(), **values}) for r in rows]
+
+
+def _by_operator(actor: str) -> bool:
+    """An operator's change (the CLI, an API key), not the pipeline's own."""
+    return actor.startswith(("cli:", "api:", "api-key:"))
 
 
 def list_suppressions(conn: Connection, *, now: datetime, address: str | None = None,

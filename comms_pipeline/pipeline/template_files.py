@@ -12,7 +12,7 @@ One directory per template::
         el.subject ...   one set of files per language
 
 Files diff and review like code; ``comms templates add|update PATH`` validates a directory and
-saves it with :func:`comms_pipeline.pipeline.admin_records.save_template`. The built-in templates
+saves it as a new version (:mod:`comms_pipeline.pipeline.template_versions`). The built-in templates
 under ``comms_pipeline/templates/builtin/`` reproduce the seeds' business examples.
 """
 
@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
-from comms_pipeline.pipeline import admin_records as admin
+from comms_pipeline.pipeline import template_versions
 from comms_pipeline.pipeline.media import effective_limit, load_media_rules
 from comms_pipeline.rendering import Problem, validate_template
 from comms_pipeline.settings.links import LinkSettings
@@ -188,12 +188,19 @@ def limit_for(conn: Connection, spec: TemplateSpec) -> int:
 class SaveResult:
     template_id: int
     warnings: list[Problem]
+    #: The version saved (or the newest, when nothing changed), and whether it is live.
+    version: int = 1
+    published: bool = True
+    created: bool = True
 
 
 def save_checked(conn: Connection, spec: TemplateSpec, *, links: LinkSettings | None = None,
-                 mode: str = "upsert") -> SaveResult:
-    """Validate ``spec`` and save it; ``mode`` is ``add`` (must be new), ``update`` (must
-    exist) or ``upsert``. Raises :class:`TemplateInvalidError` on any validation error."""
+                 mode: str = "upsert", publish: bool = True) -> SaveResult:
+    """Validate ``spec`` and save it as the template's next version; ``mode`` is ``add``
+    (must be new), ``update`` (must exist) or ``upsert``. A new template's first version is
+    live at once; a later one is a draft unless ``publish``
+    (:mod:`comms_pipeline.pipeline.template_versions`). Raises
+    :class:`TemplateInvalidError` on any validation error."""
     problems = validate_template(spec, links=links, max_chars=limit_for(conn, spec))
     errors = [p for p in problems if p.is_error]
     exists = conn.execute(select(templates_t.c.id).where(
@@ -209,7 +216,9 @@ def save_checked(conn: Connection, spec: TemplateSpec, *, links: LinkSettings | 
             errors.append(Problem(f"no external system with code {spec.external_system!r}"))
     if errors:
         raise TemplateInvalidError(spec.code, errors)
-    return SaveResult(admin.save_template(conn, spec), [p for p in problems if not p.is_error])
+    saved = template_versions.save_version(conn, spec, publish=publish)
+    return SaveResult(saved.template_id, [p for p in problems if not p.is_error],
+                      saved.version, saved.published, saved.created)
 
 
 def builtin_dirs() -> list[Path]:

@@ -27,6 +27,7 @@ from sqlalchemy import and_, delete, select
 from comms_pipeline.core.addressing import InvalidAddress, normalise, select_targets
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import ADDRESS_KIND, DetailState, ErrorCode, Media
+from comms_pipeline.pipeline import audit
 from comms_pipeline.pipeline.lookups import load_contacts
 from comms_pipeline.queue.claims import WorkQueue, transition_rows
 from comms_pipeline.queue.machine import DETAILS
@@ -177,6 +178,12 @@ def retry_entries(conn: Connection, entry_ids: Sequence[int], *, force: bool = F
                          region, result, remerge)
         if why:
             result.refused[row.id] = why
+    if result.retried or result.refused:
+        audit.record(conn, action="queue.retry", target_kind="queue_entry",
+                     target_id=result.retried[0] if len(result.retried) == 1 else None,
+                     change={"retried": sorted(result.retried),
+                             "refused": sorted(result.refused), "force": force,
+                             "readdressed": sorted(result.readdressed)})
     log.info("queue.retried", retried=len(result.retried), refused=len(result.refused),
              readdressed=len(result.readdressed), force=force, actor=actor)
     return result

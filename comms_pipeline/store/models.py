@@ -119,8 +119,44 @@ class Template(Base):
     external_system_id: Mapped[int | None] = mapped_column(ForeignKey("external_systems.id"))
     default_language: Mapped[str] = mapped_column(String(16), default="en")
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    #: The published version, whose content this row and its variants hold (None: none yet).
+    live_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+
+
+class TemplateVersion(Base):
+    """Every saved version of a template, draft or published; ``content`` is the whole
+    template (settings and variants), so that publishing any version restores it exactly."""
+
+    __tablename__ = "template_versions"
+    __table_args__ = (UniqueConstraint("template_id", "version"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"))
+    template_code: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    content: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    #: When it was last made the live version (None: a draft never published).
+    published_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AuditEntry(Base):
+    """One administrative change: who, when, what, and the changed fields before and after.
+
+    Append-only: the migration's triggers refuse UPDATE and DELETE for every role.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_target", "target_kind", "target_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target_kind: Mapped[str] = mapped_column(String(64))
+    target_id: Mapped[str | None] = mapped_column(String(200))
+    change: Mapped[dict | None] = mapped_column(JSON)
 
 
 class TemplateVariant(Base):
@@ -198,6 +234,8 @@ class RequestDetail(ClaimColumns, Base):
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str | None] = mapped_column(Text)
     parts: Mapped[int | None] = mapped_column(Integer)
+    #: The template version the communication was rendered with (None: not merged yet).
+    template_version: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(32))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_description: Mapped[str | None] = mapped_column(Text)
@@ -547,6 +585,8 @@ systems_t = _table(ExternalSystem)
 media_settings_t = _table(MediaSetting)
 templates_t = _table(Template)
 variants_t = _table(TemplateVariant)
+template_versions_t = _table(TemplateVersion)
+audit_t = _table(AuditEntry)
 headers_t = _table(RequestHeader)
 details_t = _table(RequestDetail)
 documents_t = _table(Document)

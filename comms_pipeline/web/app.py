@@ -21,6 +21,7 @@ from comms_pipeline.queue.metrics import registry as metrics_registry
 from comms_pipeline.store.db import engine_for
 from comms_pipeline.store.queries import ping
 from comms_pipeline.web import (
+    routes_admin,
     routes_agents,
     routes_links,
     routes_ops,
@@ -105,7 +106,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app.state.metrics = metrics_registry(app.state.engine)
     for module in (routes_queue, routes_requests, routes_agents, routes_tracking, routes_links,
-                   routes_ops, routes_suppressions):
+                   routes_ops, routes_suppressions, routes_admin):
         app.include_router(module.router)
     _add_pages(app)
     describe_operations(app)

@@ -22,6 +22,7 @@ import structlog
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import DetailState, HeaderStatus, Media
+from comms_pipeline.pipeline import audit
 from comms_pipeline.pipeline import link_records as records
 from comms_pipeline.queue.births import insert_one
 from comms_pipeline.queue.machine import DETAILS, HEADERS
@@ -105,6 +106,9 @@ def perform(conn: Connection, settings: Any, payload: LinkPayload, token: str) -
     if payload.action in CONSENT:
         column, value = CONSENT[payload.action]
         records.set_consent(conn, contact_id, column, value)
+        audit.record(conn, actor=audit.link_actor(token_id(token)), action="contact.consent",
+                     target_kind="contact", target_id=contact_id,
+                     change={column: {"after": value}, "link_action": payload.action})
     else:
         entry = _push_to_system(conn, settings, payload, contact_id, now)
         if entry is not None:

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.daemons.push_external import PushExternalDaemon
+from comms_pipeline.pipeline import audit
 from comms_pipeline.pipeline.admin_records import add_external_system
 from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store.models import details_t, systems_t
@@ -147,6 +148,10 @@ def test_an_endpoint_is_disabled_after_a_run_of_failures(webhook_receiver, hook_
     assert s.consecutive_failures == 6
     assert s.disabled_reason.startswith("disabled after 6 consecutive webhook failures")
     assert "HTTP 502" in s.disabled_reason
+    with engine.connect() as conn:  # the daemon's change is in the audit log
+        (entry,) = audit.list_entries(conn, actor="daemon:push-external")
+    assert (entry["action"], entry["change"]["enabled"]) == (
+        "external_system.disable", {"before": True, "after": False})
     retry_now(engine)
     assert run_once(settings, engine) == 0  # a disabled endpoint's entries wait
     assert {r["state"] for r in details(engine, ids).values()} == {"awaiting_external"}

@@ -19,6 +19,7 @@ from comms_pipeline.cli.main import cli
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.daemons.push_handset import PushHandsetDaemon
 from comms_pipeline.daemons.sms import SmsDaemon
+from comms_pipeline.pipeline import audit
 from comms_pipeline.pipeline import suppressions as sup
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
@@ -252,6 +253,14 @@ def test_cli_add_list_remove_export_import_round_trip(engine, settings, tmp_path
     assert listing[0].split()[:3] == ["ID", "MEDIA", "ADDRESS"]
     assert [line.split()[2] for line in listing[1:]] == ["+35799111222", "bad@example.com"]
     assert "removed" in _invoke(settings, "suppressions", "list", "--all").output
+    with engine.connect() as conn:  # operators' changes are audited, without the address
+        trail = [(e["actor"], e["action"], e["change"]) for e in
+                 audit.list_entries(conn, target="suppression")]
+    assert [(a, act) for a, act, _ in trail][-4:] == [
+        ("cli:ops", "suppression.add"), (trail[-3][0], "suppression.add"),
+        (trail[-2][0], "suppression.add"), ("cli:ops", "suppression.remove")]
+    assert trail[-1][2]["why"] == "typo fixed"
+    assert "example.com" not in repr(trail)
     bad = _invoke(settings, "suppressions", "add", "not-an-address", "--media", "email")
     assert bad.exit_code != 0 and "malformed email address" in str(bad.exception)
 

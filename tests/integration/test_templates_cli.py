@@ -136,9 +136,12 @@ def test_add_update_and_validation_errors(cli, tmp_path):
     assert "added template LOW_BALANCE" in cli("add", str(good))
     assert "use update" in cli("add", str(good), expect=1)
     (good / "en.txt").write_text("Wallet #wallet.number: top up soon.\n")
-    assert "updated template LOW_BALANCE" in cli("update", str(good))
-    assert "Wallet W-9: top up soon." in cli(
-        "preview", "LOW_BALANCE", "--contact", "C-1004", "--entity", 'wallet={"number": "W-9"}')
+    assert "updated template LOW_BALANCE" in cli("update", str(good))  # a draft: not live yet
+    wallet = ("--contact", "C-1004", "--entity", 'wallet={"number": "W-9"}')
+    assert "Wallet W-9 is low." in cli("preview", "LOW_BALANCE", *wallet)
+    assert "Wallet W-9: top up soon." in cli("preview", "LOW_BALANCE", "--draft", *wallet)
+    assert "version 2 is live" in cli("publish", "LOW_BALANCE")
+    assert "Wallet W-9: top up soon." in cli("preview", "LOW_BALANCE", *wallet)
 
     bad = _template_dir(tmp_path / "bad", "#wallet.numbr #dynamic_link.service_request_final_"
                         "resolution_acceptance " + "x" * 170)
