@@ -272,6 +272,7 @@ class ReceiptApplier:
         self._expected: OrderedDict[str, float] = OrderedDict()
         self._incoming: list[tuple[list[Receipt], Callable[[], None]]] = []
         self._lock = threading.Lock()
+        self._store_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -299,19 +300,22 @@ class ReceiptApplier:
         self._store_incoming()
 
     def _store_incoming(self) -> None:
-        with self._lock:
-            incoming, self._incoming = self._incoming, []
-        if not incoming:
-            return
-        try:
-            with self.engine.begin() as conn:
-                store_receipts(conn, [r for receipts, _ in incoming for r in receipts])
-        except Exception as exc:  # not acknowledged: the SMSC keeps them and sends again
-            log.warning("sms.receipts_not_stored", count=sum(len(r) for r, _ in incoming),
-                        error=str(exc))
-            return
-        for _, ack in incoming:
-            ack()
+        # One store at a time, acknowledgements included: drain() before an unbind waits for
+        # the thread's store in progress, whose acks would otherwise go to a closed link.
+        with self._store_lock:
+            with self._lock:
+                incoming, self._incoming = self._incoming, []
+            if not incoming:
+                return
+            try:
+                with self.engine.begin() as conn:
+                    store_receipts(conn, [r for receipts, _ in incoming for r in receipts])
+            except Exception as exc:  # not acknowledged: the SMSC keeps them and sends again
+                log.warning("sms.receipts_not_stored", count=sum(len(r) for r, _ in incoming),
+                            error=str(exc))
+                return
+            for _, ack in incoming:
+                ack()
 
     def submit(self, receipt: Receipt) -> None:
         self.store([receipt])
