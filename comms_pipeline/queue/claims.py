@@ -39,7 +39,7 @@ from sqlalchemy import (
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import ErrorCode
-from comms_pipeline.queue.lanes import fair_candidates, lane_values
+from comms_pipeline.queue.lanes import fair_candidates, fair_ids, lane_values
 from comms_pipeline.queue.machine import IllegalTransition, StateMachine
 from comms_pipeline.queue.retry import ExponentialBackoff, RetryPolicy
 from comms_pipeline.store.dialect import analyze_if_stale, bulk_insert, is_postgres
@@ -232,9 +232,11 @@ class Claimer:
         ]
         with self.engine.begin() as conn:
             lanes = lane_values(conn, queue)
-            if len(lanes) > 1:  # several systems: interleaved, each arm locks its own rows
-                chosen: ColumnElement[bool] = self._chosen(
-                    t, fair_candidates(queue, claimable, lanes, limit, lock=self._pg), lock=False)
+            chosen: ColumnElement[bool]
+            if len(lanes) > 1 and self._pg:  # several systems: interleaved (queue.lanes)
+                chosen = self._chosen(t, fair_candidates(queue, claimable, limit), lock=False)
+            elif len(lanes) > 1:
+                chosen = t.c.id.in_(fair_ids(conn, queue, claimable, lanes, limit))
             else:
                 chosen = self._chosen(t, select(t.c.id).where(*claimable)
                                       .order_by(*(queue.order_by or (t.c.id,))).limit(limit),

@@ -8,6 +8,9 @@ entries and the priority-1 one are in the first batch, not behind A's backlog.
 
 from __future__ import annotations
 
+import itertools
+import random
+
 from sqlalchemy import insert, select
 
 from comms_pipeline.core.clock import utcnow
@@ -133,3 +136,47 @@ def test_one_lane_is_claimed_in_priority_then_id_order(settings, engine):
             headers_t.c.id, sort_by_parameter_order=True), rows).scalars())
     claimed = Claimer(engine, "w", settings.claims).claim(header_queue(), 4)
     assert sorted(r.id for r in claimed) == sorted([ids[2], ids[4], ids[0], ids[3]])
+
+
+def _expected(rows: dict[int, tuple[object, int]], limit: int) -> set[int]:
+    """Round-robin by brute force: rank within (system, priority) by id; (priority, rank, id)."""
+    seen: dict[tuple, int] = {}
+    keyed = []
+    for rid in sorted(rows):
+        lane, priority = rows[rid]
+        rank = seen[(lane, priority)] = seen.get((lane, priority), 0) + 1
+        keyed.append((priority, rank, rid))
+    return {rid for _, _, rid in sorted(keyed)[:limit]}
+
+
+def test_every_claim_is_the_exact_round_robin_across_priorities(settings, engine):
+    """Uneven systems over three priorities: each successive claim takes exactly the rows
+    the round robin says, until the queue is empty (on SQLite through the shares read
+    first and the lanes read again, on PostgreSQL through the one statement)."""
+    rng = random.Random(15)
+    now = utcnow()
+    with engine.begin() as conn:
+        systems = [None] + [add_external_system(conn, f"S{i}", f"S{i}") for i in range(4)]
+        weights = [5, 40, 1, 10, 0]  # the last system is registered but idle
+        header = conn.execute(insert(headers_t).values(
+            contact_ref="C-1", template_code="X", status="processed", created_at=now,
+        ).returning(headers_t.c.id)).scalar_one()
+        lanes = rng.choices(systems, weights, k=400)
+        rows = [{"header_id": header, "media": "sms", "direction": "outgoing",
+                 "address": "+35799000000", "body": "x", "state": "awaiting_send",
+                 "priority": rng.choice((1, 2, 2, 3, 3, 3)), "requested_by_system_id": lane,
+                 "created_at": now} for lane in lanes]
+        ids = list(conn.execute(insert(details_t).returning(
+            details_t.c.id, sort_by_parameter_order=True), rows).scalars())
+    left = {rid: (row["requested_by_system_id"], row["priority"])
+            for rid, row in zip(ids, rows, strict=True)}
+    claimer = Claimer(engine, "w", settings.claims)
+    queue = detail_queue("sms")
+    limits = itertools.cycle((1, 7, 50, 13))
+    while left:
+        limit = next(limits)
+        claimed = {r.id for r in claimer.claim(queue, limit)}
+        assert claimed == _expected(left, limit)
+        for rid in claimed:
+            del left[rid]
+    assert claimer.claim(queue, 10) == []
