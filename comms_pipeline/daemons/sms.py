@@ -67,7 +67,8 @@ class SmsDaemon(DeliveryHandler):
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         messages = [SmsMessage(r.id, r.address, r.body or "", self.source) for r in rows]
         outcomes = []
-        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
+        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk,
+                                     [r.priority for r in rows]):
             outcomes.append(self._outcome(m, res))
         return outcomes
 

@@ -259,6 +259,21 @@ class Claimer:
             rows = [r for r in rows if r.id not in spent_ids]
         return rows
 
+    def outranked(self, queue: WorkQueue, priority: int) -> bool:
+        """Whether a claimable row of ``queue`` has a better (lower) priority than
+        ``priority``: a worker in the middle of a bulk batch gives the rest back for it."""
+        t = queue.table
+        if "priority" not in t.c:
+            return False
+        now = utcnow()
+        probe = (select(t.c.id)
+                 .where(queue.pending(), t.c.priority < priority,
+                        or_(t.c.lease_until.is_(None), t.c.lease_until < now),
+                        or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now))
+                 .limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(probe).first() is not None
+
     def _chosen(self, t: Table, candidates: Select, *, lock: bool) -> ColumnElement[bool]:
         """The claim's ``WHERE``: the rows whose ids ``candidates`` selects (``lock``: taken
         ``FOR UPDATE SKIP LOCKED``, PostgreSQL)."""

@@ -23,6 +23,7 @@ from comms_pipeline.queue.runner import Runner
 from comms_pipeline.queue.work_queues import detail_queue, header_queue
 from comms_pipeline.store.models import details_t, headers_t
 from tests import factories
+from tests.integration.details_factory import add_details, details
 
 BACKLOG = 600
 FEW = 5
@@ -180,3 +181,39 @@ def test_every_claim_is_the_exact_round_robin_across_priorities(settings, engine
         for rid in claimed:
             del left[rid]
     assert claimer.claim(queue, 10) == []
+
+
+def test_a_priority_1_sms_arriving_mid_batch_goes_out_before_the_rest_of_the_bulk_batch(
+        db_url, make_engine_for, smsc):
+    """The daemon checks between chunks: the bulk batch stops after the chunk being sent,
+    its rest goes back unharmed, and the next claim sends the priority-1 entry first."""
+    settings, engine = make_engine_for(db_url, COMMS_GATEWAYS_SMS_BACKEND="smpp",
+                                       COMMS_GATEWAYS_SMS_PORT=str(smsc.port),
+                                       COMMS_GATEWAYS_SMS_TIMEOUT="5")
+    bulk = add_details(engine, "sms", [(f"+44770090{i:04d}", f"bulk {i}") for i in range(200)])
+    daemon = SmsDaemon(settings, engine)
+    runner = Runner(settings, engine, daemon, batch_size=150)
+    urgent: list[int] = []
+    send_many = daemon.sender.send_many
+
+    def send_and_trigger(messages):  # type: ignore[no-untyped-def]
+        if not urgent:  # while the first chunk is on the wire, a one-time password comes
+            urgent.extend(add_details(engine, "sms", [("+447700999999", "code 1234")],
+                                      priority=1))
+        return send_many(messages)
+
+    daemon.sender.send_many = send_and_trigger  # type: ignore[method-assign]
+    try:
+        assert runner.run_batch() == 150
+        after = details(engine, bulk)
+        assert runner.run_batch() > 0
+    finally:
+        daemon.close()
+
+    sent_first = [i for i, r in after.items() if r["state"] == "completed"]
+    assert sent_first == bulk[:daemon.chunk]
+    # The rest of the batch went back as it was: unclaimed, its attempt not spent.
+    assert {(r["state"], r["claimed_by"], r["attempts"]) for i, r in after.items()
+            if i not in sent_first} == {("awaiting_send", None, 0)}
+    assert details(engine, urgent)[urgent[0]]["state"] == "completed"
+    assert [m.destination for m in smsc.messages()][daemon.chunk] == "447700999999"
