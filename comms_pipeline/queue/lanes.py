@@ -14,7 +14,8 @@ system, and each system's through a ``LATERAL`` join with the systems table, eac
 ``FOR UPDATE SKIP LOCKED`` so that concurrent claimers still take disjoint rows, ranked by
 ``row_number()``; the arms' rows left out of the batch (at most ``limit`` per busy lane) are
 unlocked when the claim commits, milliseconds later. On SQLite, whose claim is a single
-writer's transaction, the lanes are read one by one and interleaved in Python.
+writer's transaction, the lanes are read one by one (a share each first, then in full only
+where the share might not be enough: :func:`fair_ids`) and interleaved in Python.
 
 A queue with one lane only (no external system is registered) is claimed as before.
 """

@@ -1,9 +1,10 @@
 """Fair queueing and priority lanes at every stage, on SQLite and PostgreSQL.
 
-System A has a backlog of a thousand requests; system B asks for a few of the same priority
-afterwards, and a priority-1 request comes last. At each stage — the Comms Monitor's
-expansion, the Email Monitor's merge, the SMS daemon's send (to the loopback SMSC) — B's
-entries and the priority-1 one are in the first batch, not behind A's backlog.
+System A has a backlog (3,000 headers; 600 entries at the later stages, where the Comms
+Monitor expands them first); system B asks for a few of the same priority afterwards, and a
+priority-1 request comes last. At each stage — the Comms Monitor's expansion, the Email
+Monitor's merge, the SMS daemon's send (to the loopback SMSC) — B's entries and the
+priority-1 one are in the first batch, not behind A's backlog.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ BACKLOG = 600
 FEW = 5
 
 
-def _seed(engine, template: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _seed(engine, template: str, backlog: int = BACKLOG) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """Systems A and B; A's backlog, then B's few, then one priority-1 request (no system)."""
     now = utcnow()
     with engine.begin() as conn:
@@ -44,7 +45,7 @@ def _seed(engine, template: str) -> tuple[int, int]:  # type: ignore[no-untyped-
                     "requested_by_system_id": system, "status": "awaiting_processing",
                     "created_at": now}
 
-        conn.execute(insert(headers_t), [header(a) for _ in range(BACKLOG)])
+        conn.execute(insert(headers_t), [header(a) for _ in range(backlog)])
         conn.execute(insert(headers_t), [header(b) for _ in range(FEW)])
         conn.execute(insert(headers_t), [header(None, priority=1)])
     return a, b
@@ -68,7 +69,7 @@ def _expand_all(settings, engine) -> None:  # type: ignore[no-untyped-def]
 
 def test_monitor_expands_the_other_system_and_priority_1_in_the_first_batch(
         settings, engine):
-    a, b = _seed(engine, "SMS_HELLO")
+    a, b = _seed(engine, "SMS_HELLO", backlog=3000)
     runner = Runner(settings, engine, MonitorJob(settings, engine), batch_size=100)
 
     assert runner.run_batch() == 100
