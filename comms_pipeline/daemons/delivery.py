@@ -59,15 +59,24 @@ def outcome_for(row_id: int, result: SendResult | GatewayError, media: str, *,
 
 
 def send_in_chunks(messages: Sequence[M], send: Callable[[Sequence[M]], Sequence[R]],
-                   ctx: BatchContext, chunk: int) -> Iterator[tuple[M, R]]:
+                   ctx: BatchContext, chunk: int,
+                   priorities: Sequence[int] | None = None) -> Iterator[tuple[M, R]]:
     """Send ``messages`` ``chunk`` at a time; before each chunk after the first, make sure
     the batch is still ours and no shutdown was asked for. Messages not sent have no outcome:
     the runner releases them if they are still held, and leaves them alone if another worker
-    took them over (it sends them: sending them here too would be a duplicate)."""
+    took them over (it sends them: sending them here too would be a duplicate).
+
+    With ``priorities`` (one per message, best first), the batch also stops at a boundary
+    when a better priority than the rest's waits in the queue (a priority-1 message that came
+    in while a bulk batch is sent): the rest goes back, and the next claim takes it first.
+    """
     for start in range(0, len(messages), chunk):
         if start and not ctx.still_ours():
             break
         if ctx.stopping:
+            break
+        if start and priorities is not None and ctx.outranked(min(priorities[start:])):
+            log.info("delivery.outranked", left=len(messages) - start)
             break
         part = messages[start:start + chunk]
         yield from zip(part, send(part), strict=True)
@@ -109,6 +118,7 @@ class DeliveryHandler(ABC):
                                              completed_at=now))
             else:
                 sendable.append(row)
+        sendable.sort(key=lambda r: (r.priority, r.id))  # the batch's best priority first
         return outcomes, sendable
 
     @abstractmethod

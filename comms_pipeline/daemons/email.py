@@ -64,6 +64,7 @@ class EmailDaemon(DeliveryHandler):
             contents = document_contents(conn, [r.id for r in rows])
         outcomes: list[Outcome] = []
         messages: list[EmailMessage] = []
+        priorities: list[int] = []
         for row in rows:
             data = contents.get(row.id)
             if not data:
@@ -76,8 +77,10 @@ class EmailDaemon(DeliveryHandler):
                                              completed_at=utcnow()))
             else:
                 messages.append(EmailMessage(row.id, self.mail_from, (row.address,), data))
+                priorities.append(row.priority)
         sent: list[int] = []
-        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
+        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk,
+                                     priorities):
             outcomes.append(outcome_for(m.detail_id, res, self.media, log_sent=False))
             if isinstance(res, SendResult):
                 sent.append(m.detail_id)

@@ -53,6 +53,9 @@ def external_queue(retry: RetryPolicy | None = None) -> WorkQueue:
                              details_t.c.external_system_id.in_(hooked)),
         order_by=(details_t.c.priority, details_t.c.id),
         retry=retry,
+        # One system's webhook backlog does not hold back another's (queue.lanes).
+        lane=details_t.c.external_system_id,
+        lane_domain=systems_t.c.id,
     )
 
 

@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import structlog
+
 from comms_pipeline.core.errors import ConfigError, GatewayError
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
 from comms_pipeline.gateways.protocols import Outcome as SendOutcome
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from comms_pipeline.queue.claims import Outcome
     from comms_pipeline.queue.runner import BatchContext
     from comms_pipeline.settings.config import Settings
+
+log = structlog.get_logger(__name__)
 
 
 def make_sms_sender(settings: Settings, on_receipts=None,
@@ -77,7 +81,8 @@ class SmsDaemon(DeliveryHandler):
         if getattr(self.sender, "streams", False):
             return self._stream(messages, ctx)
         outcomes = []
-        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
+        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk,
+                                     [r.priority for r in rows]):
             outcomes.append(self._outcome(m, res))
         return outcomes
 
@@ -99,6 +104,10 @@ class SmsDaemon(DeliveryHandler):
                 done = answered[:]
                 answered.clear()
                 ctx.finish(done)
+            if waiting and ctx.outranked(min((ctx.rows[m.detail_id].priority for m in waiting
+                                              if m.detail_id in ctx.rows), default=9)):
+                log.info("delivery.outranked", left=len(waiting))
+                return []  # the rest goes back: the next claim takes the better one first
             if not waiting:
                 screened, sendable = self.screen(ctx.claim_more())
                 ctx.finish(screened)

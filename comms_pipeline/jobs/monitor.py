@@ -208,6 +208,7 @@ class MonitorJob:
             "classification": template.classification, "address": address,
             "address_type": address_type, "language": variant.language if variant else None,
             "external_system_id": template.external_system_id, "priority": h.priority,
+            "requested_by_system_id": h.requested_by_system_id,
             "expires_at": h.expires_at, "created_at": now, "updated_at": now,
             "subject": None, "body": None, "parts": None, "error_code": None,
             "error_description": None, "completed_at": None, "template_version": None,

@@ -39,6 +39,7 @@ from sqlalchemy import (
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import ErrorCode
+from comms_pipeline.queue.lanes import fair_candidates, fair_ids, lane_values
 from comms_pipeline.queue.machine import IllegalTransition, StateMachine
 from comms_pipeline.queue.retry import ExponentialBackoff, RetryPolicy
 from comms_pipeline.store.dialect import analyze_if_stale, bulk_insert, is_postgres
@@ -46,6 +47,7 @@ from comms_pipeline.store.models import transitions_t
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
+    from sqlalchemy.sql import Select
     from sqlalchemy.sql.elements import ColumnElement
 
     from comms_pipeline.settings.config import ClaimSettings
@@ -85,6 +87,10 @@ class WorkQueue:
     order_by: tuple[Any, ...] = ()
     retry: RetryPolicy | None = None
     give_up_state: str | None = None
+    #: Fair queueing (:mod:`.lanes`): the column whose values (``lane_domain``'s, and no
+    #: value) share the queue round-robin within each priority; None: one lane, as ordered.
+    lane: Any = None
+    lane_domain: Any = None
 
     @property
     def kind(self) -> str:
@@ -219,30 +225,30 @@ class Claimer:
         if self._pg:
             self._refresh_statistics(t)
         now = utcnow()
-        candidates = (
-            select(t.c.id)
-            .where(queue.pending())
-            .where(or_(t.c.lease_until.is_(None), t.c.lease_until < now))
-            .where(or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now))
-            .order_by(*(queue.order_by or (t.c.id,)))
-            .limit(limit)
-        )
-        chosen: ColumnElement[bool] = t.c.id.in_(candidates.scalar_subquery())
-        if self._pg:
-            # ``id = ANY(ARRAY(subquery))``: the locking subquery runs once, as an InitPlan,
-            # and the update probes the primary key; ``IN (subquery)`` lets the planner
-            # hash-join a sequential scan of the whole table against the batch instead.
-            chosen = t.c.id == func.any(func.array(
-                candidates.with_for_update(skip_locked=True).scalar_subquery()))
-        stmt = (
-            update(t)
-            .where(chosen)
-            .values(claimed_by=self.worker_id,
-                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    attempts=t.c.attempts + 1)
-            .returning(*t.c)
-        )
+        claimable = [
+            queue.pending(),
+            or_(t.c.lease_until.is_(None), t.c.lease_until < now),
+            or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now),
+        ]
         with self.engine.begin() as conn:
+            lanes = lane_values(conn, queue)
+            chosen: ColumnElement[bool]
+            if len(lanes) > 1 and self._pg:  # several systems: interleaved (queue.lanes)
+                chosen = self._chosen(t, fair_candidates(queue, claimable, limit), lock=False)
+            elif len(lanes) > 1:
+                chosen = t.c.id.in_(fair_ids(conn, queue, claimable, lanes, limit))
+            else:
+                chosen = self._chosen(t, select(t.c.id).where(*claimable)
+                                      .order_by(*(queue.order_by or (t.c.id,))).limit(limit),
+                                      lock=self._pg)
+            stmt = (
+                update(t)
+                .where(chosen)
+                .values(claimed_by=self.worker_id,
+                        lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                        attempts=t.c.attempts + 1)
+                .returning(*t.c)
+            )
             rows = sorted(conn.execute(stmt).all(), key=lambda r: r.id)
             policy = queue.policy(self.settings)
             spent = [r for r in rows if policy.gives_up(r.attempts)]
@@ -252,6 +258,33 @@ class Claimer:
             spent_ids = {r.id for r in spent}
             rows = [r for r in rows if r.id not in spent_ids]
         return rows
+
+    def outranked(self, queue: WorkQueue, priority: int) -> bool:
+        """Whether a claimable row of ``queue`` has a better (lower) priority than
+        ``priority``: a worker in the middle of a bulk batch gives the rest back for it."""
+        t = queue.table
+        if "priority" not in t.c:
+            return False
+        now = utcnow()
+        probe = (select(t.c.id)
+                 .where(queue.pending(), t.c.priority < priority,
+                        or_(t.c.lease_until.is_(None), t.c.lease_until < now),
+                        or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now))
+                 .limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(probe).first() is not None
+
+    def _chosen(self, t: Table, candidates: Select, *, lock: bool) -> ColumnElement[bool]:
+        """The claim's ``WHERE``: the rows whose ids ``candidates`` selects (``lock``: taken
+        ``FOR UPDATE SKIP LOCKED``, PostgreSQL)."""
+        if not self._pg:
+            return t.c.id.in_(candidates.scalar_subquery())
+        # ``id = ANY(ARRAY(subquery))``: the locking subquery runs once, as an InitPlan,
+        # and the update probes the primary key; ``IN (subquery)`` lets the planner
+        # hash-join a sequential scan of the whole table against the batch instead.
+        if lock:
+            candidates = candidates.with_for_update(skip_locked=True)
+        return t.c.id == func.any(func.array(candidates.scalar_subquery()))
 
     def _fail_spent(self, conn: Connection, queue: WorkQueue, rows: Sequence[Row]) -> None:
         """Rows whose claimants kept dying: fail them rather than loop forever."""

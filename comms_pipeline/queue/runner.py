@@ -138,6 +138,13 @@ class BatchContext:
         if outcomes:
             self._runner._finish_part(rows, outcomes, self)
 
+    def outranked(self, priority: int) -> bool:
+        """Whether work of a better priority than ``priority`` waits in this queue (a probe
+        of the index; False when the claim store cannot tell): a handler at a chunk boundary
+        stops there, and the rows it did not handle go back for the next claim."""
+        probe = getattr(self._runner.claimer, "outranked", None)
+        return bool(probe and probe(self._runner.handler.queue, priority))
+
     def _ask(self, *, extend: bool) -> None:
         runner = self._runner
         queue = runner.handler.queue

@@ -9,7 +9,7 @@ from comms_pipeline.core.states import PENDING_STATES, DetailState, HeaderStatus
 from comms_pipeline.queue.claims import WorkQueue
 from comms_pipeline.queue.machine import DETAILS, DOCUMENTS, HEADERS
 from comms_pipeline.queue.retry import RetryPolicy
-from comms_pipeline.store.models import details_t, documents_t, headers_t
+from comms_pipeline.store.models import details_t, documents_t, headers_t, systems_t
 
 
 def header_queue() -> WorkQueue:
@@ -21,6 +21,9 @@ def header_queue() -> WorkQueue:
             or_(headers_t.c.send_after.is_(None), headers_t.c.send_after <= utcnow()),
         ),
         order_by=(headers_t.c.priority, headers_t.c.id),
+        # Fair queueing: the systems that asked share the monitor round-robin per priority.
+        lane=headers_t.c.requested_by_system_id,
+        lane_domain=systems_t.c.id,
     )
 
 
@@ -33,6 +36,8 @@ def detail_queue(media: str, state: str = DetailState.AWAITING_SEND,
         machine=DETAILS,
         pending=lambda: and_(details_t.c.state == state, details_t.c.media == media, owner),
         order_by=(details_t.c.priority, details_t.c.id),
+        lane=details_t.c.requested_by_system_id,
+        lane_domain=systems_t.c.id,
     )
 
 
@@ -51,6 +56,8 @@ def merge_queue(media: str) -> WorkQueue:
         pending=lambda: and_(details_t.c.state == DetailState.AWAITING_MERGE,
                              details_t.c.media == media),
         order_by=(details_t.c.priority, details_t.c.id),
+        lane=details_t.c.requested_by_system_id,
+        lane_domain=systems_t.c.id,
     )
 
 
