@@ -30,6 +30,7 @@ from comms_pipeline.gateways.webhook import ENDPOINT_ERRORS
 from comms_pipeline.queue.claims import Outcome, WorkQueue
 from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.retry import FixedSchedule, RetryPolicy
+from comms_pipeline.queue.wake import EXTERNAL_CHANNEL
 from comms_pipeline.store.models import details_t, headers_t, systems_t
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def external_queue(retry: RetryPolicy | None = None) -> WorkQueue:
                              details_t.c.external_system_id.in_(hooked)),
         order_by=(details_t.c.priority, details_t.c.id),
         retry=retry,
+        channel=EXTERNAL_CHANNEL,
     )
 
 

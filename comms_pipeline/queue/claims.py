@@ -77,7 +77,8 @@ class WorkQueue:
     The machine says where the state is kept and what may happen to it; ``retry`` is the
     handler's retry policy (default: exponential backoff from the ``[claims]`` settings);
     ``give_up_state`` replaces the machine's failed state for this stage (the expiry sweep
-    ends rows Expired).
+    ends rows Expired). ``channel`` is the PostgreSQL notification channel that says rows
+    may have become pending (see :mod:`~comms_pipeline.queue.wake`; none: poll only).
     """
 
     machine: StateMachine
@@ -85,6 +86,7 @@ class WorkQueue:
     order_by: tuple[Any, ...] = ()
     retry: RetryPolicy | None = None
     give_up_state: str | None = None
+    channel: str | None = None
 
     @property
     def kind(self) -> str:

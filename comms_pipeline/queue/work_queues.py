@@ -9,6 +9,7 @@ from comms_pipeline.core.states import PENDING_STATES, DetailState, HeaderStatus
 from comms_pipeline.queue.claims import WorkQueue
 from comms_pipeline.queue.machine import DETAILS, DOCUMENTS, HEADERS
 from comms_pipeline.queue.retry import RetryPolicy
+from comms_pipeline.queue.wake import MONITOR_CHANNEL, STORAGE_CHANNEL, merge_channel, send_channel
 from comms_pipeline.store.models import details_t, documents_t, headers_t
 
 
@@ -21,6 +22,7 @@ def header_queue() -> WorkQueue:
             or_(headers_t.c.send_after.is_(None), headers_t.c.send_after <= utcnow()),
         ),
         order_by=(headers_t.c.priority, headers_t.c.id),
+        channel=MONITOR_CHANNEL,
     )
 
 
@@ -33,6 +35,7 @@ def detail_queue(media: str, state: str = DetailState.AWAITING_SEND,
         machine=DETAILS,
         pending=lambda: and_(details_t.c.state == state, details_t.c.media == media, owner),
         order_by=(details_t.c.priority, details_t.c.id),
+        channel=send_channel(media) if state == DetailState.AWAITING_SEND else None,
     )
 
 
@@ -51,6 +54,7 @@ def merge_queue(media: str) -> WorkQueue:
         pending=lambda: and_(details_t.c.state == DetailState.AWAITING_MERGE,
                              details_t.c.media == media),
         order_by=(details_t.c.priority, details_t.c.id),
+        channel=merge_channel(media),
     )
 
 
@@ -61,4 +65,5 @@ def storage_queue(retry: RetryPolicy | None = None) -> WorkQueue:
         machine=DOCUMENTS,
         pending=lambda: and_(documents_t.c.stored_at.is_(None), true()),
         order_by=(documents_t.c.id,),
+        channel=STORAGE_CHANNEL,
     )

@@ -91,11 +91,15 @@ def run_stage(name: str, settings: Settings, engine: Engine, *, once: bool = Tru
               batch_size: int | None = None,
               on_progress: Callable[[int], None] | None = None,
               signals: bool = True) -> RunReport:
-    """Run stage ``name`` in this process until its backlog is done (``once``) or SIGTERM."""
+    """Run stage ``name`` in this process until its backlog is done (``once``) or SIGTERM.
+
+    Not ``once`` (a daemon, or a job run with ``--follow``), the worker drains its backlog and
+    then waits for new work: woken by its queue's notifications on PostgreSQL (``[daemons]
+    listen``), else every ``poll_interval``."""
     found = stage(name)
     handler = found.build(settings, engine)
     runner = Runner(settings, engine, handler, batch_size=batch_size or found.batch_size(settings),
-                    once=once, on_progress=on_progress)
+                    once=once, on_progress=on_progress, listen=not once)
     if signals:
         runner.install_signal_handlers()
     runner.run()

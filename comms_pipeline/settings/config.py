@@ -25,6 +25,7 @@ from comms_pipeline.settings.entity_sources import EntitySource
 from comms_pipeline.settings.gateways import GatewaysSettings
 from comms_pipeline.settings.links import LinkSettings
 from comms_pipeline.settings.notifications import NotificationSettings
+from comms_pipeline.settings.run import RunSettings
 from comms_pipeline.settings.web import WebSettings
 
 ENV_PREFIX = "COMMS_"
@@ -113,7 +114,12 @@ class MonitorSettings(_Section):
 
 class DaemonSettings(_Section):
     batch_size: int = Field(100, ge=1)
-    poll_interval: float = Field(1.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0, description=(
+        "seconds an idle worker waits before it looks again; on PostgreSQL with listen, "
+        "only the fallback for a missed notification"))
+    listen: bool = Field(True, description=(
+        "on PostgreSQL, idle workers LISTEN on their stage's channel and claim as soon as "
+        "new work is notified (migration 0009's triggers)"))
     heartbeat_seconds: float = Field(5.0, gt=0)
     stale_after_seconds: float = Field(30.0, gt=0)
     stop_timeout_seconds: float = Field(30.0, gt=0)
@@ -196,6 +202,7 @@ class Settings(_Section):
     links: LinkSettings = Field(default_factory=LinkSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 
