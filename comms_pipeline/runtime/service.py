@@ -15,6 +15,7 @@ status`` shows them (and says ``dead`` while one waits to be restarted).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -143,10 +144,8 @@ class Service:
     def _stop_children(self) -> list[str]:
         running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
         for child in running:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 child.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + self.settings.daemons.stop_timeout_seconds
         killed = []
         for child in running:

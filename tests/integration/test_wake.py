@@ -17,7 +17,8 @@ import time
 
 import psycopg2
 import pytest
-from sqlalchemy import func, select as sa_select, text
+from sqlalchemy import func, text
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import make_url
 
 from comms_pipeline.queue import wake
@@ -157,7 +158,8 @@ def test_a_follow_job_picks_up_a_header_inserted_after_it_went_idle(db_url, tmp_
                                 .where(*where)).scalar_one()
 
     try:
-        _wait(lambda: count(heartbeats_t, heartbeats_t.c.name == "monitor") == 1, 60, "the worker to start")
+        _wait(lambda: count(heartbeats_t, heartbeats_t.c.name == "monitor") == 1, 60,
+              "the worker to start")
         time.sleep(1.0)  # it found nothing and is waiting
         status = subprocess.run([*cli, "daemon", "status", "--json"], env=env,
                                 capture_output=True, text=True, timeout=60)
