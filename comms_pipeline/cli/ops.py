@@ -18,6 +18,10 @@ from comms_pipeline.runtime.run import RunReport, run_stage, run_stage_workers, 
 from comms_pipeline.store.outage import EX_TEMPFAIL, DatabaseUnavailable
 
 
+#: The jobs ``job run monitor`` runs after the monitor in batch mode ([monitor] then_merge).
+MERGE_JOBS = ("email-monitor", "letter-monitor")
+
+
 @click.group()
 def job() -> None:
     """Batch jobs (for cron or `comms scheduler run`): each drains its backlog and exits
@@ -39,7 +43,8 @@ def job() -> None:
 @pass_app
 def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool | None,
             workers: int, metrics_port: int | None, follow: bool) -> None:
-    """Run job NAME until its backlog is done (with --follow: until SIGTERM).
+    """Run job NAME until its backlog is done (with --follow: until SIGTERM). The monitor
+    then runs email-monitor and letter-monitor ([monitor] then_merge; not with --follow).
 
     Exit code 0 means it finished; 1 means a batch failed (its entries carry the error and are
     retried); 75 means the database stayed away past [database] outage_wait_once_seconds
@@ -49,9 +54,17 @@ def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool |
         raise click.UsageError("--follow runs one worker; run several `job run --follow` "
                                "processes (or `comms run`) for more")
     _serve_metrics(app, metrics_port)
-    _run_and_report(app, name, once=not follow, batch_size=batch_size, workers=workers,
-                    progress=not follow and (sys.stderr.isatty() if progress is None
-                                             else progress))
+    shown = not follow and (sys.stderr.isatty() if progress is None else progress)
+    report = _run_and_report(app, name, once=not follow, batch_size=batch_size,
+                             workers=workers, progress=shown)
+    if (name == "monitor" and not follow and not report.interrupted
+            and app.settings.monitor.then_merge):
+        # The seeds' process flow: the Email and Letter Monitor jobs start when the Comms
+        # Monitor job has finished ([monitor] then_merge; a failed run stops the chain).
+        for merge_job in MERGE_JOBS:
+            if _run_and_report(app, merge_job, once=True, batch_size=None, workers=workers,
+                               progress=shown).interrupted:
+                break
 
 
 def _serve_metrics(app: AppContext, port: int | None, copy: int = 1) -> None:
@@ -97,7 +110,7 @@ def _breakdown(outcomes: dict[str, int]) -> str:
 
 
 def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int | None,
-                    workers: int = 1, progress: bool = False) -> None:
+                    workers: int = 1, progress: bool = False) -> RunReport:
     """Run a stage, print what it did, and exit 1 when a batch failed (jobs and daemons)."""
     def run(on_progress: Callable[[int], None] | None) -> RunReport:
         if workers > 1:
@@ -128,6 +141,7 @@ def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int |
     if problem:
         click.echo(f"error: {problem}", err=True)
         raise click.exceptions.Exit(report.exit_code)
+    return report
 
 
 @job.command("list")

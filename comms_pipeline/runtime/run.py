@@ -44,6 +44,8 @@ class RunReport:
     processes: int = 1
     #: What became of the rows: sent, to retry later, rejected… (see the metrics' outcomes).
     outcomes: dict[str, int] = field(default_factory=dict)
+    #: The run ended because it was asked to stop (SIGTERM, SIGINT), not because it was done.
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -105,7 +107,7 @@ def run_stage(name: str, settings: Settings, engine: Engine, *, once: bool = Tru
     runner.run()
     return RunReport(name, handled=runner.processed, retried=runner.retried,
                      refused=runner.refused, failed_batches=runner.failed_batches,
-                     outcomes=dict(runner.outcomes))
+                     outcomes=dict(runner.outcomes), interrupted=runner.stop_event.is_set())
 
 
 def run_job(name: str, settings: Settings, engine: Engine, *, batch_size: int | None = None,
@@ -158,5 +160,6 @@ def run_stage_workers(name: str, settings: Settings, engine: Engine, workers: in
                                  "its claimed rows are taken over when their lease passes") \
                     from None
             child.pop("processes", None)
+            child.pop("interrupted", None)
             report.add(RunReport(**child))
     return report

@@ -110,6 +110,9 @@ class MonitorSettings(_Section):
     batch_size: int = Field(1000, ge=1)
     default_language: str = "en"
     default_country: str = Field("GB", min_length=2, max_length=2)
+    then_merge: bool = Field(True, description=(
+        "`comms job run monitor` (batch mode) runs the email and letter monitors when it "
+        "has finished, as the seeds' process flow says"))
 
 
 class DaemonSettings(_Section):
