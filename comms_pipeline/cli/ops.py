@@ -17,7 +17,6 @@ from comms_pipeline.runtime.registry import DAEMONS, JOBS
 from comms_pipeline.runtime.run import RunReport, run_stage, run_stage_workers, stage_backlog
 from comms_pipeline.store.outage import EX_TEMPFAIL, DatabaseUnavailable
 
-
 #: The jobs ``job run monitor`` runs after the monitor in batch mode ([monitor] then_merge).
 MERGE_JOBS = ("email-monitor", "letter-monitor")
 

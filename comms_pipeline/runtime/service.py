@@ -50,7 +50,9 @@ class Child:
     deaths: int = 0
     restart_at: float | None = None
     restarts: int = 0
+    #: Each death's exit code, and the wait before the restart that followed it.
     history: list[int] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
@@ -105,6 +107,7 @@ class Service:
         delay = min(cfg.restart_seconds * 2 ** child.deaths, cfg.restart_max_seconds)
         child.deaths += 1
         child.history.append(code)
+        child.delays.append(delay)
         child.restart_at = now + delay
         log.warning("run.child_died", child=child.key, pid=child.proc.pid, returncode=code,
                     restart_in=round(delay, 1))
