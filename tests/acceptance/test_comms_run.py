@@ -83,8 +83,11 @@ def test_comms_run_delivers_restarts_a_killed_copy_and_stops_cleanly(pg_url, sms
     try:
         _wait(lambda: beats() >= {"monitor", "sms"}, 60, "the worker and the daemon to start")
         time.sleep(1.0)  # both found nothing and are waiting
+        inserted = time.monotonic()
         _insert(engine, "run-1")
         _wait(lambda: len(smsc.messages()) == 1, 15, "the trigger to reach the SMSC")
+        # A figure for the record (-s shows it), not an assertion: the poll is 600 s.
+        print(f"comms run: README trigger to SMSC in {time.monotonic() - inserted:.2f} s")
         # Killed while idle (a copy killed mid-batch leaves its rows to lease takeover).
         _wait(lambda: count(details_t, details_t.c.state == "completed",
                             details_t.c.claimed_by.is_(None)) == 1, 30, "the send's commit")
