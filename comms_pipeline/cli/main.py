@@ -29,6 +29,7 @@ COMMANDS = {
     "daemon": "comms_pipeline.cli.ops:daemon",
     "scheduler": "comms_pipeline.cli.ops:scheduler",
     "status": "comms_pipeline.cli.ops:status",
+    "run": "comms_pipeline.cli.service:run",
     "demo": "comms_pipeline.cli.demo:demo",
     "templates": "comms_pipeline.cli.templates:templates",
     "documents": "comms_pipeline.cli.documents:documents",

@@ -17,10 +17,14 @@ from comms_pipeline.runtime.registry import DAEMONS, JOBS
 from comms_pipeline.runtime.run import RunReport, run_stage, run_stage_workers, stage_backlog
 from comms_pipeline.store.outage import EX_TEMPFAIL, DatabaseUnavailable
 
+#: The jobs ``job run monitor`` runs after the monitor in batch mode ([monitor] then_merge).
+MERGE_JOBS = ("email-monitor", "letter-monitor")
+
 
 @click.group()
 def job() -> None:
-    """Batch jobs (for cron or `comms scheduler run`): each drains its backlog and exits."""
+    """Batch jobs (for cron or `comms scheduler run`): each drains its backlog and exits
+    (with --follow: then waits for new work, as a daemon does)."""
 
 
 @job.command("run")
@@ -32,17 +36,34 @@ def job() -> None:
               help="Processes claiming the backlog side by side (PostgreSQL scales best).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT",
               help="Serve this process's Prometheus metrics on http://0.0.0.0:PORT/metrics.")
+@click.option("--follow", is_flag=True,
+              help="Keep running: after the backlog, wait for new work (woken by the "
+                   "database's notifications on PostgreSQL) until SIGTERM.")
 @pass_app
 def job_run(app: AppContext, name: str, batch_size: int | None, progress: bool | None,
-            workers: int, metrics_port: int | None) -> None:
-    """Run job NAME until its backlog is done.
+            workers: int, metrics_port: int | None, follow: bool) -> None:
+    """Run job NAME until its backlog is done (with --follow: until SIGTERM). The monitor
+    then runs email-monitor and letter-monitor ([monitor] then_merge; not with --follow).
 
     Exit code 0 means it finished; 1 means a batch failed (its entries carry the error and are
-    retried); 75 means the database stayed away past [database] outage_wait_once_seconds.
+    retried); 75 means the database stayed away past [database] outage_wait_once_seconds
+    (outage_wait_seconds with --follow).
     """
+    if follow and workers > 1:
+        raise click.UsageError("--follow runs one worker; run several `job run --follow` "
+                               "processes (or `comms run`) for more")
     _serve_metrics(app, metrics_port)
-    _run_and_report(app, name, once=True, batch_size=batch_size, workers=workers,
-                    progress=sys.stderr.isatty() if progress is None else progress)
+    shown = not follow and (sys.stderr.isatty() if progress is None else progress)
+    report = _run_and_report(app, name, once=not follow, batch_size=batch_size,
+                             workers=workers, progress=shown)
+    if (name == "monitor" and not follow and not report.interrupted
+            and app.settings.monitor.then_merge):
+        # The seeds' process flow: the Email and Letter Monitor jobs start when the Comms
+        # Monitor job has finished ([monitor] then_merge; a failed run stops the chain).
+        for merge_job in MERGE_JOBS:
+            if _run_and_report(app, merge_job, once=True, batch_size=None, workers=workers,
+                               progress=shown).interrupted:
+                break
 
 
 def _serve_metrics(app: AppContext, port: int | None, copy: int = 1) -> None:
@@ -88,7 +109,7 @@ def _breakdown(outcomes: dict[str, int]) -> str:
 
 
 def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int | None,
-                    workers: int = 1, progress: bool = False) -> None:
+                    workers: int = 1, progress: bool = False) -> RunReport:
     """Run a stage, print what it did, and exit 1 when a batch failed (jobs and daemons)."""
     def run(on_progress: Callable[[int], None] | None) -> RunReport:
         if workers > 1:
@@ -119,6 +140,7 @@ def _run_and_report(app: AppContext, name: str, *, once: bool, batch_size: int |
     if problem:
         click.echo(f"error: {problem}", err=True)
         raise click.exceptions.Exit(report.exit_code)
+    return report
 
 
 @job.command("list")
@@ -233,8 +255,12 @@ def scheduler() -> None:
 @click.option("--standby-poll", type=click.FloatRange(0.1), metavar="SECONDS",
               help="How often a standby scheduler tries to take over "
                    "(default: [scheduler] standby_poll_seconds).")
+@click.option("--skip-job", "skip_jobs", multiple=True, type=click.Choice(sorted(JOBS)),
+              help="Do not fire this job (it runs continuously elsewhere, as under "
+                   "`comms run`); repeatable.")
 @pass_app
-def scheduler_run(app: AppContext, standby_poll: float | None) -> None:
+def scheduler_run(app: AppContext, standby_poll: float | None,
+                  skip_jobs: tuple[str, ...]) -> None:
     """Run the jobs on the cron expressions of [scheduler.jobs], and every notification type
     that has a cron, until stopped (types are looked at again every minute).
 
@@ -244,7 +270,7 @@ def scheduler_run(app: AppContext, standby_poll: float | None) -> None:
 
     if standby_poll is not None:
         app.settings.scheduler.standby_poll_seconds = standby_poll
-    run_scheduler(app.settings, app.engine)
+    run_scheduler(app.settings, app.engine, frozenset(skip_jobs))
 
 
 def _age(seconds: float | None) -> str:

@@ -31,6 +31,7 @@ from comms_pipeline.pipeline import audit
 from comms_pipeline.queue.claims import Outcome, WorkQueue
 from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.retry import FixedSchedule, RetryPolicy
+from comms_pipeline.queue.wake import EXTERNAL_CHANNEL
 from comms_pipeline.store.models import details_t, headers_t, systems_t
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def external_queue(retry: RetryPolicy | None = None) -> WorkQueue:
         # One system's webhook backlog does not hold back another's (queue.lanes).
         lane=details_t.c.external_system_id,
         lane_domain=systems_t.c.id,
+        channel=EXTERNAL_CHANNEL,
     )
 
 

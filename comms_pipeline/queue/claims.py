@@ -79,7 +79,8 @@ class WorkQueue:
     The machine says where the state is kept and what may happen to it; ``retry`` is the
     handler's retry policy (default: exponential backoff from the ``[claims]`` settings);
     ``give_up_state`` replaces the machine's failed state for this stage (the expiry sweep
-    ends rows Expired).
+    ends rows Expired). ``channel`` is the PostgreSQL notification channel that says rows
+    may have become pending (see :mod:`~comms_pipeline.queue.wake`; none: poll only).
     """
 
     machine: StateMachine
@@ -91,6 +92,7 @@ class WorkQueue:
     #: value) share the queue round-robin within each priority; None: one lane, as ordered.
     lane: Any = None
     lane_domain: Any = None
+    channel: str | None = None
 
     @property
     def kind(self) -> str:

@@ -23,6 +23,7 @@ from comms_pipeline.queue import metrics
 from comms_pipeline.queue.claims import Claimer, Outcome, WorkQueue
 from comms_pipeline.queue.heartbeat import Heartbeat
 from comms_pipeline.queue.ports import ClaimStore, Liveness
+from comms_pipeline.queue.wake import PollWaker, Waker, make_waker
 from comms_pipeline.store.outage import DbWaiter, is_db_unavailable
 
 if TYPE_CHECKING:
@@ -222,12 +223,17 @@ class Runner:
 
     ``claims`` and ``heartbeat`` default to the database adapters on ``engine``; the
     in-memory twins of :mod:`comms_pipeline.testing` stand in for them in unit tests.
+
+    With nothing to claim, a worker that is not ``once`` waits on its ``waker`` (see
+    :mod:`~comms_pipeline.queue.wake`): with ``listen``, on PostgreSQL, until its queue's
+    channel is notified or ``daemons.poll_interval`` passes; else for the poll interval.
     """
 
     def __init__(self, settings: Settings, engine: Engine | None, handler: Handler, *,
                  batch_size: int | None = None, once: bool = False,
                  on_progress: Callable[[int], None] | None = None,
-                 claims: ClaimStore | None = None, heartbeat: Liveness | None = None) -> None:
+                 claims: ClaimStore | None = None, heartbeat: Liveness | None = None,
+                 waker: Waker | None = None, listen: bool = False) -> None:
         self.settings = settings
         self.engine = engine
         self.handler = handler
@@ -243,6 +249,12 @@ class Runner:
         self.claimer: ClaimStore = claims or Claimer(
             engine, self.heartbeat.instance, settings.claims)  # type: ignore[arg-type]
         self.stop_event = threading.Event()
+        #: What an idle worker waits on; listening starts here, before the first claim, so
+        #: that work arriving between an empty claim and the wait is not missed.
+        self.waker: Waker = waker or (
+            make_waker(engine, [handler.queue.channel], self.stop_event,
+                       listen=settings.daemons.listen)
+            if listen and not once else PollWaker(self.stop_event))
         limit = (settings.database.outage_wait_once_seconds if once
                  else settings.database.outage_wait_seconds)
         #: Paces the retries while the database is away; gives up after the limit.
@@ -257,10 +269,15 @@ class Runner:
         #: Rows handled, by what became of them (a state, "retry", "gave_up").
         self.outcomes: dict[str, int] = {}
 
+    def stop(self) -> None:
+        """Stop after the current batch (safe from a signal handler)."""
+        self.stop_event.set()
+        self.waker.interrupt()
+
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: object) -> None:
             log.info("worker.stopping", worker=self.heartbeat.instance, signal=signum)
-            self.stop_event.set()
+            self.stop()
 
         if threading.current_thread() is not threading.main_thread():
             return  # e.g. a job run by the scheduler's thread pool: the scheduler stops it
@@ -291,16 +308,29 @@ class Runner:
                 if not claimed:
                     if self.once:
                         break
-                    self.stop_event.wait(self.settings.daemons.poll_interval)
+                    self._idle()
                 self.heartbeat.beat()
         finally:
             self.heartbeat.waiting(False)
+            self.waker.close()
             self.handler.close()
             self.heartbeat.processed = self.processed
             self.heartbeat.stopped()
             log.info("worker.stopped", worker=self.heartbeat.instance,
                      processed=self.processed, refused=self.refused)
         return self.processed + self.retried
+
+    def _idle(self) -> None:
+        """Wait for new work: a hint from the waker, else the poll interval; the heartbeat
+        stays fresh meanwhile, however long the fallback interval."""
+        deadline = time.monotonic() + self.settings.daemons.poll_interval
+        while not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.waker.wait(min(left, self.settings.daemons.heartbeat_seconds)):
+                return
+            self.heartbeat.beat()
 
     def _after_failure(self, rows: Sequence[Row], ctx: BatchContext,
                        exc: Exception) -> list[Outcome]:

@@ -9,6 +9,7 @@ from comms_pipeline.core.states import PENDING_STATES, DetailState, HeaderStatus
 from comms_pipeline.queue.claims import WorkQueue
 from comms_pipeline.queue.machine import DETAILS, DOCUMENTS, HEADERS
 from comms_pipeline.queue.retry import RetryPolicy
+from comms_pipeline.queue.wake import MONITOR_CHANNEL, STORAGE_CHANNEL, merge_channel, send_channel
 from comms_pipeline.store.models import details_t, documents_t, headers_t, systems_t
 
 
@@ -24,6 +25,7 @@ def header_queue() -> WorkQueue:
         # Fair queueing: the systems that asked share the monitor round-robin per priority.
         lane=headers_t.c.requested_by_system_id,
         lane_domain=systems_t.c.id,
+        channel=MONITOR_CHANNEL,
     )
 
 
@@ -38,6 +40,7 @@ def detail_queue(media: str, state: str = DetailState.AWAITING_SEND,
         order_by=(details_t.c.priority, details_t.c.id),
         lane=details_t.c.requested_by_system_id,
         lane_domain=systems_t.c.id,
+        channel=send_channel(media) if state == DetailState.AWAITING_SEND else None,
     )
 
 
@@ -58,6 +61,7 @@ def merge_queue(media: str) -> WorkQueue:
         order_by=(details_t.c.priority, details_t.c.id),
         lane=details_t.c.requested_by_system_id,
         lane_domain=systems_t.c.id,
+        channel=merge_channel(media),
     )
 
 
@@ -68,4 +72,5 @@ def storage_queue(retry: RetryPolicy | None = None) -> WorkQueue:
         machine=DOCUMENTS,
         pending=lambda: and_(documents_t.c.stored_at.is_(None), true()),
         order_by=(documents_t.c.id,),
+        channel=STORAGE_CHANNEL,
     )

@@ -44,6 +44,8 @@ class RunReport:
     processes: int = 1
     #: What became of the rows: sent, to retry later, rejected… (see the metrics' outcomes).
     outcomes: dict[str, int] = field(default_factory=dict)
+    #: The run ended because it was asked to stop (SIGTERM, SIGINT), not because it was done.
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -91,17 +93,21 @@ def run_stage(name: str, settings: Settings, engine: Engine, *, once: bool = Tru
               batch_size: int | None = None,
               on_progress: Callable[[int], None] | None = None,
               signals: bool = True) -> RunReport:
-    """Run stage ``name`` in this process until its backlog is done (``once``) or SIGTERM."""
+    """Run stage ``name`` in this process until its backlog is done (``once``) or SIGTERM.
+
+    Not ``once`` (a daemon, or a job run with ``--follow``), the worker drains its backlog and
+    then waits for new work: woken by its queue's notifications on PostgreSQL (``[daemons]
+    listen``), else every ``poll_interval``."""
     found = stage(name)
     handler = found.build(settings, engine)
     runner = Runner(settings, engine, handler, batch_size=batch_size or found.batch_size(settings),
-                    once=once, on_progress=on_progress)
+                    once=once, on_progress=on_progress, listen=not once)
     if signals:
         runner.install_signal_handlers()
     runner.run()
     return RunReport(name, handled=runner.processed, retried=runner.retried,
                      refused=runner.refused, failed_batches=runner.failed_batches,
-                     outcomes=dict(runner.outcomes))
+                     outcomes=dict(runner.outcomes), interrupted=runner.stop_event.is_set())
 
 
 def run_job(name: str, settings: Settings, engine: Engine, *, batch_size: int | None = None,
@@ -154,5 +160,6 @@ def run_stage_workers(name: str, settings: Settings, engine: Engine, workers: in
                                  "its claimed rows are taken over when their lease passes") \
                     from None
             child.pop("processes", None)
+            child.pop("interrupted", None)
             report.add(RunReport(**child))
     return report

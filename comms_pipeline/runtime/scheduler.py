@@ -49,11 +49,14 @@ def _run(name: str, settings: Settings, engine: Engine) -> None:
         log.exception("scheduler.job_failed", job=name)
 
 
-def build_scheduler(settings: Settings, engine: Engine) -> BlockingScheduler:
+def build_scheduler(settings: Settings, engine: Engine,
+                    skip: frozenset[str] = frozenset()) -> BlockingScheduler:
+    """The jobs of ``[scheduler.jobs]`` but those in ``skip`` (run continuously elsewhere:
+    ``comms run``), the notification types that have a cron, and their refresh."""
     scheduler = BlockingScheduler(timezone=settings.scheduler.timezone)
     intervals = settings.scheduler.intervals
     for name, expr in settings.scheduler.jobs.items():
-        if not expr and name not in intervals:
+        if (not expr and name not in intervals) or name in skip:
             continue
         if name not in JOBS:
             raise ValueError(f"scheduler.jobs: no job named {name!r}")
@@ -73,9 +76,10 @@ def build_scheduler(settings: Settings, engine: Engine) -> BlockingScheduler:
     return scheduler
 
 
-def run_scheduler(settings: Settings, engine: Engine) -> None:
-    """Stand by until this process holds the leader lock, then fire the jobs until stopped
-    (SIGTERM, SIGINT) or until the lock is lost, and then stand by again."""
+def run_scheduler(settings: Settings, engine: Engine,
+                  skip: frozenset[str] = frozenset()) -> None:
+    """Stand by until this process holds the leader lock, then fire the jobs (but ``skip``)
+    until stopped (SIGTERM, SIGINT) or until the lock is lost, and then stand by again."""
     stop = threading.Event()
     current: list[BlockingScheduler] = []
     me = f"{socket.gethostname()}:{os.getpid()}"
@@ -97,15 +101,16 @@ def run_scheduler(settings: Settings, engine: Engine) -> None:
                 why="another scheduler holds the leader lock; taking over when it stops")):
             break
         try:
-            _lead(settings, engine, lock, current, stop, me)
+            _lead(settings, engine, lock, current, stop, me, skip)
         finally:
             lock.release()
     log.info("scheduler.stopped", scheduler=me)
 
 
 def _lead(settings: Settings, engine: Engine, lock: NamedLock,
-          current: list[BlockingScheduler], stop: threading.Event, me: str) -> None:
-    scheduler = build_scheduler(settings, engine)
+          current: list[BlockingScheduler], stop: threading.Event, me: str,
+          skip: frozenset[str] = frozenset()) -> None:
+    scheduler = build_scheduler(settings, engine, skip)
 
     def check() -> None:
         if not lock.alive():

@@ -25,6 +25,7 @@ from comms_pipeline.settings.entity_sources import EntitySource
 from comms_pipeline.settings.gateways import GatewaysSettings
 from comms_pipeline.settings.links import LinkSettings
 from comms_pipeline.settings.notifications import NotificationSettings
+from comms_pipeline.settings.run import RunSettings
 from comms_pipeline.settings.suppressions import SuppressionSettings
 from comms_pipeline.settings.web import WebSettings
 
@@ -110,11 +111,19 @@ class MonitorSettings(_Section):
     batch_size: int = Field(1000, ge=1)
     default_language: str = "en"
     default_country: str = Field("GB", min_length=2, max_length=2)
+    then_merge: bool = Field(True, description=(
+        "`comms job run monitor` (batch mode) runs the email and letter monitors when it "
+        "has finished, as the seeds' process flow says"))
 
 
 class DaemonSettings(_Section):
     batch_size: int = Field(100, ge=1)
-    poll_interval: float = Field(1.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0, description=(
+        "seconds an idle worker waits before it looks again; on PostgreSQL with listen, "
+        "only the fallback for a missed notification"))
+    listen: bool = Field(True, description=(
+        "on PostgreSQL, idle workers LISTEN on their stage's channel and claim as soon as "
+        "new work is notified (migration 0009's triggers)"))
     heartbeat_seconds: float = Field(5.0, gt=0)
     stale_after_seconds: float = Field(30.0, gt=0)
     stop_timeout_seconds: float = Field(30.0, gt=0)
@@ -201,6 +210,7 @@ class Settings(_Section):
     web: WebSettings = Field(default_factory=WebSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     suppressions: SuppressionSettings = Field(default_factory=SuppressionSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 

@@ -27,7 +27,16 @@ def _unit(path: Path) -> configparser.ConfigParser:
 
 def test_there_are_units_for_the_api_the_scheduler_and_the_daemons():
     assert {p.name for p in UNITS} >= {"comms-api.service", "comms-scheduler.service",
-                                       "comms-daemon@.service"}
+                                       "comms-daemon@.service", "comms.service"}
+
+
+def test_the_one_machine_unit_runs_comms_run_and_lets_it_stop_its_processes():
+    unit = _unit(ROOT / "config" / "systemd" / "comms.service")["Service"]
+    assert shlex.split(unit["ExecStart"])[1:] == ["--json-logs", "run"]
+    # SIGTERM to `comms run` alone: it forwards it and waits; systemd's final SIGKILL (after
+    # TimeoutStopSec) still reaches every process of the unit.
+    assert unit["KillMode"] == "mixed"
+    assert int(unit["TimeoutStopSec"]) > 30  # longer than [daemons] stop_timeout_seconds
 
 
 @pytest.mark.parametrize("path", UNITS, ids=[p.name for p in UNITS])
