@@ -2,6 +2,8 @@
 
 With the SMPP backend it also owns a :class:`~comms_pipeline.pipeline.receipts.ReceiptApplier`,
 which records the delivery receipts the SMSC sends back on the details they belong to.
+The gateway is chosen per chunk by :meth:`SmsDaemon.send_chunk` from the failover list
+(``gateways.sms`` then ``gateways.sms_fallbacks``); the entry records which one sent it.
 """
 
 from __future__ import annotations
@@ -11,22 +13,27 @@ from typing import TYPE_CHECKING
 
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
+from comms_pipeline.daemons.gateway_pool import GatewayPool, Routed, build_pool
 from comms_pipeline.gateways.protocols import Outcome as SendOutcome
 from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
 
+    from comms_pipeline.gateways.rate import RateGate
     from comms_pipeline.queue.claims import Outcome
     from comms_pipeline.queue.runner import BatchContext
     from comms_pipeline.settings.config import Settings
+    from comms_pipeline.settings.gateways import SmsGateway
 
 
 def make_sms_sender(settings: Settings, on_receipts=None,
-                    on_message_id=None) -> SmsSender:
-    """The configured backend; ``on_receipts`` stores SMPP delivery receipts and
-    ``on_message_id`` hears the SMSC's ids as they are given."""
-    cfg = settings.gateways.sms
+                    on_message_id=None, cfg: SmsGateway | None = None,
+                    rate: RateGate | None = None) -> SmsSender:
+    """The backend of ``cfg`` (default: ``gateways.sms``); ``on_receipts`` stores SMPP
+    delivery receipts, ``on_message_id`` hears the SMSC's ids as they are given, and SMPP
+    takes ``rate``'s tokens submit by submit."""
+    cfg = cfg or settings.gateways.sms
     if cfg.backend == "local":
         from comms_pipeline.gateways.local_jsonl import LocalSmsSender
 
@@ -34,7 +41,7 @@ def make_sms_sender(settings: Settings, on_receipts=None,
     if cfg.backend == "smpp":
         from comms_pipeline.gateways.smpp import SmppSender
 
-        return SmppSender(cfg, on_receipts, on_message_id)
+        return SmppSender(cfg, on_receipts, on_message_id, rate)
     if cfg.backend == "http":
         from comms_pipeline.gateways.http_sms import HttpSmsSender
 
@@ -48,9 +55,10 @@ class SmsDaemon(DeliveryHandler):
     def __init__(self, settings: Settings, engine: Engine) -> None:
         super().__init__(settings, engine)
         cfg = settings.gateways.sms
+        pool = settings.gateways.sms_pool()
         self.receipts = None
         on_receipts = on_message_id = None
-        if cfg.backend == "smpp":
+        if any(gateway.backend == "smpp" for _, gateway in pool):
             from comms_pipeline.pipeline.receipts import ReceiptApplier
 
             self.receipts = ReceiptApplier(engine, fmt=cfg.receipt_id_format,
@@ -58,7 +66,11 @@ class SmsDaemon(DeliveryHandler):
             self.receipts.start()  # also matches what an earlier run left stored
             on_receipts = self.receipts.take
             on_message_id = self.receipts.expect
-        self.sender = make_sms_sender(settings, on_receipts, on_message_id)
+        self.gateways: GatewayPool[SmsMessage] = build_pool(
+            "sms", pool, engine,
+            lambda gateway, rate: make_sms_sender(settings, on_receipts, on_message_id,
+                                                  gateway, rate),
+            lambda gateway: gateway.backend == "smpp")
         self.source = cfg.source_addr
         #: Messages sent between two looks at the claim (a lost lease stops the batch there);
         #: a few SMPP windows, so that the window rarely drains at a boundary.
@@ -67,12 +79,27 @@ class SmsDaemon(DeliveryHandler):
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         messages = [SmsMessage(r.id, r.address, r.body or "", self.source) for r in rows]
         outcomes = []
-        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk):
-            outcomes.append(self._outcome(m, res))
+        for m, (res, via) in send_in_chunks(messages, self.send_chunk, ctx, self.chunk):
+            outcomes.append(self._outcome(m, res, via))
         return outcomes
 
-    def _outcome(self, message: SmsMessage, result: SendOutcome) -> Outcome:
-        outcome = outcome_for(message.detail_id, result, self.media)
+    def send_chunk(self, messages: Sequence[SmsMessage]) -> list[Routed]:
+        """Choose the gateway for these entries and send them: the seam where a gateway is
+        picked (here: the first of the failover list whose circuit breaker lets it through)."""
+        return self.gateways.send_many(messages)
+
+    @property
+    def sender(self) -> SmsSender:
+        """The first gateway's sender."""
+        return self.gateways.members[0].sender
+
+    @sender.setter
+    def sender(self, sender: SmsSender) -> None:
+        self.gateways.members[0].sender = sender
+
+    def _outcome(self, message: SmsMessage, result: SendOutcome,
+                 gateway: str | None = None) -> Outcome:
+        outcome = outcome_for(message.detail_id, result, self.media, gateway=gateway)
         if isinstance(result, SendResult) and result.parts:
             outcome.payload = result.parts  # written to sms_parts by persist()
         return outcome
@@ -88,6 +115,6 @@ class SmsDaemon(DeliveryHandler):
         the wire are taken in and stored; the SMSC sends those again), then match them."""
         if self.receipts is not None:
             self.receipts.drain()
-        self.sender.close()
+        self.gateways.close()
         if self.receipts is not None:
             self.receipts.close()
