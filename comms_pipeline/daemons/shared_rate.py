@@ -72,7 +72,7 @@ class SharedBucket:
             self._failed(exc)
             return self._local.lease(want)
         granted, left, rate = got
-        return Lease(granted, retry_in(want - granted, left, rate))
+        return Lease(granted, retry_in(want, left, rate))
 
     def slow_down(self) -> None:
         self._local.slow_down()

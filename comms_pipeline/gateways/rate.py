@@ -85,7 +85,7 @@ class TokenBucket:
             tokens = min(float(self.burst), self._tokens + max(0.0, now - self._at) * rate)
             granted = max(0, min(want, math.floor(tokens)))
             self._tokens, self._at = tokens - granted, max(self._at, now)
-            return Lease(granted, retry_in(want - granted, self._tokens, rate))
+            return Lease(granted, retry_in(want, self._tokens, rate))
 
     def slow_down(self) -> None:
         with self._lock:
@@ -96,11 +96,12 @@ class TokenBucket:
             self._slowed_at, self._slow_until = now, now + self.slow_seconds
 
 
-def retry_in(missing: int, left: float, rate: float) -> float:
-    """Seconds until ``missing`` more tokens accrue (0 when none are missing)."""
-    if missing <= 0:
+def retry_in(want: int, left: float, rate: float) -> float:
+    """Seconds until the bucket holds a whole lease of ``want`` again (asking sooner would
+    find it short, or empty, and cost a round trip for nothing)."""
+    if left >= want:
         return 0.0
-    return min(1.0, max(0.001, (missing - left) / rate))
+    return min(1.0, max(0.001, (want - left) / rate + 0.0005))
 
 
 class RateGate:
