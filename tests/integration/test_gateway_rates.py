@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections import Counter
 
 from sqlalchemy import create_engine, func, select
 
@@ -53,6 +54,10 @@ def test_three_copies_together_keep_the_rate(pg_url, make_engine_for, smsc, caps
     with engine.begin() as conn:
         factories.bulk_sms_details(conn, n, factories.contact(conn))
     threads = [threading.Thread(target=r.run, name=f"sms-{i}") for i, r in enumerate(runners)]
+    leases = Counter()
+    for i, r in enumerate(runners):  # count the round trips to the bucket row
+        source = r.handler.gateways.members[0].sender.rate.source
+        source.lease = _counting(source.lease, leases, i)
 
     def completed() -> int:
         with engine.connect() as conn:
@@ -77,11 +82,19 @@ def test_three_copies_together_keep_the_rate(pg_url, make_engine_for, smsc, caps
     with capsys.disabled():
         print(f"\nshared rate: {copies} copies, {len(arrivals)} submits in "
               f"{max(arrivals) - min(arrivals):.2f} s, busiest second {busiest} "
-              f"(limit {rate}, bound {bound(rate, copies)})")
+              f"(limit {rate}, bound {bound(rate, copies)}); {sum(leases.values())} leases "
+              f"({len(arrivals) / max(1, sum(leases.values())):.1f} submits a lease)")
     assert len(arrivals) == n and smsc.counts["accepted"] == n
     assert senders == copies  # every copy sent: the limit held for their sum
     assert via == {"smpp"}
     assert busiest <= bound(rate, copies)
+
+
+def _counting(lease, counter, key):  # type: ignore[no-untyped-def]
+    def counted(want):  # type: ignore[no-untyped-def]
+        counter[key] += 1
+        return lease(want)
+    return counted
 
 
 def test_one_copy_keeps_the_rate_on_either_database(db_url, make_engine_for, smsc):
