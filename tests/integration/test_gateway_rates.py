@@ -11,6 +11,7 @@ from collections import Counter
 
 from sqlalchemy import create_engine, func, select
 
+from comms_pipeline.daemons.email import EmailDaemon
 from comms_pipeline.daemons.shared_rate import SharedBucket
 from comms_pipeline.daemons.sms import SmsDaemon
 from comms_pipeline.gateways.rate import default_burst, lease_size
@@ -19,6 +20,7 @@ from comms_pipeline.queue.runner import Runner
 from comms_pipeline.store import gateway_rates
 from comms_pipeline.store.models import details_t, gateway_rates_t, transitions_t
 from tests import factories
+from tests.integration import documents_factory
 from tests.integration.details_factory import add_details, details
 from tests.servers.smpp import wait_for
 
@@ -109,6 +111,22 @@ def test_one_copy_keeps_the_rate_on_either_database(db_url, make_engine_for, sms
 
     assert {r["state"] for r in details(engine, ids).values()} == {"completed"}
     assert busiest_second(smsc.arrivals) <= bound(rate, 1)
+
+
+def test_email_lanes_share_the_rate(db_url, make_engine_for, smtp_server):
+    """Three SMTP connections side by side take their tokens from one bucket."""
+    rate = 40
+    settings, engine = make_engine_for(
+        db_url, COMMS_GATEWAYS_EMAIL_CONNECTIONS="3",
+        COMMS_GATEWAYS_EMAIL_MAX_RATE_PER_SECOND=str(rate), COMMS_DAEMONS_BATCH_SIZE="30",
+        **smtp_server.env())
+    ids = documents_factory.add_entries(engine, "email", 60)
+
+    assert Runner(settings, engine, EmailDaemon(settings, engine), once=True).run() == 60
+
+    rows = documents_factory.details(engine, ids)
+    assert {(r["state"], r["gateway"]) for r in rows.values()} == {("completed", "smtp")}
+    assert busiest_second([m.at for m in smtp_server.messages]) <= bound(rate, 1)
 
 
 def test_throttling_lowers_the_shared_rate_of_every_copy(pg_url, make_engine_for, smsc):

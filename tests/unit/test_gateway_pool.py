@@ -152,3 +152,16 @@ def test_rate_gate_leases_a_few_tokens_at_a_time():
             sent += 1
     assert 195 <= sent <= 210
     assert Counting.asked <= sent / 3  # not one lease per message
+
+
+def test_a_sender_that_does_not_pace_itself_is_paced_by_the_pool():
+    """(The HTTP SMS gateway, say.) Messages go in steps of a lease, each after its tokens."""
+    clock = Clock()
+    sender = DownSender()
+    gate = RateGate(TokenBucket(100, burst=2, clock=clock), 100, clock=clock, sleep=clock.sleep)
+    one = GatewayPool("sms", [Member("http", sender, CircuitBreaker("http", 5, 30, clock),
+                                     gate)])
+    routed = one.send_many(sms(10))
+    assert [via for _, via in routed] == ["http"] * 10
+    assert sender.calls == [2] * 5  # lease_size at 100/s
+    assert 0.09 <= clock.now - 1000.0 <= 0.12  # ten tokens at 100/s, on the fake clock
