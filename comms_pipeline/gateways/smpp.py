@@ -370,7 +370,8 @@ class SmppSender:
                 link.send(out)
             full = len(self._inflight) >= self._window or not batch.has_work()
             if self.rate is not None and not full and wait <= 0:
-                wait = self.rate.wait_seconds()  # for tokens, unless answers come first
+                # Short of tokens: wait for them (or for answers, whichever comes first).
+                wait = max(self.rate.wait_seconds(), 0.001)
             link.pump(0 if out and not full else min(wait, 0.5) if wait > 0 else 0.5)
             self._check_overdue(link)
             link.keepalive()
