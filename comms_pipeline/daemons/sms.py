@@ -37,7 +37,7 @@ def make_sms_sender(settings: Settings, on_receipts=None,
     if cfg.backend == "local":
         from comms_pipeline.gateways.local_jsonl import LocalSmsSender
 
-        return LocalSmsSender(settings.var_dir / "out" / "sms")
+        return LocalSmsSender(settings.var_dir / "out" / "sms", cfg.source_addr)
     if cfg.backend == "smpp":
         from comms_pipeline.gateways.smpp import SmppSender
 
@@ -71,13 +71,13 @@ class SmsDaemon(DeliveryHandler):
             lambda gateway, rate: make_sms_sender(settings, on_receipts, on_message_id,
                                                   gateway, rate),
             lambda gateway: gateway.backend == "smpp")
-        self.source = cfg.source_addr
         #: Messages sent between two looks at the claim (a lost lease stops the batch there);
         #: a few SMPP windows, so that the window rarely drains at a boundary.
         self.chunk = max(50, 5 * cfg.window)
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
-        messages = [SmsMessage(r.id, r.address, r.body or "", self.source) for r in rows]
+        # No sender named: each gateway sends with its own source_addr.
+        messages = [SmsMessage(r.id, r.address, r.body or "") for r in rows]
         outcomes = []
         for m, (res, via) in send_in_chunks(messages, self.send_chunk, ctx, self.chunk):
             outcomes.append(self._outcome(m, res, via))

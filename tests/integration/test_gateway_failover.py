@@ -105,7 +105,7 @@ def test_sms_fails_over_to_the_second_smsc_and_returns(db_url, make_engine_for):
     first, second = Smsc().start(), Smsc().start()
     port = first.port
     fallback = {"name": "smsc-b", "backend": "smpp", "port": second.port, "receipts": False,
-                "timeout": 5, **BREAKER}
+                "timeout": 5, "source_addr": "OtherCo", **BREAKER}
     settings, engine = make_engine_for(
         db_url, COMMS_DAEMONS_BATCH_SIZE="10", COMMS_DAEMONS_POLL_INTERVAL="0.05",
         COMMS_GATEWAYS_SMS_BACKEND="smpp", COMMS_GATEWAYS_SMS_PORT=str(port),
@@ -140,6 +140,9 @@ def test_sms_fails_over_to_the_second_smsc_and_returns(db_url, make_engine_for):
     twice = by_first + by_second - everyone
     assert sum(twice.values()) <= 10  # at most the window in flight when the link went
     assert by_second
+    # each SMSC is sent the sender name configured for it
+    assert {s.source for s in second.accepted} == {"OtherCo"}
+    assert {s.source for s in first.accepted + again.accepted} == {"Comms"}
     for row in rows.values():
         destination = row["address"].lstrip("+")
         if destination not in twice:
