@@ -454,7 +454,7 @@ class SmtpEmailSender:
         if cfg.dkim_selector and cfg.dkim_domain and cfg.dkim_key_file:
             signer = DkimSigner(cfg.dkim_selector, cfg.dkim_domain, cfg.dkim_key_file)
         limiter = RateLimiter(cfg.rate_per_second)
-        self.lanes = [SmtpLane(cfg, limiter, signer, f"smtp-{i}", rate)
+        self.lanes = [SmtpLane(cfg, limiter, signer, f"{cfg.name or 'smtp'}-{i}", rate)
                       for i in range(cfg.connections)]
         self._pool = (ThreadPoolExecutor(len(self.lanes), thread_name_prefix="smtp")
                       if len(self.lanes) > 1 else None)
