@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -40,6 +41,14 @@ PG_URL = os.environ.get("COMMS_TEST_PG_URL",
                         "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 IN_CI = bool(os.environ.get("CI"))
 TEMPLATE_DB = f"comms_tpl_{os.getpid()}"
+
+
+@pytest.fixture(autouse=True)
+def _structlog_as_it_came():
+    """A test that runs the CLI configures logging for the stdout it had; the next test's
+    capsys would then see nothing. Every test starts from structlog's defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 def _pg_admin():

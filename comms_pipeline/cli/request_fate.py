@@ -100,7 +100,9 @@ def requests_show(app: AppContext, request_id: int, as_json: bool) -> None:
     for e in fate["entries"]:
         address = (e["address"] or "-").splitlines()[0]
         error = f"  {e['error_code']}: {e['error_description']}" if e["error_code"] else ""
-        click.echo(f"  #{e['id']:<6} {e['media']:<8} {e['public_state']:<22} {address}{error}")
+        via = f"  via {e['gateway']}" if e.get("gateway") else ""
+        click.echo(f"  #{e['id']:<6} {e['media']:<8} {e['public_state']:<22} {address}{error}"
+                   f"{via}")
     click.secho("\nhistory", bold=True)
     for t in fate["history"]:
         what = "request" if t["kind"] == "header" else f"entry #{t['row_id']}"

@@ -35,27 +35,29 @@ R = TypeVar("R")
 
 
 def outcome_for(row_id: int, result: SendResult | GatewayError, media: str, *,
-                log_sent: bool = True) -> Outcome:
-    """Map a gateway's answer to the queue entry's next state.
+                log_sent: bool = True, gateway: str | None = None) -> Outcome:
+    """Map a gateway's answer to the queue entry's next state; ``gateway`` (the name of the
+    one that answered) is recorded on a sent or refused entry.
 
     A daemon sending thousands a second passes ``log_sent=False`` and logs each chunk's
     sends as one event instead (an INFO line costs about as much as an SMTP transaction);
     deferrals and rejections are always logged one by one.
     """
+    via = {} if gateway is None else {"gateway": gateway}
     if isinstance(result, SendResult):
         if log_sent:
-            log.info(f"{media}.sent", detail_id=row_id, ref=result.ref)
+            log.info(f"{media}.sent", detail_id=row_id, ref=result.ref, **via)
         return Outcome.done(row_id, DetailState.COMPLETED, gateway_ref=result.ref,
                             gateway_status=result.reply, completed_at=utcnow(),
-                            error_code=None, error_description=None)
+                            error_code=None, error_description=None, **via)
     if result.transient:
         log.warning(f"{media}.deferred", detail_id=row_id, code=result.code,
-                    error=result.description)
+                    error=result.description, **via)
         return Outcome.retry(row_id, result.code, result.description)
     log.warning(f"{media}.rejected", detail_id=row_id, code=result.code,
-                error=result.description)
+                error=result.description, **via)
     return Outcome.done(row_id, DetailState.REJECTED, result.code, result.description,
-                        completed_at=utcnow())
+                        completed_at=utcnow(), **via)
 
 
 def send_in_chunks(messages: Sequence[M], send: Callable[[Sequence[M]], Sequence[R]],

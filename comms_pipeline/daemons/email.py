@@ -5,6 +5,8 @@ The document bytes of a whole claimed batch are read in one query; the envelope 
 goes to the gateway in chunks so that a slow (rate-limited) batch keeps its lease alive, a
 shutdown request is honoured between chunks (unsent entries are released, not failed) and a
 batch whose lease was lost (the daemon was frozen and another copy took over) stops there.
+The gateway is chosen per chunk by :meth:`EmailDaemon.send_chunk` from the failover list
+(``gateways.email`` then ``gateways.email_fallbacks``); the entry records which one sent it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.states import DetailState, ErrorCode
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
+from comms_pipeline.daemons.gateway_pool import GatewayPool, Routed, build_pool
 from comms_pipeline.gateways.protocols import EmailMessage, EmailSender, SendResult
 from comms_pipeline.pipeline.documents import document_contents
 from comms_pipeline.queue.claims import Outcome
@@ -26,16 +29,21 @@ from comms_pipeline.queue.claims import Outcome
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
 
+    from comms_pipeline.gateways.rate import RateGate
     from comms_pipeline.queue.runner import BatchContext
     from comms_pipeline.settings.config import Settings
+    from comms_pipeline.settings.gateways import EmailGateway
 
 log = structlog.get_logger(__name__)
 
 NO_DOCUMENT = "NO_DOCUMENT"
 
 
-def make_email_sender(settings: Settings) -> EmailSender:
-    cfg = settings.gateways.email
+def make_email_sender(settings: Settings, cfg: EmailGateway | None = None,
+                      rate: RateGate | None = None) -> EmailSender:
+    """The backend of ``cfg`` (default: ``gateways.email``); SMTP takes ``rate``'s tokens
+    message by message."""
+    cfg = cfg or settings.gateways.email
     if cfg.backend == "local":
         from comms_pipeline.gateways.local_files import LocalEmailSender
 
@@ -43,7 +51,7 @@ def make_email_sender(settings: Settings) -> EmailSender:
     if cfg.backend == "smtp":
         from comms_pipeline.gateways.smtp import SmtpEmailSender
 
-        return SmtpEmailSender(cfg)
+        return SmtpEmailSender(cfg, rate)
     raise ConfigError(f"unknown email backend {cfg.backend!r}")
 
 
@@ -56,7 +64,10 @@ class EmailDaemon(DeliveryHandler):
         if not self.mail_from:
             raise ConfigError(f"email.from_address has no address: "
                               f"{settings.email.from_address!r}")
-        self.sender = make_email_sender(settings)
+        self.gateways: GatewayPool[EmailMessage] = build_pool(
+            "email", settings.gateways.email_pool(), engine,
+            lambda cfg, rate: make_email_sender(settings, cfg, rate),
+            lambda cfg: cfg.backend == "smtp")
         self.chunk = max(20, 10 * settings.gateways.email.connections)
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
@@ -79,14 +90,29 @@ class EmailDaemon(DeliveryHandler):
                 messages.append(EmailMessage(row.id, self.mail_from, (row.address,), data))
                 priorities.append(row.priority)
         sent: list[int] = []
-        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk,
-                                     priorities):
-            outcomes.append(outcome_for(m.detail_id, res, self.media, log_sent=False))
+        for m, (res, via) in send_in_chunks(messages, self.send_chunk, ctx, self.chunk,
+                                            priorities):
+            outcomes.append(outcome_for(m.detail_id, res, self.media, log_sent=False,
+                                        gateway=via))
             if isinstance(res, SendResult):
                 sent.append(m.detail_id)
         if sent:  # one event per batch: per message it cost as much as the send itself
             log.info("email.sent", count=len(sent), detail_ids=sent)
         return outcomes
 
+    def send_chunk(self, messages: Sequence[EmailMessage]) -> list[Routed]:
+        """Choose the gateway for these entries and send them: the seam where a gateway is
+        picked (here: the first of the failover list whose circuit breaker lets it through)."""
+        return self.gateways.send_many(messages)
+
+    @property
+    def sender(self) -> EmailSender:
+        """The first gateway's sender."""
+        return self.gateways.members[0].sender
+
+    @sender.setter
+    def sender(self, sender: EmailSender) -> None:
+        self.gateways.members[0].sender = sender
+
     def close(self) -> None:
-        self.sender.close()
+        self.gateways.close()

@@ -5,6 +5,11 @@ which records the delivery receipts the SMSC sends back on the details they belo
 A number the SMSC calls invalid (``suppressions.smpp_destination_statuses`` in the submit
 response, or an UNDELIV receipt with one of ``receipt_destination_errors``) goes on the
 suppression list, reason ``smpp_permanent``.
+
+The gateway is chosen per chunk by :meth:`SmsDaemon.send_chunk` from the failover list
+(``gateways.sms`` then ``gateways.sms_fallbacks``); the entry records which one sent it.
+With one SMPP gateway (no fallbacks) the daemon streams through its window across batches
+(``daemons.prefetch_batches``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import structlog
 
 from comms_pipeline.core.errors import ConfigError, GatewayError
 from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
+from comms_pipeline.daemons.gateway_pool import GatewayPool, Routed, build_pool
 from comms_pipeline.gateways.protocols import Outcome as SendOutcome
 from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
 from comms_pipeline.pipeline.suppressions import DeadTarget, suppress_dead
@@ -24,26 +30,30 @@ from comms_pipeline.pipeline.suppressions import DeadTarget, suppress_dead
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
 
+    from comms_pipeline.gateways.rate import RateGate
     from comms_pipeline.queue.claims import Outcome
     from comms_pipeline.queue.runner import BatchContext
     from comms_pipeline.settings.config import Settings
+    from comms_pipeline.settings.gateways import SmsGateway
 
 log = structlog.get_logger(__name__)
 
 
 def make_sms_sender(settings: Settings, on_receipts=None,
-                    on_message_id=None) -> SmsSender:
-    """The configured backend; ``on_receipts`` stores SMPP delivery receipts and
-    ``on_message_id`` hears the SMSC's ids as they are given."""
-    cfg = settings.gateways.sms
+                    on_message_id=None, cfg: SmsGateway | None = None,
+                    rate: RateGate | None = None) -> SmsSender:
+    """The backend of ``cfg`` (default: ``gateways.sms``); ``on_receipts`` stores SMPP
+    delivery receipts, ``on_message_id`` hears the SMSC's ids as they are given, and SMPP
+    takes ``rate``'s tokens submit by submit."""
+    cfg = cfg or settings.gateways.sms
     if cfg.backend == "local":
         from comms_pipeline.gateways.local_jsonl import LocalSmsSender
 
-        return LocalSmsSender(settings.var_dir / "out" / "sms")
+        return LocalSmsSender(settings.var_dir / "out" / "sms", cfg.source_addr)
     if cfg.backend == "smpp":
         from comms_pipeline.gateways.smpp import SmppSender
 
-        return SmppSender(cfg, on_receipts, on_message_id)
+        return SmppSender(cfg, on_receipts, on_message_id, rate)
     if cfg.backend == "http":
         from comms_pipeline.gateways.http_sms import HttpSmsSender
 
@@ -57,9 +67,10 @@ class SmsDaemon(DeliveryHandler):
     def __init__(self, settings: Settings, engine: Engine) -> None:
         super().__init__(settings, engine)
         cfg = settings.gateways.sms
+        pool = settings.gateways.sms_pool()
         self.receipts = None
         on_receipts = on_message_id = None
-        if cfg.backend == "smpp":
+        if any(gateway.backend == "smpp" for _, gateway in pool):
             from comms_pipeline.pipeline.receipts import ReceiptApplier
 
             self.receipts = ReceiptApplier(
@@ -68,34 +79,54 @@ class SmsDaemon(DeliveryHandler):
             self.receipts.start()  # also matches what an earlier run left stored
             on_receipts = self.receipts.take
             on_message_id = self.receipts.expect
-        self.sender = make_sms_sender(settings, on_receipts, on_message_id)
-        self.source = cfg.source_addr
+        self.gateways: GatewayPool[SmsMessage] = build_pool(
+            "sms", pool, engine,
+            lambda gateway, rate: make_sms_sender(settings, on_receipts, on_message_id,
+                                                  gateway, rate),
+            lambda gateway: gateway.backend == "smpp")
         self.dead_statuses = frozenset(settings.suppressions.smpp_destination_statuses
-                                       if cfg.backend == "smpp" else ())
+                                       if any(g.backend == "smpp" for _, g in pool) else ())
         #: Messages sent between two looks at the claim (a lost lease stops the batch there);
         #: a few SMPP windows, so that the window rarely drains at a boundary.
         self.chunk = max(50, 5 * cfg.window)
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
-        messages = [SmsMessage(r.id, r.address, r.body or "", self.source) for r in rows]
-        if getattr(self.sender, "streams", False):
+        # No sender named: each gateway sends with its own source_addr.
+        messages = [SmsMessage(r.id, r.address, r.body or "") for r in rows]
+        if len(self.gateways.members) == 1 and getattr(self.sender, "streams", False):
             return self._stream(messages, ctx)
         outcomes = []
-        for m, res in send_in_chunks(messages, self.sender.send_many, ctx, self.chunk,
-                                     [r.priority for r in rows]):
-            outcomes.append(self._outcome(m, res))
+        for m, (res, via) in send_in_chunks(messages, self.send_chunk, ctx, self.chunk,
+                                            [r.priority for r in rows]):
+            outcomes.append(self._outcome(m, res, via))
         return outcomes
+
+    def send_chunk(self, messages: Sequence[SmsMessage]) -> list[Routed]:
+        """Choose the gateway for these entries and send them: the seam where a gateway is
+        picked (here: the first of the failover list whose circuit breaker lets it through)."""
+        return self.gateways.send_many(messages)
+
+    @property
+    def sender(self) -> SmsSender:
+        """The first gateway's sender."""
+        return self.gateways.members[0].sender
+
+    @sender.setter
+    def sender(self, sender: SmsSender) -> None:
+        self.gateways.members[0].sender = sender
 
     def _stream(self, messages: list[SmsMessage], ctx: BatchContext) -> list[Outcome]:
         """One stream through the window for the batch and the batches claimed into it while
         it is in flight (``daemons.prefetch_batches``): the window never drains at a batch
         boundary. What is answered is finished (committed) each time the stream asks for
-        more; before each chunk, the claim is checked (a lost lease stops the stream)."""
+        more; before each chunk, the claim is checked (a lost lease stops the stream) and
+        whether a better priority waits (the rest then goes back for the next claim)."""
         waiting = deque(messages)
         answered: list[Outcome] = []
+        via = self.gateways.members[0].name
 
         def on_done(message: SmsMessage, result: SendOutcome) -> None:
-            answered.append(self._outcome(message, result))
+            answered.append(self._outcome(message, result, via))
 
         def more() -> list[SmsMessage]:
             if ctx.stopping or not ctx.still_ours():
@@ -111,16 +142,16 @@ class SmsDaemon(DeliveryHandler):
             if not waiting:
                 screened, sendable = self.screen(ctx.claim_more())
                 ctx.finish(screened)
-                waiting.extend(SmsMessage(r.id, r.address, r.body or "", self.source)
-                               for r in sendable)
+                waiting.extend(SmsMessage(r.id, r.address, r.body or "") for r in sendable)
             return [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]
 
         first = [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]
         self.sender.send_many(first, more=more, on_done=on_done)  # type: ignore[call-arg]
         return answered
 
-    def _outcome(self, message: SmsMessage, result: SendOutcome) -> Outcome:
-        outcome = outcome_for(message.detail_id, result, self.media)
+    def _outcome(self, message: SmsMessage, result: SendOutcome,
+                 gateway: str | None = None) -> Outcome:
+        outcome = outcome_for(message.detail_id, result, self.media, gateway=gateway)
         if isinstance(result, SendResult) and result.parts:
             outcome.payload = result.parts  # written to sms_parts by persist()
         elif (isinstance(result, GatewayError) and not result.transient
@@ -144,6 +175,6 @@ class SmsDaemon(DeliveryHandler):
         the wire are taken in and stored; the SMSC sends those again), then match them."""
         if self.receipts is not None:
             self.receipts.drain()
-        self.sender.close()
+        self.gateways.close()
         if self.receipts is not None:
             self.receipts.close()

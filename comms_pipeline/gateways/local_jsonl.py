@@ -72,12 +72,15 @@ class JsonLinesOutbox:
 class LocalSmsSender:
     """SMS written as JSON lines under ``var/out/sms``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, source: str | None = None) -> None:
         self.outbox = JsonLinesOutbox(folder, "sms")
+        #: The sender of messages that name none (the gateway's ``source_addr``).
+        self.source = source
 
     def send_many(self, messages: Sequence[SmsMessage]) -> list[Outcome]:
         at = utcnow().isoformat()
-        return self.outbox.send([{"detail_id": m.detail_id, "to": m.to, "from": m.sender,
+        return self.outbox.send([{"detail_id": m.detail_id, "to": m.to,
+                                  "from": m.sender or self.source,
                                   "text": m.text, "at": at} for m in messages],
                                 [SendResult(ref=f"local-{m.detail_id}") for m in messages])
 

@@ -11,7 +11,9 @@ receipts (``deliver_sm``) to a callback. A per-link lock decides who reads.
 Failure handling, per part of a message:
 
 * ``ESME_RTHROTTLED`` / ``ESME_RMSGQFUL``: the part is resubmitted after a pause that doubles
-  while throttling lasts, and the window is halved (it grows back one by one). After
+  while throttling lasts, and the window is halved (it grows back one by one). With a
+  maximum rate (a :class:`~comms_pipeline.gateways.rate.RateGate`, one token per submit_sm)
+  the shared rate of every copy is lowered too. After
   ``throttle_give_up_seconds`` of throttling the rest of the batch is returned as transient.
 * any other command_status: the message is rejected with the code and its name.
 * a lost link (closed, reset, no response within ``timeout``): the answers the SMSC sent
@@ -37,6 +39,7 @@ import structlog
 
 from comms_pipeline.core.errors import GatewayError, PermanentGatewayError, TransientGatewayError
 from comms_pipeline.gateways.protocols import Outcome, SendResult, SmsMessage
+from comms_pipeline.gateways.rate import RateGate
 from comms_pipeline.gateways.smpp_pdu import (
     ESM_UDHI,
     MAX_PDU,
@@ -130,6 +133,9 @@ class _Batch:
     def _closed(self, msg: int) -> None:
         if self.on_done is not None and self.result is not None:
             self.on_done(self.messages[msg], self.result(self, msg))
+
+    def pending(self) -> int:
+        return len(self.queue) + len(self.redo)
 
     def push_back(self, parts: Sequence[_Part]) -> None:
         """Parts to send again (throttled, or lost with the link), ahead of the rest."""
@@ -246,9 +252,12 @@ class SmppSender:
     def __init__(self, cfg: SmsGateway,
                  on_receipts: Callable[[list[Receipt], Callable[[], None]], None]
                  | None = None,
-                 on_message_id: Callable[[str], None] | None = None) -> None:
+                 on_message_id: Callable[[str], None] | None = None,
+                 rate: RateGate | None = None) -> None:
         self._smpp = require_smpplib()
         self.cfg = cfg
+        #: The gateway's maximum rate: a token per submit_sm, shared with the other copies.
+        self.rate = rate
         #: Receives the receipts of each read and the acknowledgement to send once stored.
         self.on_receipts = on_receipts
         #: Told every id the SMSC gives in a submit_sm_resp, as soon as it is read.
@@ -422,6 +431,9 @@ class SmppSender:
             if out:
                 link.send(out)
             full = len(self._inflight) >= self._window or not batch.has_work()
+            if self.rate is not None and not full and wait <= 0:
+                # Short of tokens: wait for them (or for answers, whichever comes first).
+                wait = max(self.rate.wait_seconds(), 0.001)
             link.pump(0 if out and not full else min(wait, 0.5) if wait > 0 else 0.5)
             self._check_overdue(link)
             link.keepalive()
@@ -436,8 +448,13 @@ class SmppSender:
         return self._throttled_until - now
 
     def _take(self, batch: _Batch, now: float) -> list[bytes]:
-        out = []
-        while len(self._inflight) < self._window:
+        room = self._window - len(self._inflight)
+        if room > 0 and not batch.pending():
+            self._refill(batch)  # the queue is dry: the stream's next messages, if any
+        if self.rate is not None and room > 0:
+            room = self.rate.take(min(room, batch.pending()))
+        out: list[bytes] = []
+        while len(out) < room:
             part = batch.take()
             if part is None and self._refill(batch):
                 part = batch.take()
@@ -512,6 +529,8 @@ class SmppSender:
             self._delay = min(self._delay * 2, 2.0)
             self._window = max(1, self._window // 2)
             log.info("sms.throttled", status=f"0x{status:08X}", window=self._window)
+            if self.rate is not None:
+                self.rate.throttled()
         else:
             batch.answered(part.msg, status_error(status))
 

@@ -51,6 +51,7 @@ from comms_pipeline.core.errors import (
 )
 from comms_pipeline.gateways.deadline import Watchdog, shutdown_socket
 from comms_pipeline.gateways.protocols import EmailMessage, Outcome, SendResult
+from comms_pipeline.gateways.rate import RateGate
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -260,9 +261,11 @@ class SmtpLane:
     """One kept-open SMTP connection, used by one thread at a time."""
 
     def __init__(self, cfg: EmailGateway, limiter: RateLimiter,
-                 signer: DkimSigner | None, name: str) -> None:
+                 signer: DkimSigner | None, name: str, gate: RateGate | None = None) -> None:
         self.cfg = cfg
         self.limiter = limiter
+        #: The gateway's maximum rate over every copy (``max_rate_per_second``).
+        self.gate = gate
         self.signer = signer
         self.name = name
         self._smtp: _Session | _SslSession | None = None
@@ -318,6 +321,8 @@ class SmtpLane:
         except GatewayError as err:
             return err
         self.limiter.wait()
+        if self.gate is not None:
+            self.gate.acquire()
         with Watchdog(self.cfg.total_timeout, self._cut, "smtp") as dog:
             result = self._send(message, data)
         if dog.fired and not isinstance(result, SendResult):
@@ -443,13 +448,13 @@ class SmtpLane:
 class SmtpEmailSender:
     """An :class:`~comms_pipeline.gateways.protocols.EmailSender` over a pool of SMTP lanes."""
 
-    def __init__(self, cfg: EmailGateway) -> None:
+    def __init__(self, cfg: EmailGateway, rate: RateGate | None = None) -> None:
         self.cfg = cfg
         signer = None
         if cfg.dkim_selector and cfg.dkim_domain and cfg.dkim_key_file:
             signer = DkimSigner(cfg.dkim_selector, cfg.dkim_domain, cfg.dkim_key_file)
         limiter = RateLimiter(cfg.rate_per_second)
-        self.lanes = [SmtpLane(cfg, limiter, signer, f"smtp-{i}")
+        self.lanes = [SmtpLane(cfg, limiter, signer, f"{cfg.name or 'smtp'}-{i}", rate)
                       for i in range(cfg.connections)]
         self._pool = (ThreadPoolExecutor(len(self.lanes), thread_name_prefix="smtp")
                       if len(self.lanes) > 1 else None)

@@ -118,7 +118,7 @@ def request_fate(conn: Connection, request_id: int, *, system_id: int | None = N
         return None
     entries = conn.execute(
         select(d.id, d.media, d.address, d.address_type, d.language, d.state, d.error_code,
-               d.error_description, d.gateway_ref, d.attempts, d.next_attempt_at,
+               d.error_description, d.gateway_ref, d.gateway, d.attempts, d.next_attempt_at,
                d.created_at, d.completed_at, systems_t.c.code.label("external_system"))
         .outerjoin(systems_t, systems_t.c.id == d.external_system_id)
         .where(d.header_id == request_id).order_by(d.id)).mappings().all()

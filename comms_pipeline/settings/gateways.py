@@ -5,9 +5,9 @@ Local-folder backends are the embedded default; each writes under ``var/out/<med
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Gateway(BaseModel):
@@ -26,7 +26,26 @@ class _Timeouts(_Gateway):
                                  "trickles its answer, seconds")
 
 
-class EmailGateway(_Timeouts):
+class _Pooled(_Timeouts):
+    """What every gateway of a failover list has: a name, a shared rate, a circuit breaker."""
+
+    name: str | None = Field(None, max_length=64, description="how entries and logs name "
+                             "this gateway; unset: its backend (the first gateway) or "
+                             "backend-N (the N-th)")
+    max_rate_per_second: float | None = Field(
+        None, gt=0, description="the most messages (SMPP: submit_sm PDUs) per second all "
+        "copies of the daemon on all machines send through this gateway together: a token "
+        "bucket in PostgreSQL (on SQLite, per process); unset: no limit")
+    max_rate_burst: int | None = Field(
+        None, ge=1, description="tokens the shared bucket holds at most (unset: a twentieth "
+        "of a second's worth, at least 1)")
+    breaker_failures: int = Field(5, ge=1, description="with fallbacks: transient failures "
+                                  "in a row that open this gateway's circuit breaker")
+    breaker_open_seconds: float = Field(30.0, gt=0, description="an open breaker sends "
+                                        "nothing this long, then lets one probe through")
+
+
+class EmailGateway(_Pooled):
     backend: Literal["local", "smtp"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(25, ge=1, le=65535)
@@ -43,7 +62,7 @@ class EmailGateway(_Timeouts):
     dkim_key_file: str | None = None
 
 
-class SmsGateway(_Timeouts):
+class SmsGateway(_Pooled):
     backend: Literal["local", "smpp", "http"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(2775, ge=1, le=65535)
@@ -70,6 +89,9 @@ class SmsGateway(_Timeouts):
     throttle_give_up_seconds: float = Field(
         60.0, gt=0, description="after this long throttled, the rest of a batch is retried later")
     reconnect_attempts: int = Field(3, ge=1)
+    throttle_slow_seconds: float = Field(
+        10.0, gt=0, description="with max_rate_per_second: ESME_RTHROTTLED halves the shared "
+        "rate of every copy for this long")
     url: str = ""
     api_key: str | None = None
     http_batch_size: int = Field(100, ge=1, le=1000)
@@ -134,7 +156,38 @@ class StorageGateway(_Timeouts):
 class GatewaysSettings(_Gateway):
     email: EmailGateway = Field(default_factory=EmailGateway)
     sms: SmsGateway = Field(default_factory=SmsGateway)
+    #: Tried in order while the ones before them are unavailable (circuit breaker open) or
+    #: failed a message transiently; ``email`` / ``sms`` above is always the first.
+    email_fallbacks: list[EmailGateway] = Field(default_factory=list)
+    sms_fallbacks: list[SmsGateway] = Field(default_factory=list)
     push: PushGateway = Field(default_factory=PushGateway)
     webhook: WebhookGateway = Field(default_factory=WebhookGateway)
     letter: LetterGateway = Field(default_factory=LetterGateway)
     storage: StorageGateway = Field(default_factory=StorageGateway)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> GatewaysSettings:
+        for media, names in (("email", [n for n, _ in self.email_pool()]),
+                             ("sms", [n for n, _ in self.sms_pool()])):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{media}: two gateways are named {twice[0]!r}: give each "
+                                 f"of gateways.{media} and gateways.{media}_fallbacks a "
+                                 f"distinct name")
+        return self
+
+    def email_pool(self) -> list[tuple[str, EmailGateway]]:
+        """The email gateways in order, each with its name (see ``_Pooled.name``)."""
+        return _named([self.email, *self.email_fallbacks])
+
+    def sms_pool(self) -> list[tuple[str, SmsGateway]]:
+        """The SMS gateways in order, each with its name (see ``_Pooled.name``)."""
+        return _named([self.sms, *self.sms_fallbacks])
+
+
+G = TypeVar("G", EmailGateway, SmsGateway)
+
+
+def _named(gateways: list[G]) -> list[tuple[str, G]]:
+    return [(cfg.name or (cfg.backend if n == 1 else f"{cfg.backend}-{n}"), cfg)
+            for n, cfg in enumerate(gateways, 1)]

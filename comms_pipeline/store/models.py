@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -251,6 +252,8 @@ class RequestDetail(ClaimColumns, Base):
     error_description: Mapped[str | None] = mapped_column(Text)
     gateway_ref: Mapped[str | None] = mapped_column(String(128), index=True)
     gateway_status: Mapped[str | None] = mapped_column(String(64))
+    #: The gateway (by its configured name) that took the message, or refused it for good.
+    gateway: Mapped[str | None] = mapped_column(String(64))
     priority: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
@@ -338,6 +341,26 @@ class DaemonHeartbeat(Base):
     beat_at: Mapped[datetime] = mapped_column(DateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
     processed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class GatewayRate(Base):
+    """One gateway's token bucket, shared by every copy of its daemon (PostgreSQL only).
+
+    Times are seconds since the epoch on the database server's clock, so that copies on
+    machines whose clocks differ share one timeline (``comms_pipeline.store.gateway_rates``).
+    """
+
+    __tablename__ = "gateway_rates"
+    #: ``media:name``, e.g. ``sms:smpp``.
+    gateway: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    refilled_at: Mapped[float] = mapped_column(Double)
+    #: Tokens the last lease took.
+    granted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The rate while an SMSC's throttling holds (until ``slow_until``).
+    slow_rate: Mapped[float | None] = mapped_column(Double)
+    slow_until: Mapped[float] = mapped_column(Double, default=0, server_default="0")
+    slowed_at: Mapped[float] = mapped_column(Double, default=0, server_default="0")
 
 
 class ApiKey(Base):
@@ -602,6 +625,7 @@ details_t = _table(RequestDetail)
 documents_t = _table(Document)
 transitions_t = _table(StateTransition)
 heartbeats_t = _table(DaemonHeartbeat)
+gateway_rates_t = _table(GatewayRate)
 keys_t = _table(ApiKey)
 idempotency_t = _table(IdempotencyRecord)
 tracking_links_t = _table(TrackingLink)

@@ -19,7 +19,8 @@ set on :attr:`Smsc.behaviour` while it runs:
   goes quiet), which only a windowed client survives; ``counts["max_pending"]`` shows the
   deepest window seen.
 
-Only answered submits are *accepted* (recorded): a submit that dies with the link is, as far
+``arrivals`` holds the arrival time (``time.monotonic()``) of every submit_sm, for rate
+checks. Only answered submits are *accepted* (recorded): a submit that dies with the link is, as far
 as this SMSC is concerned, never received. Run it standalone with
 ``python -m tests.servers.smpp --port 0``: it prints ``PORT <n>`` and serves until killed.
 """
@@ -159,6 +160,7 @@ class Smsc:
         self.behaviour = Behaviour()
         self.record = record
         self.accepted: list[Submit] = []
+        self.arrivals: list[float] = []
         self.counts = dict.fromkeys((
             "binds", "unbinds", "submits", "accepted", "throttled", "rejected", "drops",
             "swallowed", "receipts", "receipt_acks", "enquire_links", "enquire_link_resps",
@@ -355,6 +357,7 @@ class Smsc:
         b = self.behaviour
         with self._lock:
             self.counts["submits"] += 1
+            self.arrivals.append(time.monotonic())
             if b.drop_after is not None:
                 b.drop_after -= 1
                 if b.drop_after <= 0:

@@ -17,6 +17,7 @@ import itertools
 import socket
 import ssl
 import threading
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ class Received:
     data: bytes
     queue_id: str
     peer: tuple = ()
+    #: When the message was taken (``time.monotonic()``), for rate checks.
+    at: float = 0.0
 
     @property
     def message_id(self) -> str | None:
@@ -120,7 +123,8 @@ class RecordingHandler:
         with self._lock:
             self.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos),
                                           bytes(envelope.original_content or envelope.content),
-                                          queue_id, tuple(session.peer or ())))
+                                          queue_id, tuple(session.peer or ()),
+                                          time.monotonic()))
         if self.drop_after_taking > 0:
             self.drop_after_taking -= 1
             server.transport.abort()
