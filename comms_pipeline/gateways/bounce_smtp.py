@@ -70,7 +70,7 @@ class BounceSmtpServer:
         class _Controller(Controller):
             def _trigger_server(self) -> Any:  # bound to port 0: learn the kernel's choice
                 if self.port == 0 and self.server is not None:
-                    self.port = self.server.sockets[0].getsockname()[1]
+                    self.port = self.server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
                 return super()._trigger_server()
 
         self._controller = _Controller(handler, hostname=host, port=port,

@@ -102,12 +102,17 @@ def _kind(action: str, status: str | None) -> FeedbackKind | None:
     return None
 
 
+def _payload_bytes(part: Message) -> bytes:
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
 def _blocks(part: Message) -> list[Message]:
     payload = part.get_payload()
     if isinstance(payload, list):
         return [b for b in payload if isinstance(b, Message)]
     # Some MTAs send the status as text/plain-ish bytes the parser left unsplit.
-    text = part.get_payload(decode=True) or b""
+    text = _payload_bytes(part)
     return [HeaderParser(policy=compat32).parsestr(chunk.strip() + "\n")
             for chunk in re.split(r"\r?\n\s*\r?\n", text.decode("utf-8", "replace"))
             if chunk.strip()]
@@ -122,7 +127,7 @@ def _original_headers(msg: Message) -> Message | None:
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 return payload[0]
         if ctype == "text/rfc822-headers":
-            raw = part.get_payload(decode=True) or b""
+            raw = _payload_bytes(part)
             return HeaderParser(policy=compat32).parsestr(raw.decode("utf-8", "replace"))
     return None
 
