@@ -7,7 +7,8 @@ and handed, one event per recipient, to :func:`comms_pipeline.pipeline.feedback.
 in one transaction; the report names its entry by the signed VERP address it came to (else
 the original's Return-Path, else the signed id in its Message-ID). A report that cannot be
 read is kept (``feedback_reports``, outcome ``malformed``) and counted, and answered 250: the
-sender's MTA could do nothing better with it. Only a failure to store answers 451.
+sender's MTA could do nothing better with it. A failure to store answers 451, and so does a
+hard bounce that came back before its entry's batch was finished (the MTA sends it again).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.feedback_events import FeedbackEvent
 from comms_pipeline.gateways.bounce_smtp import BounceSmtpServer
 from comms_pipeline.gateways.delivery_reports import MalformedReport, parse_report
-from comms_pipeline.pipeline.feedback import handle_feedback, record_malformed
+from comms_pipeline.pipeline.feedback import EntryInFlight, handle_feedback, record_malformed
 from comms_pipeline.pipeline.verp import VerpAddresses
 from comms_pipeline.queue.heartbeat import Heartbeat
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SOURCE = "smtp"
+IN_FLIGHT = "451 4.3.0 the message is still being sent; try again later"
 
 
 class BounceDaemon:
@@ -67,15 +69,19 @@ class BounceDaemon:
             return "250 2.0.0 kept: not a report this server can read"
         if detail_id is None and parsed.original_sender:
             detail_id = self.verp.detail_id(parsed.original_sender)
-        with self.engine.begin() as conn:
-            if not parsed.recipients:
-                record_malformed(conn, SOURCE, f"a {parsed.report_type} report with no failed "
-                                 "or delayed recipient", data, now)
-            for r in parsed.recipients:
-                handle_feedback(conn, FeedbackEvent(
-                    kind=r.kind, detail_id=detail_id, message_id=parsed.message_id,
-                    recipient=r.recipient, status=r.status, diagnostic=r.diagnostic,
-                    source=SOURCE, received_at=now), verp=self.verp, raw=data)
+        try:
+            with self.engine.begin() as conn:
+                if not parsed.recipients:
+                    record_malformed(conn, SOURCE, f"a {parsed.report_type} report with no "
+                                     "failed or delayed recipient", data, now)
+                for r in parsed.recipients:
+                    handle_feedback(conn, FeedbackEvent(
+                        kind=r.kind, detail_id=detail_id, message_id=parsed.message_id,
+                        recipient=r.recipient, status=r.status, diagnostic=r.diagnostic,
+                        source=SOURCE, received_at=now), verp=self.verp, raw=data)
+        except EntryInFlight:  # back before its batch finished: nothing written, sent again
+            log.info("bounces.in_flight", detail_id=detail_id)
+            return IN_FLIGHT
         self._count()
         return "250 2.0.0 OK: report recorded"
 

@@ -6,7 +6,10 @@ reports) or a provider's webhook. It finds the entry (the detail id of a signed 
 else the signed id in the original's Message-ID), keeps the report in ``feedback_reports``
 (unmatched ones too), and turns a Completed email entry Rejected with the DSN status as its
 error code on a hard bounce (``5.x.x``), through the queue's state machine (history row
-included). Soft bounces and complaints are recorded and change no state.
+included). Soft bounces and complaints are recorded and change no state. A hard bounce can come back
+before the sending daemon has finished its batch (a local MTA bounces in milliseconds): the
+entry is still Awaiting Send, so :class:`EntryInFlight` is raised and the caller answers
+"try again later" (SMTP 451, HTTP 503): the MTA or the provider sends it again.
 
 What else a report should cause -- a suppression, a status callback to the client system --
 is added to :data:`FEEDBACK_HOOKS`: each hook runs in the same transaction, after the report
@@ -23,6 +26,7 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy import insert, select
 
+from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.feedback_events import FeedbackEvent
 from comms_pipeline.core.states import DetailState, Media
 from comms_pipeline.queue.claims import transition_rows
@@ -35,8 +39,8 @@ if TYPE_CHECKING:
 
     from comms_pipeline.pipeline.verp import VerpAddresses
 
-__all__ = ["FEEDBACK_HOOKS", "FeedbackEvent", "FeedbackResult", "handle_feedback",
-           "record_malformed"]
+__all__ = ["FEEDBACK_HOOKS", "EntryInFlight", "FeedbackEvent", "FeedbackResult",
+           "handle_feedback", "record_malformed"]
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +52,10 @@ REPORTS = Counter("comms_feedback_reports", "Bounces and complaints that came ba
 RAW_MAX = 64 * 1024
 CODE_MAX = 16
 MESSAGE_ID_MAX = 255
+
+
+class EntryInFlight(CommsError):
+    """The entry is still being sent (its batch is not finished): report the bounce later."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ def handle_feedback(conn: Connection, event: FeedbackEvent, *,
     found = _email_detail(conn, detail_id)
     outcome = "unmatched"
     if found is not None:
+        if event.kind == "hard_bounce" and found[1] == DetailState.AWAITING_SEND:
+            raise EntryInFlight(f"entry {found[0]} is still being sent; report it again later")
         outcome = "recorded"
         if event.kind == "hard_bounce" and found[1] == DetailState.COMPLETED:
             outcome = _reject(conn, found[0], event) or outcome

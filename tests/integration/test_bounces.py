@@ -137,3 +137,17 @@ def test_no_bounce_domain_means_mail_from_stays_the_configured_sender(db_url, sm
     settings, engine = make_engine_for(db_url, **smtp_server.env())
     _send(settings, engine, 1)
     assert [m.mail_from for m in smtp_server.messages] == ["no-reply@example.com"]
+
+
+def test_a_bounce_back_before_its_batch_finished_is_answered_451_and_kept_by_the_mta(bounced):
+    settings, engine, receiver = bounced
+    ids = add_entries(engine, "email", 1)  # still Awaiting Send: its sending batch is open
+    verp = VerpAddresses.from_settings(settings)
+    dsn = postfix_dsn(verp.address(ids[0]), make_msgid(), "user0@example.com")
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        receiver.send(verp.address(ids[0]), dsn)
+    assert err.value.smtp_code == 451
+    assert reports(engine) == [] and details(engine, ids)[ids[0]]["state"] == "awaiting_send"
+    _completed(engine, ids)  # the batch finishes; the MTA sends the DSN again
+    receiver.send(verp.address(ids[0]), dsn)
+    assert details(engine, ids)[ids[0]]["error_code"] == "5.1.1"
