@@ -40,10 +40,11 @@ def mta():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def postfix_loop(db_url, mta, make_engine_for):  # type: ignore[no-untyped-def]
+def postfix_loop(sqlite_url, mta, make_engine_for):  # type: ignore[no-untyped-def]
     instance, next_hop, bounce_port = mta
     next_hop.handler.messages.clear()
-    settings, engine = make_engine_for(db_url, **bounce_env(
+    # One database: the receiver's writes are tested on both in test_bounces.py.
+    settings, engine = make_engine_for(sqlite_url, **bounce_env(
         COMMS_BOUNCES_LISTEN_PORT=str(bounce_port),
         COMMS_GATEWAYS_EMAIL_BACKEND="smtp", COMMS_GATEWAYS_EMAIL_HOST="127.0.0.1",
         COMMS_GATEWAYS_EMAIL_PORT=str(instance.port), COMMS_GATEWAYS_EMAIL_TIMEOUT="10"))
