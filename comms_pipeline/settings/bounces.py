@@ -22,3 +22,8 @@ class BounceSettings(BaseModel):
     listen_port: int = Field(2525, ge=0, le=65535)
     #: A returned report is cut at this many bytes (a DSN returns the original's headers).
     max_message_bytes: int = Field(1_048_576, ge=4096)
+    #: The SNS topics whose SES notifications ``POST /feedback/ses`` takes (signature
+    #: checked); empty: the endpoint answers 404.
+    ses_topic_arns: list[str] = Field(default_factory=list)
+    #: Confirm an SNS subscription to one of those topics by fetching its SubscribeURL.
+    ses_confirm_subscriptions: bool = True
