@@ -153,3 +153,23 @@ def test_a_bounce_back_before_its_batch_finished_is_answered_451_and_kept_by_the
     _completed(engine, ids)  # the batch finishes; the MTA sends the DSN again
     receiver.send(verp.address(ids[0]), dsn)
     assert details(engine, ids)[ids[0]]["error_code"] == "5.1.1"
+
+
+def test_with_a_bounce_domain_the_merged_message_id_names_its_entry(sqlite_url,
+                                                                   make_engine_for):
+    from tests.integration.test_email_monitor import details as all_details
+    from tests.integration.test_email_monitor import documents, parse, run, seed
+
+    settings, engine = make_engine_for(sqlite_url, **bounce_env())
+    seed(engine)
+    from comms_pipeline.pipeline.triggers import trigger
+
+    trigger(engine, contact_ref="C-EN", template_code="RECEIPT",
+            entities={"payment": {"number": "P-1", "amount": "€1.00"}})
+    run(settings, engine, "monitor")
+    run(settings, engine, "email-monitor")
+    [detail_id] = all_details(engine)
+    message_id = parse(documents(engine)[detail_id].content)["Message-ID"]
+    assert message_id.endswith(f"@{settings.email.message_id_domain}>")
+    assert VerpAddresses.from_settings(settings).detail_id_from_message_id(message_id) \
+        == detail_id
