@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from comms_pipeline.core.errors import MissingExtraError
+from comms_pipeline.core.errors import GatewayConfigError, MissingExtraError
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +87,14 @@ class BounceSmtpServer:
         return str(self._controller.hostname)
 
     def start(self) -> None:
-        self._controller.start()
+        try:
+            self._controller.start()
+        except OSError as exc:  # the port is taken (another copy?) or not ours to bind
+            self.pool.shutdown(wait=False)
+            where = f"{self._controller.hostname}:{self._controller.port}"
+            raise GatewayConfigError(f"bounces.listen_host/listen_port: cannot listen on "
+                                     f"{where} ({exc.strerror or exc}); free the port or set "
+                                     f"another") from None
 
     def stop(self) -> None:
         try:

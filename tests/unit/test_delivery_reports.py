@@ -106,3 +106,18 @@ def test_message_id_tag_names_its_detail_only_when_signed():
     assert verp.detail_id_from_message_id(message_id) == 77
     assert verp.detail_id_from_message_id(message_id.replace("cp77.", "cp78.")) is None
     assert verp.detail_id_from_message_id(make_msgid(domain="comms.example.com")) is None
+
+
+def test_a_taken_port_is_a_one_line_configuration_error():
+    import socket
+
+    from comms_pipeline.core.errors import GatewayConfigError
+    from comms_pipeline.gateways.bounce_smtp import BounceSmtpServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = BounceSmtpServer("127.0.0.1", taken.getsockname()[1], lambda a: True,
+                                  lambda *a: "250 OK")
+        with pytest.raises(GatewayConfigError, match="cannot listen on 127.0.0.1:"):
+            server.start()
