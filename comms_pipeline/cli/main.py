@@ -90,7 +90,8 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str,
     \b
     Triggers write request headers; `comms job run monitor` expands them into queue entries;
     `comms job run email-monitor` / `letter-monitor` merge documents; daemons
-    (`comms daemon run|start sms|email|letter|storage|push-handset|push-external`) ship them.
+    (`comms daemon run|start sms|email|letter|storage|push-handset|push-external`) ship them;
+    `comms daemon run bounces` takes bounces and complaints back.
     `comms status` shows every stage's backlog; `comms demo` runs it all on local folders.
     """
     configure_logging(log_level, json_logs)

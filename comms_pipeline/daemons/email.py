@@ -1,7 +1,9 @@
 """Email daemon: sends merged emails (.eml documents) through the configured email gateway.
 
 The document bytes of a whole claimed batch are read in one query; the envelope is
-``MAIL FROM`` = the configured sender's address, ``RCPT TO`` = the entry's address. The batch
+``MAIL FROM`` = the configured sender's address (with ``[bounces] domain`` set, a signed VERP
+address per entry, ``bounces+<id>.<sig>@domain``, so its bounce names it), ``RCPT TO`` = the
+entry's address. The message goes out as merged: its recorded Message-ID is kept. The batch
 goes to the gateway in chunks so that a slow (rate-limited) batch keeps its lease alive, a
 shutdown request is honoured between chunks (unsent entries are released, not failed) and a
 batch whose lease was lost (the daemon was frozen and another copy took over) stops there.
@@ -24,6 +26,7 @@ from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_i
 from comms_pipeline.daemons.gateway_pool import GatewayPool, Routed, build_pool
 from comms_pipeline.gateways.protocols import EmailMessage, EmailSender, SendResult
 from comms_pipeline.pipeline.documents import document_contents
+from comms_pipeline.pipeline.verp import VerpAddresses
 from comms_pipeline.queue.claims import Outcome
 
 if TYPE_CHECKING:
@@ -68,6 +71,7 @@ class EmailDaemon(DeliveryHandler):
             "email", settings.gateways.email_pool(), engine,
             lambda cfg, rate: make_email_sender(settings, cfg, rate),
             lambda cfg: cfg.backend == "smtp")
+        self.verp = VerpAddresses.from_settings(settings)
         self.chunk = max(20, 10 * settings.gateways.email.connections)
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
@@ -87,7 +91,8 @@ class EmailDaemon(DeliveryHandler):
                                              "no email address on this entry",
                                              completed_at=utcnow()))
             else:
-                messages.append(EmailMessage(row.id, self.mail_from, (row.address,), data))
+                mail_from = self.verp.address(row.id) if self.verp else self.mail_from
+                messages.append(EmailMessage(row.id, mail_from, (row.address,), data))
                 priorities.append(row.priority)
         sent: list[int] = []
         for m, (res, via) in send_in_chunks(messages, self.send_chunk, ctx, self.chunk,

@@ -27,6 +27,7 @@ from comms_pipeline.pipeline.merge_data import (
     rejected,
 )
 from comms_pipeline.pipeline.tracking import Tracker, record_links
+from comms_pipeline.pipeline.verp import VerpAddresses
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.queue.work_queues import merge_queue
 from comms_pipeline.rendering import TemplateError
@@ -69,6 +70,8 @@ class EmailMonitorJob(MergeJob):
             raise ConfigError(f"email settings: {exc}") from None
         self.tracker = Tracker(settings)
         self._tracked: set[int] = set()
+        #: With a bounce domain, each Message-ID carries its detail's signed id (bounces).
+        self.verp = VerpAddresses.from_settings(settings)
 
     def produce(self, merged: list[Merged], batch: MergeBatch,
                 ctx: BatchContext) -> list[Outcome]:
@@ -112,6 +115,7 @@ class EmailMonitorJob(MergeJob):
                 sender=self.sender, reply_to=self.reply_to, to=to, subject=item.subject,
                 text=text, html=html, message_id_domain=self.settings.email.message_id_domain,
                 unsubscribe_url=unsubscribe,
+                message_id_tag=self.verp.message_id_tag(row.id) if self.verp else None,
             ))
         except HeaderInjection as exc:  # a value that would have written a header of its own
             raise MergeRejected(ErrorCode.HEADER_INJECTION, f"{exc}; the email was not sent") \

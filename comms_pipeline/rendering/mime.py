@@ -196,12 +196,15 @@ class MessageSpec:
     message_id_domain: str = "localhost"
     unsubscribe_url: str | None = None
     date: datetime | None = None
+    #: Carried in the Message-ID (``make_msgid``'s idstring): how a bounce names its message.
+    message_id_tag: str | None = None
 
 
 def build_message(spec: MessageSpec) -> tuple[bytes, str]:
     """The message as bytes (CRLF, ready for SMTP) and its Message-ID."""
     msg = EmailMessage(policy=POLICY)
-    message_id = make_msgid(domain=clean_header_text(spec.message_id_domain) or "localhost")
+    message_id = make_msgid(idstring=spec.message_id_tag,
+                            domain=clean_header_text(spec.message_id_domain) or "localhost")
     msg["Message-ID"] = message_id
     msg["Date"] = format_datetime(spec.date or datetime.now(UTC))
     msg["From"] = spec.sender

@@ -10,16 +10,30 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from comms_pipeline.core.errors import UnknownNameError
 from comms_pipeline.core.stages import DAEMON_NAMES, JOB_NAMES
 
 if TYPE_CHECKING:
+    import threading
+
     from sqlalchemy.engine import Engine
 
     from comms_pipeline.queue.runner import Handler
     from comms_pipeline.settings.config import Settings
+
+
+class Listener(Protocol):
+    """A daemon that serves a port instead of claiming rows (the bounce receiver)."""
+
+    name: str
+
+    def serve(self, stop: threading.Event, once: bool = False) -> int:
+        """Serve until ``stop`` is set; what it received."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -28,11 +42,18 @@ class Stage:
     kind: Literal["job", "daemon"]
     #: ``module:Class`` of the handler; the class takes ``(settings, engine)``.
     target: str
+    #: A listener (:class:`Listener`): it serves a port and claims no rows.
+    listens: bool = False
 
     def build(self, settings: Settings, engine: Engine) -> Handler:
         module, _, attr = self.target.partition(":")
         handler: Handler = getattr(importlib.import_module(module), attr)(settings, engine)
         return handler
+
+    def build_listener(self, settings: Settings, engine: Engine) -> Listener:
+        module, _, attr = self.target.partition(":")
+        listener: Listener = getattr(importlib.import_module(module), attr)(settings, engine)
+        return listener
 
     def batch_size(self, settings: Settings) -> int:
         """Rows claimed per transaction: the monitor's own setting, else the daemons'."""
@@ -51,6 +72,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("storage", "daemon", "comms_pipeline.daemons.storage:StorageDaemon"),
     Stage("push-handset", "daemon", "comms_pipeline.daemons.push_handset:PushHandsetDaemon"),
     Stage("push-external", "daemon", "comms_pipeline.daemons.push_external:PushExternalDaemon"),
+    Stage("bounces", "daemon", "comms_pipeline.daemons.bounces:BounceDaemon", listens=True),
 )}
 JOBS = {n: s for n, s in STAGES.items() if s.kind == "job"}
 DAEMONS = {n: s for n, s in STAGES.items() if s.kind == "daemon"}

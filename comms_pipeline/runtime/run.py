@@ -81,6 +81,8 @@ class RunReport:
 
 def stage_backlog(name: str, settings: Settings, engine: Engine) -> int:
     """Rows waiting for stage ``name`` (what a progress bar counts down)."""
+    if stage(name).listens:
+        return 0  # a listener has no backlog: what it takes comes over the network
     handler = stage(name).build(settings, engine)
     try:
         with engine.connect() as conn:
@@ -99,6 +101,8 @@ def run_stage(name: str, settings: Settings, engine: Engine, *, once: bool = Tru
     then waits for new work: woken by its queue's notifications on PostgreSQL (``[daemons]
     listen``), else every ``poll_interval``."""
     found = stage(name)
+    if found.listens:
+        return _listen(name, settings, engine, once=once, signals=signals)
     handler = found.build(settings, engine)
     runner = Runner(settings, engine, handler, batch_size=batch_size or found.batch_size(settings),
                     once=once, on_progress=on_progress, listen=not once)
@@ -108,6 +112,24 @@ def run_stage(name: str, settings: Settings, engine: Engine, *, once: bool = Tru
     return RunReport(name, handled=runner.processed, retried=runner.retried,
                      refused=runner.refused, failed_batches=runner.failed_batches,
                      outcomes=dict(runner.outcomes), interrupted=runner.stop_event.is_set())
+
+
+def _listen(name: str, settings: Settings, engine: Engine, *, once: bool,
+            signals: bool) -> RunReport:
+    """Run a listener (the bounce receiver) until SIGTERM; ``once``: bind and return."""
+    import signal
+    import threading
+
+    listener = stage(name).build_listener(settings, engine)
+    stop = threading.Event()
+    if signals and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    try:
+        received = listener.serve(stop, once=once)
+    finally:
+        listener.close()
+    return RunReport(name, handled=received, outcomes={"received": received} if received else {})
 
 
 def run_job(name: str, settings: Settings, engine: Engine, *, batch_size: int | None = None,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from comms_pipeline.core.cron import check_cron
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.stages import JOB_NAMES
+from comms_pipeline.settings.bounces import BounceSettings
 from comms_pipeline.settings.entity_sources import EntitySource
 from comms_pipeline.settings.gateways import GatewaysSettings
 from comms_pipeline.settings.links import LinkSettings
@@ -211,6 +212,7 @@ class Settings(_Section):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     suppressions: SuppressionSettings = Field(default_factory=SuppressionSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    bounces: BounceSettings = Field(default_factory=BounceSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 

@@ -606,6 +606,30 @@ class SoftBounce(Base):
     at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class FeedbackReport(Base):
+    """A bounce (DSN) or complaint (ARF) that came back, or a provider's event about one.
+
+    Matched reports name their detail (its history of what came back after the send);
+    unmatched or malformed ones are kept too, with why (``problem``) and the report itself
+    (``raw``, cut), so that nothing that came back is lost unexplained.
+    """
+
+    __tablename__ = "feedback_reports"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    detail_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    status: Mapped[str | None] = mapped_column(String(16))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    #: What it did to the entry: rejected, recorded (no state change), unmatched, malformed.
+    outcome: Mapped[str] = mapped_column(String(16))
+    problem: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 def _table(model: type[Base]) -> Table:
     """A model's table, typed as a Table (SQLAlchemy types ``__table__`` as a FromClause)."""
     return cast(Table, model.__table__)
@@ -643,3 +667,4 @@ sms_parts_t = _table(SmsPart)
 sms_receipts_t = _table(SmsReceipt)
 suppressions_t = _table(Suppression)
 soft_bounces_t = _table(SoftBounce)
+feedback_t = _table(FeedbackReport)

@@ -11,6 +11,11 @@ from typing import Any
 from fastapi import FastAPI
 
 DESCRIPTIONS: dict[tuple[str, str], str] = {
+    ("POST", "/feedback/ses"):
+        "Amazon SES bounce and complaint notifications, as SNS posts them (no API key: the "
+        "SNS signature and a topic listed in `[bounces] ses_topic_arns` authenticate it). A "
+        "Permanent bounce turns its Completed email entry Rejected with the DSN status; "
+        "subscription confirmations are confirmed. 403 for a bad signature or topic.",
     ("GET", "/health"):
         "Liveness: 200 when the process answers and the database answers `SELECT 1`, 503 "
         "otherwise. No key needed. See `/ready` for the schema check.",
