@@ -8,4 +8,5 @@ importing any stage.
 from __future__ import annotations
 
 JOB_NAMES = ("monitor", "email-monitor", "letter-monitor", "expiry-sweep")
-DAEMON_NAMES = ("sms", "email", "letter", "storage", "push-handset", "push-external")
+DAEMON_NAMES = ("sms", "email", "letter", "storage", "push-handset", "push-external",
+                "callbacks")

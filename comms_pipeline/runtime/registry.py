@@ -51,6 +51,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("storage", "daemon", "comms_pipeline.daemons.storage:StorageDaemon"),
     Stage("push-handset", "daemon", "comms_pipeline.daemons.push_handset:PushHandsetDaemon"),
     Stage("push-external", "daemon", "comms_pipeline.daemons.push_external:PushExternalDaemon"),
+    Stage("callbacks", "daemon", "comms_pipeline.daemons.callbacks:CallbacksDaemon"),
 )}
 JOBS = {n: s for n, s in STAGES.items() if s.kind == "job"}
 DAEMONS = {n: s for n, s in STAGES.items() if s.kind == "daemon"}

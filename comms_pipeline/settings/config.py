@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from comms_pipeline.core.cron import check_cron
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.stages import JOB_NAMES
+from comms_pipeline.settings.callbacks import CallbackSettings
 from comms_pipeline.settings.entity_sources import EntitySource
 from comms_pipeline.settings.gateways import GatewaysSettings
 from comms_pipeline.settings.links import LinkSettings
@@ -196,6 +197,7 @@ class Settings(_Section):
     links: LinkSettings = Field(default_factory=LinkSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 
