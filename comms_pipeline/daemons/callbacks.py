@@ -124,7 +124,7 @@ class CallbacksDaemon:
     def _outcome(self, row: Row, res: SendResult | GatewayError, now: Any) -> Outcome:
         if isinstance(res, SendResult):
             log.info("callback.sent", event_id=row.id, endpoint=row.endpoint_id,
-                     event=row.event, reply=res.reply)
+                     kind=row.event, reply=res.reply)
             return Outcome.done(row.id, DELIVERED, delivered_at=now, error_code=None,
                                 error_description=None)
         if res.code in ENDPOINT_ERRORS:
