@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from comms_pipeline.cli.common import AppContext, pass_app
+from comms_pipeline.core.errors import CommsError
 from comms_pipeline.pipeline import apikeys
 from comms_pipeline.pipeline import callback_endpoints as endpoints
 from comms_pipeline.queue.callbacks import EVENTS
@@ -38,9 +39,12 @@ def _system(conn: Connection, code: str) -> int:
 def callbacks_add(app: AppContext, code: str, url: str, events: str,
                   secret: str | None) -> None:
     """Send external system CODE's status events to URL."""
-    with app.engine.begin() as conn:
-        endpoint_id, secret = endpoints.add_endpoint(conn, _system(conn, code), url, events,
-                                                     secret=secret)
+    try:
+        with app.engine.begin() as conn:
+            endpoint_id, secret = endpoints.add_endpoint(conn, _system(conn, code), url,
+                                                         events, secret=secret)
+    except CommsError as exc:  # an unknown event, a URL that is not http(s)
+        raise click.ClickException(str(exc)) from None
     click.echo(f"callback endpoint {endpoint_id} added for {code}")
     click.echo("signing secret (shown once; give it to the system to verify signatures):")
     click.echo(f"  {secret}")

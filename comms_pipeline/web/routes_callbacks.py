@@ -31,7 +31,9 @@ EndpointId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The endpoint's
 
 
 class CallbackBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"url": "https://portal.example.com/comms/callbacks",
+         "events": ["accepted", "rejected", "delivered", "bounced"]}]})
 
     url: str = Field(max_length=2000, pattern=r"^https?://[^\x00\s]+$",
                      description="Where the events are POSTed (http or https)")
