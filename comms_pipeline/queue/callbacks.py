@@ -46,6 +46,7 @@ from sqlalchemy import (
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import PENDING_STATES, DetailState, HeaderStatus, public_state
+from comms_pipeline.store.dialect import is_postgres
 from comms_pipeline.store.models import (
     callback_endpoints_t,
     callback_outbox_t,
@@ -236,6 +237,12 @@ def enqueue_events(conn: Connection, detail_ids: Iterable[int], event: str, *,
     if not wanted:
         return 0
     e, h, d = callback_endpoints_t, headers_t, details_t
+    if is_postgres(conn):
+        # Events written outside a change of state (an open, a receipt, a bounce) take the
+        # entry's row lock first, as every change of state does: two of them at once would
+        # otherwise number their events alike.
+        conn.execute(select(d.c.id).where(d.c.id.in_(ids)).order_by(d.c.id)
+                     .with_for_update())
     public = case({s.value: public_state(s).value for s in DetailState}, value=d.c.state)
     source = (select(e.c.id, literal("detail", String), d.c.id, d.c.header_id, d.c.id,
                      literal(event, String), public, literal(code, String),

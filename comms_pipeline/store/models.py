@@ -526,7 +526,9 @@ class CallbackEvent(ClaimColumns, Base):
         Index("ix_callback_outbox_work", "state", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(ForeignKey("callback_endpoints.id"))
+    #: No foreign key: an endpoint removed while a change is being written must not make
+    #: that change fail (its stray events are never claimed: see ``queue.callbacks``).
+    endpoint_id: Mapped[int] = mapped_column(BigInteger)
     #: The entry whose events are ordered: a ``detail`` or (a request's own fate) a ``header``.
     entry_kind: Mapped[str] = mapped_column(String(8))
     entry_id: Mapped[int] = mapped_column(BigInteger)

@@ -47,7 +47,7 @@ def upgrade() -> None:
                               unique=False)
     op.create_table('callback_outbox',
     sa.Column('id', BIG_ID, nullable=False),
-    sa.Column('endpoint_id', BIG_ID, nullable=False),
+    sa.Column('endpoint_id', sa.BigInteger(), nullable=False),
     sa.Column('entry_kind', sa.String(length=8), nullable=False),
     sa.Column('entry_id', sa.BigInteger(), nullable=False),
     sa.Column('header_id', sa.BigInteger(), nullable=True),
@@ -66,8 +66,6 @@ def upgrade() -> None:
     sa.Column('lease_until', sa.DateTime(), nullable=True),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['endpoint_id'], ['callback_endpoints.id'],
-                            name=op.f('fk_callback_outbox_endpoint_id_callback_endpoints')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_callback_outbox')),
     sa.UniqueConstraint('endpoint_id', 'entry_kind', 'entry_id', 'seq',
                         name=op.f('uq_callback_outbox_endpoint_id'))
