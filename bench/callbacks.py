@@ -69,6 +69,33 @@ def _monitor(settings, engine, n: int, label: str) -> float:  # type: ignore[no-
     return rate
 
 
+def _hook_ms(engine) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The outbox insert of one batch of 1,000 details, timed alone (the monitor's rate on a
+    shared machine varies more than the hook costs): as births, and as a later move (which
+    looks up each entry's last sequence number)."""
+    import statistics
+    import time
+
+    from comms_pipeline.queue.callbacks import on_move
+
+    with engine.connect() as conn:
+        ids = list(conn.execute(select(details_t.c.id).order_by(details_t.c.id.desc())
+                                .limit(1000)).scalars())
+    out = {}
+    for label, old in (("births", None), ("moves", "rejected")):
+        times = []
+        for _ in range(5):
+            with engine.connect() as conn, conn.begin() as tx:
+                conn.execute(callback_outbox_t.delete().where(
+                    callback_outbox_t.c.detail_id.in_(ids)))
+                started = time.perf_counter()
+                on_move(conn, "detail", old, "awaiting_send", ids)
+                times.append((time.perf_counter() - started) * 1000)
+                tx.rollback()
+        out[label] = statistics.median(times)
+    return out
+
+
 def bench(backend: str, n: int) -> dict:
     url = fresh_database(backend, f"comms_bench_callbacks_{backend}")
     upgrade(url)
@@ -94,6 +121,10 @@ def bench(backend: str, n: int) -> dict:
         add_endpoint(conn, mine, f"http://127.0.0.1:{server.server_port}/cb", "all",
                      secret=new_secret())
     result["mine"] = _monitor(settings, engine, n, "the requester's endpoint")
+    result["hook_ms"] = _hook_ms(engine)
+    print(f"  the outbox insert alone, per batch of 1,000 (median of 5, rolled back): "
+          f"births {result['hook_ms']['births']:.1f} ms, "
+          f"moves {result['hook_ms']['moves']:.1f} ms")
     print(f"  cost: another system's endpoint {1 - result['other'] / result['none']:+.1%}, "
           f"the requester's {1 - result['mine'] / result['none']:+.1%} of the monitor's rate")
     runner = Runner(settings, engine, CallbacksDaemon(settings, engine), batch_size=100,
