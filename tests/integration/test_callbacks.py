@@ -315,3 +315,25 @@ def test_events_arrive_in_order_after_the_daemon_is_killed_between_events(receiv
         assert [s for s, _ in seq] == list(range(1, len(seq) + 1))
     ids = [json.loads(r.body)["data"]["request_id"] for r in other.delivered]
     assert set(ids).isdisjoint(headers)
+
+
+def test_a_request_with_no_communication_and_tracking_events_are_told(receivers, cb_env):
+    from comms_pipeline.pipeline.tracking import record_open
+
+    mine, other = receivers
+    settings, engine = cb_env()
+    portal, crm = setup_systems(engine, mine, other)
+    with engine.begin() as conn:
+        factories.contact(conn, ref="C-2", phone=None)
+    nowhere = trigger(engine, contact_ref="C-2", template_code="SMS_HELLO",
+                      requested_by_system_id=portal)
+    headers, _, first = make_traffic(settings, engine, portal, crm)
+    with engine.begin() as conn:
+        assert record_open(conn, first, "Mozilla/5.0")
+    run_callbacks(settings, engine)
+    got = {(r.json()["data"]["request_id"], r.json()["data"]["detail_id"],
+            r.json()["data"]["event"]): r.json()["data"] for r in mine.delivered}
+    rejected = got[(nowhere, None, "rejected")]
+    assert rejected["code"] and rejected["state"] == "not_sent"
+    assert [s for s, e in events_by_entry(mine)[(headers[0], first)]] == [1, 2, 3, 4]
+    assert events_by_entry(mine)[(headers[0], first)][-1] == (4, "opened")
