@@ -163,7 +163,7 @@ DOCUMENTS = StateMachine(
 #: The callback outbox (:mod:`.callbacks`): an event is pending until delivered; after the
 #: last attempt of its schedule it is failed, and the next event of its entry goes. Rows are
 #: born pending by the hooks above, in one ``INSERT … SELECT`` per batch, with no history
-#: row (the outbox row is its own record); an operator may send a failed one again.
+#: row (the outbox row is its own record).
 CALLBACKS = StateMachine(
     kind="callback",
     table=callback_outbox_t,
@@ -171,8 +171,7 @@ CALLBACKS = StateMachine(
     error_columns=("error_code", "error_description"),
     failed_state=callbacks.FAILED,
     births=frozenset({callbacks.PENDING}),
-    moves={callbacks.PENDING: frozenset({callbacks.DELIVERED, callbacks.FAILED}),
-           callbacks.FAILED: frozenset({callbacks.PENDING})},
+    moves={callbacks.PENDING: frozenset({callbacks.DELIVERED, callbacks.FAILED})},
 )
 
 MACHINES = {m.kind: m for m in (HEADERS, DETAILS, DOCUMENTS, CALLBACKS)}
