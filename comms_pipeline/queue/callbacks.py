@@ -8,7 +8,7 @@ a rolled-back change sends none. The callbacks daemon (:mod:`comms_pipeline.daem
 delivers the rows, in ``seq`` order per entry.
 
 The hook is on every hot path (the Comms Monitor's births, every daemon's finish), so it is
-cheap when there is nothing to do: the enabled endpoints are read once per process every
+cheap when there is nothing to do: the registered endpoints are read once per process every
 :data:`CACHE_SECONDS` and a batch whose event no endpoint wants costs no statement; when one
 does, the whole batch is one ``INSERT … SELECT``. An endpoint registered in another process
 is seen by a running one within :data:`CACHE_SECONDS`.
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 #: The events a client system may ask for.
 EVENTS = ("accepted", "rejected", "delivered", "bounced", "complained", "opened", "clicked",
           "expired", "completed", "removed")
-#: How long a process trusts its list of enabled endpoints.
+#: How long a process trusts its list of registered endpoints.
 CACHE_SECONDS = 2.0
 #: The outbox rows' states (the machine in :mod:`.machine` declares the moves).
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -129,8 +129,9 @@ def _endpoints(conn: Connection) -> tuple[_Endpoint, ...]:
     if hit is not None and now - hit[0] < CACHE_SECONDS:
         return hit[1]
     e = callback_endpoints_t
-    rows = conn.execute(select(e.c.id, e.c.system_id, e.c.events)
-                        .where(e.c.enabled.is_(True))).all()
+    # Disabled endpoints too: their events wait in the outbox, and are sent from where they
+    # stopped once the endpoint is enabled again (removing an endpoint drops them).
+    rows = conn.execute(select(e.c.id, e.c.system_id, e.c.events)).all()
     found = tuple(_Endpoint(r.id, r.system_id, frozenset(r.events.split(","))) for r in rows)
     with _cache_lock:
         _cache[key] = (now, found)
@@ -177,7 +178,7 @@ def _insert(conn: Connection, source: Any) -> int:
 
 def on_move(conn: Connection, kind: str, old: str | None, new: str, ids: list[int]) -> int:
     """A state machine's move hook: the events of ``ids`` (headers or details) that moved
-    ``old`` -> ``new``, for every enabled endpoint of their system that wants them.
+    ``old`` -> ``new``, for every endpoint of their system that wants them.
     Returns the rows written (0 without a statement when no endpoint wants the event)."""
     event = (detail_event if kind == "detail" else header_event)(old, new)
     if event is None or not ids:

@@ -211,7 +211,7 @@ def test_an_endpoint_is_disabled_after_a_run_of_failures_and_resumes_when_enable
     settings, engine = cb_env(COMMS_CALLBACKS_DISABLE_AFTER_FAILURES="3",
                               COMMS_DAEMONS_BATCH_SIZE="2")
     portal, crm = setup_systems(engine, mine, other)
-    make_traffic(settings, engine, portal, crm)
+    _, _, first = make_traffic(settings, engine, portal, crm)
     mine.fail_next(500, times=50)
     o = callback_outbox_t
     for _ in range(3):
@@ -228,12 +228,15 @@ def test_an_endpoint_is_disabled_after_a_run_of_failures_and_resumes_when_enable
     run_callbacks(settings, engine)
     assert len(mine.requests) == asked  # a disabled endpoint is not called
 
+    forget_endpoints()
+    with engine.begin() as conn:  # a change while it is disabled is kept for it
+        assert enqueue_event(conn, detail_id=first, event="clicked") == 1
     mine._failures.clear()
     with engine.begin() as conn:
         assert enable_endpoint(conn, endpoint.id)
     run_callbacks(settings, engine)
     assert {r.state for r in outbox(engine)} == {"delivered"}
-    assert sum(len(v) for v in events_by_entry(mine).values()) == 7
+    assert sum(len(v) for v in events_by_entry(mine).values()) == 8
 
 
 def test_a_4xx_fails_the_event_at_once_and_the_entry_goes_on(receivers, cb_env):
