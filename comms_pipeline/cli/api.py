@@ -194,3 +194,12 @@ def keys_revoke(app: AppContext, prefix: str) -> None:
         if not apikeys.revoke_key(conn, prefix):
             raise click.ClickException(f"no active key with prefix {prefix!r}")
     click.echo(f"key {prefix} revoked")
+
+
+def _add_callbacks() -> None:
+    from comms_pipeline.cli.callbacks import callbacks
+
+    external_systems.add_command(callbacks)
+
+
+_add_callbacks()

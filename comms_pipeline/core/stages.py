@@ -9,4 +9,4 @@ from __future__ import annotations
 
 JOB_NAMES = ("monitor", "email-monitor", "letter-monitor", "expiry-sweep")
 DAEMON_NAMES = ("sms", "email", "letter", "storage", "push-handset", "push-external",
-                "bounces")
+                "bounces", "callbacks")

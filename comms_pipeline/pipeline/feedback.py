@@ -29,6 +29,7 @@ from sqlalchemy import insert, select
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.feedback_events import FeedbackEvent
 from comms_pipeline.core.states import DetailState, Media
+from comms_pipeline.pipeline.feedback_callbacks import callback_on_feedback
 from comms_pipeline.pipeline.feedback_suppressions import suppress_on_feedback
 from comms_pipeline.queue.claims import transition_rows
 from comms_pipeline.queue.metrics import PROCESS
@@ -77,7 +78,7 @@ class FeedbackResult:
 #: ``hook(conn, event, result)``: runs for every event after it is recorded, in its
 #: transaction -- where the suppression list and the client systems' callbacks plug in.
 FeedbackHook = Callable[["Connection", FeedbackEvent, FeedbackResult], None]
-FEEDBACK_HOOKS: list[FeedbackHook] = [suppress_on_feedback]
+FEEDBACK_HOOKS: list[FeedbackHook] = [suppress_on_feedback, callback_on_feedback]
 
 
 def _email_detail(conn: Connection, detail_id: int | None) -> tuple[int, str] | None:

@@ -36,6 +36,7 @@ from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.states import DetailState, Media
 from comms_pipeline.gateways.smpp_receipts import FAILED, Receipt
 from comms_pipeline.pipeline.suppressions import DeadTarget, suppress_dead
+from comms_pipeline.queue.callbacks import enqueue_events
 from comms_pipeline.queue.claims import transition_rows
 from comms_pipeline.queue.work_queues import detail_queue
 from comms_pipeline.store.dialect import is_postgres
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _RANK = {"ENROUTE": 0, "ACCEPTD": 0, "UNKNOWN": 1, "DELIVRD": 2}
+DELIVERED = "DELIVRD"
 _CHUNK = 400
 
 
@@ -127,6 +129,7 @@ def apply_receipts(conn: Connection, receipts: Sequence[Receipt], fmt: str = "ex
     puts the detail's number on the suppression list.
     """
     hits = _find(conn, receipts, fmt, may_convert)
+    firsts = {hit[0]: hit[1] for hit in hits.values()}  # each detail's status before these
     updates: dict[int, dict] = {}
     part_updates: list[dict] = []
     unmatched = []
@@ -156,6 +159,9 @@ def apply_receipts(conn: Connection, receipts: Sequence[Receipt], fmt: str = "ex
     _reject_failed(conn, updates)
     if dead:
         _suppress_numbers(conn, dead)
+    delivered = [i for i, v in updates.items() if v.get("gateway_status") == DELIVERED
+                 and firsts.get(i) != DELIVERED]
+    enqueue_events(conn, delivered, "delivered", code=DELIVERED)
     return unmatched
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import case, exists, func, insert, literal, select
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline.links import link_secret
+from comms_pipeline.queue.callbacks import enqueue_event
 from comms_pipeline.rendering import TemplateError
 from comms_pipeline.rendering.sandbox import Budget, SandboxError
 from comms_pipeline.store.models import (
@@ -227,6 +228,8 @@ def record_open(conn: Connection, detail_id: int, user_agent: str | None) -> boo
                       literal(utcnow())).where(exists().where(details_t.c.id == detail_id))
     result = conn.execute(insert(events_t).from_select(
         ["detail_id", "kind", "user_agent", "at"], exists_q))
+    if result.rowcount > 0:
+        enqueue_event(conn, detail_id=detail_id, event="opened")
     return result.rowcount > 0
 
 
@@ -239,6 +242,8 @@ def record_click(conn: Connection, link_id: str, user_agent: str | None) -> str 
     conn.execute(insert(events_t).values(detail_id=link.detail_id, kind="click",
                                          link_id=link_id, user_agent=_ua(user_agent),
                                          at=utcnow()))
+    enqueue_event(conn, detail_id=link.detail_id, event="clicked",
+                  details={"link_id": link_id})
     return str(link.url)
 
 

@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from comms_pipeline.queue.claims import record_transitions, record_transitions_from
+from comms_pipeline.queue.claims import (
+    births_moved,
+    record_transitions,
+    record_transitions_from,
+)
 from comms_pipeline.store.dialect import insert_for
 
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ def insert_new(conn: Connection, machine: StateMachine, rows: Sequence[Mapping[s
     else:
         made = conn.execute(returning, [dict(r) for r in rows]).all()
     record_transitions(conn, machine.kind, [(r[0], None, r[1]) for r in made], actor)
+    births_moved(conn, machine, [(r[0], r[1]) for r in made])
     return [r[0] for r in made]
 
 

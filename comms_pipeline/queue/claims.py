@@ -178,7 +178,20 @@ def insert_with_history(conn: Connection, machine: StateMachine,
         {"kind": machine.kind, "row_id": i, "from_state": None, "to_state": row[state_key],
          "actor": actor, "code": row.get(code_key), "at": at}
         for i, row in zip(ids, rows, strict=True)])
+    births_moved(conn, machine, zip(ids, (row[state_key] for row in rows), strict=True))
     return ids
+
+
+def births_moved(conn: Connection, machine: StateMachine,
+                  born: Iterable[tuple[int, str]]) -> None:
+    """Run the machine's move hooks for rows just born, one call per birth state."""
+    if not machine.on_move:
+        return
+    by_state: dict[str, list[int]] = {}
+    for row_id, state in born:
+        by_state.setdefault(state, []).append(row_id)
+    for state, ids in by_state.items():
+        machine.moved(conn, None, state, ids)
 
 
 def record_transitions_from(conn: Connection, kind: str, table: Table,
@@ -398,7 +411,7 @@ class Claimer:
         for (old, new, code), ids in changes.items():
             record_transitions_from(conn, queue.kind, t, t.c.id.in_(ids), old, new,
                                     self.worker_id, code, now)
-            queue.machine.changed(conn, new, ids)
+            queue.machine.changed(conn, new, ids, old)
 
     def _values_for(self, queue: WorkQueue, o: Outcome, row: Row, now) -> tuple[dict, str | None]:
         values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
@@ -527,7 +540,11 @@ def transition_rows(conn: Connection, queue: WorkQueue, where: ColumnElement[boo
     conn.execute(update(t).where(and_(t.c.id.in_(ids))).values(vals))
     record_transitions(conn, queue.kind, [(r.id, r[1], new_state) for r in rows], actor, code,
                        now)
-    queue.machine.changed(conn, new_state, ids)
+    by_old: dict[str | None, list[int]] = {}
+    for r in rows:
+        by_old.setdefault(r[1], []).append(r.id)
+    for old, moved in by_old.items():
+        queue.machine.changed(conn, new_state, moved, old)
     return ids
 
 

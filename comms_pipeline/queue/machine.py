@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import DetailState as D
 from comms_pipeline.core.states import HeaderStatus as H
+from comms_pipeline.queue import callbacks
 from comms_pipeline.queue.hooks import log_sends_on_change
-from comms_pipeline.store.models import details_t, documents_t, headers_t
+from comms_pipeline.store.models import callback_outbox_t, details_t, documents_t, headers_t
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 
 #: ``hook(conn, new_state, ids)``: runs in the transaction that moved ``ids`` to ``new_state``.
 ChangeHook = Callable[["Connection", str, list[int]], None]
+#: ``hook(conn, old_state, new_state, ids)``: the same, knowing where the rows came from
+#: (``old_state`` None: they were born), births included.
+MoveHook = Callable[["Connection", "str | None", str, list[int]], None]
 
 
 class IllegalTransition(CommsError):
@@ -71,6 +75,8 @@ class StateMachine:
     moves: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: Run, in the changing transaction, for every change of state (after history is written).
     on_change: tuple[ChangeHook, ...] = ()
+    #: Run, in the changing transaction, for every move and every birth (callbacks' outbox).
+    on_move: tuple[MoveHook, ...] = ()
 
     def allows(self, old: str | None, new: str) -> bool:
         if old is None:
@@ -88,9 +94,19 @@ class StateMachine:
         """Whether moving ``old`` -> ``new`` enters a new stage (attempts start afresh)."""
         return new is not None and new != old and new in self.stages
 
-    def changed(self, conn: Connection, new_state: str, ids: list[int]) -> None:
+    def changed(self, conn: Connection, new_state: str, ids: list[int],
+                old_state: str | None = None) -> None:
+        """Rows ``ids`` moved from ``old_state`` to ``new_state`` (in this transaction)."""
         for hook in self.on_change:
             hook(conn, new_state, ids)
+        self.moved(conn, old_state, new_state, ids)
+
+    def moved(self, conn: Connection, old_state: str | None, new_state: str,
+              ids: list[int]) -> None:
+        """Only the move hooks: births (``old_state`` None) and the moves above."""
+        if old_state != new_state:
+            for hook in self.on_move:
+                hook(conn, old_state, new_state, ids)
 
 
 _PENDING = (D.AWAITING_MERGE, D.AWAITING_SEND, D.AWAITING_EXTERNAL)
@@ -111,6 +127,7 @@ HEADERS = StateMachine(
                                           H.CANCELLED}),
         H.ERROR: frozenset({H.AWAITING_PROCESSING}),
     },
+    on_move=(callbacks.header_moves_hook,),
 )
 
 DETAILS = StateMachine(
@@ -132,6 +149,7 @@ DETAILS = StateMachine(
         D.EXPIRED: _RETRIABLE,
     },
     on_change=(log_sends_on_change,),
+    on_move=(callbacks.detail_moves_hook,),
 )
 
 DOCUMENTS = StateMachine(
@@ -142,4 +160,18 @@ DOCUMENTS = StateMachine(
     failed_state=None,
 )
 
-MACHINES = {m.kind: m for m in (HEADERS, DETAILS, DOCUMENTS)}
+#: The callback outbox (:mod:`.callbacks`): an event is pending until delivered; after the
+#: last attempt of its schedule it is failed, and the next event of its entry goes. Rows are
+#: born pending by the hooks above, in one ``INSERT … SELECT`` per batch, with no history
+#: row (the outbox row is its own record).
+CALLBACKS = StateMachine(
+    kind="callback",
+    table=callback_outbox_t,
+    state_column="state",
+    error_columns=("error_code", "error_description"),
+    failed_state=callbacks.FAILED,
+    births=frozenset({callbacks.PENDING}),
+    moves={callbacks.PENDING: frozenset({callbacks.DELIVERED, callbacks.FAILED})},
+)
+
+MACHINES = {m.kind: m for m in (HEADERS, DETAILS, DOCUMENTS, CALLBACKS)}

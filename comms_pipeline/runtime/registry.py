@@ -73,6 +73,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("push-handset", "daemon", "comms_pipeline.daemons.push_handset:PushHandsetDaemon"),
     Stage("push-external", "daemon", "comms_pipeline.daemons.push_external:PushExternalDaemon"),
     Stage("bounces", "daemon", "comms_pipeline.daemons.bounces:BounceDaemon", listens=True),
+    Stage("callbacks", "daemon", "comms_pipeline.daemons.callbacks:CallbacksDaemon"),
 )}
 JOBS = {n: s for n, s in STAGES.items() if s.kind == "job"}
 DAEMONS = {n: s for n, s in STAGES.items() if s.kind == "daemon"}

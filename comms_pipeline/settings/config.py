@@ -22,6 +22,7 @@ from comms_pipeline.core.cron import check_cron
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.stages import JOB_NAMES
 from comms_pipeline.settings.bounces import BounceSettings
+from comms_pipeline.settings.callbacks import CallbackSettings
 from comms_pipeline.settings.entity_sources import EntitySource
 from comms_pipeline.settings.gateways import GatewaysSettings
 from comms_pipeline.settings.links import LinkSettings
@@ -213,6 +214,7 @@ class Settings(_Section):
     suppressions: SuppressionSettings = Field(default_factory=SuppressionSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     bounces: BounceSettings = Field(default_factory=BounceSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
     source: str = "defaults"
 

@@ -630,6 +630,59 @@ class FeedbackReport(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class CallbackEndpoint(Base):
+    """A client system's callback URL: the status events of its communications it wants."""
+
+    __tablename__ = "callback_endpoints"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    system_id: Mapped[int] = mapped_column(ForeignKey("external_systems.id"), index=True)
+    #: The API key that registered it (None: an operator, through the CLI).
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    #: The events wanted, comma-separated (``accepted,rejected,...``).
+    events: Mapped[str] = mapped_column(String(400))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+
+
+class CallbackEvent(ClaimColumns, Base):
+    """The callback outbox: one status event for one endpoint, written in the transaction
+    that changed the state, delivered (at least once, in ``seq`` order per entry) by the
+    callbacks daemon."""
+
+    __tablename__ = "callback_outbox"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "entry_kind", "entry_id", "seq"),
+        Index("ix_callback_outbox_work", "state", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: No foreign key: an endpoint removed while a change is being written must not make
+    #: that change fail (its stray events are never claimed: see ``queue.callbacks``).
+    endpoint_id: Mapped[int] = mapped_column(BigInteger)
+    #: The entry whose events are ordered: a ``detail`` or (a request's own fate) a ``header``.
+    entry_kind: Mapped[str] = mapped_column(String(8))
+    entry_id: Mapped[int] = mapped_column(BigInteger)
+    header_id: Mapped[int | None] = mapped_column(BigInteger)
+    detail_id: Mapped[int | None] = mapped_column(BigInteger)
+    event: Mapped[str] = mapped_column(String(16))
+    #: The entry's state after the change (a detail's public state, a header's status).
+    entry_state: Mapped[str | None] = mapped_column(String(32))
+    code: Mapped[str | None] = mapped_column(String(64))
+    #: Extra fields of the event (ids, codes, timestamps only).
+    payload: Mapped[dict | None] = mapped_column(JSON)
+    seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending",
+                                       server_default="pending")
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 def _table(model: type[Base]) -> Table:
     """A model's table, typed as a Table (SQLAlchemy types ``__table__`` as a FromClause)."""
     return cast(Table, model.__table__)
@@ -668,3 +721,7 @@ sms_receipts_t = _table(SmsReceipt)
 suppressions_t = _table(Suppression)
 soft_bounces_t = _table(SoftBounce)
 feedback_t = _table(FeedbackReport)
+
+
+callback_endpoints_t = _table(CallbackEndpoint)
+callback_outbox_t = _table(CallbackEvent)
