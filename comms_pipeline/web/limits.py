@@ -38,11 +38,16 @@ class LimitsCache:
         self._loaded_at = float("-inf")
         self._by_prefix: dict[str, quotas.KeyLimits] = {}
 
-    def get(self, prefix: str) -> quotas.KeyLimits | None:
+    def get(self, prefix: str, conn: Connection | None = None) -> quotas.KeyLimits | None:
+        """The key's limits; read again, when due, on ``conn`` if the caller is inside a
+        transaction (on SQLite a second connection would wait for the caller's lock)."""
         with self._lock:
             if time.monotonic() - self._loaded_at >= self.refresh_seconds:
-                with self.engine.connect() as conn:
+                if conn is not None:
                     self._by_prefix = quotas.load_key_limits(conn)
+                else:
+                    with self.engine.connect() as own:
+                        self._by_prefix = quotas.load_key_limits(own)
                 self._loaded_at = time.monotonic()
             return self._by_prefix.get(prefix)
 
@@ -52,12 +57,13 @@ def too_many(exc: quotas.LimitExceeded) -> ApiError:
                     headers={"Retry-After": str(exc.retry_after)})
 
 
-def _limits_of(request: Request, key: str) -> quotas.KeyLimits | None:
+def _limits_of(request: Request, key: str,
+               conn: Connection | None = None) -> quotas.KeyLimits | None:
     parts = split_key(key.strip())
     cache: LimitsCache | None = getattr(request.app.state, "limits", None)
     if parts is None or cache is None:
         return None
-    found = cache.get(parts[0])
+    found = cache.get(parts[0], conn)
     return found if found is not None and found.matches(hash_key(key.strip())) else None
 
 
@@ -85,7 +91,7 @@ def count_request(conn: Connection, request: Request, principal: Principal,
     if principal.is_test:
         return
     key = _bearer(request)
-    limits = _limits_of(request, key) if key else None
+    limits = _limits_of(request, key, conn) if key else None
     try:
         quotas.count_accepted(conn, limits, media)
     except quotas.LimitExceeded as exc:
