@@ -133,6 +133,12 @@ def request_fate(conn: Connection, request_id: int, *, system_id: int | None = N
             "history": [dict(r) for r in history]}
 
 
+def header_with_key(conn: Connection, idempotency_key: str) -> int | None:
+    """The id of the header stored with ``idempotency_key`` (its scoped form), if any."""
+    return conn.execute(select(headers_t.c.id).where(
+        headers_t.c.idempotency_key == idempotency_key)).scalar_one_or_none()
+
+
 def contact_exists(conn: Connection, ref: str) -> bool:
     return conn.execute(select(contacts_t.c.id).where(contacts_t.c.ref == ref)).first() \
         is not None

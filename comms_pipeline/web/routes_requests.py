@@ -149,6 +149,9 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     def act(conn: Any, principal: Principal) -> tuple[int, dict[str, Any]]:
         warnings = _check(conn, body, principal, request.app.state.settings)
+        stored_key = _scoped_key(principal, body.idempotency_key)
+        repeated = (body.idempotency_key is not None
+                    and rq.header_with_key(conn, stored_key) is not None)  # type: ignore[arg-type]
         header_id = trigger(
             conn, contact_ref=body.contact_ref, template_code=body.template_code,
             event=body.event, event_number=body.event_number, rule_code=body.rule_code,
@@ -156,13 +159,13 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
             media=body.media.value if body.media else None, send_to=body.send_to.value,
             address_type=body.address_type, language=body.language, entities=body.entities,
             params=body.params, send_after=body.send_after, expires_at=body.expires_at,
-            priority=body.priority, idempotency_key=_scoped_key(principal,
-                                                                body.idempotency_key),
+            priority=body.priority, idempotency_key=stored_key,
             # the system alone may read the request's fate, besides admins
             requested_by_system_id=(principal.external_system_id
                                     if principal.role == "external" else None),
             is_test=principal.is_test)
-        count_request(conn, request, principal, _media_of(conn, body))
+        if not repeated:  # the same request again is the same request: counted once
+            count_request(conn, request, principal, _media_of(conn, body))
         return 202, RequestAccepted(request_id=header_id, idempotency_key=body.idempotency_key,
                                     warnings=warnings).model_dump(mode="json")
 

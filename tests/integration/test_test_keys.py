@@ -119,7 +119,11 @@ def test_quotas_and_rates_ignore_test_traffic(pipeline):
     with engine.begin() as conn:
         set_limits(conn, system_id=system_id, rate=1000, daily={"email": 1})
     api = client(settings, engine)
-    assert _request(api, live_key, "C-LIVE", "T-MAIL").status_code == 202
+    body = {"contact_ref": "C-LIVE", "template_code": "T-MAIL", "idempotency_key": "bill-7"}
+    first = api.post("/v1/requests", headers=bearer(live_key), json=body)
+    again = api.post("/v1/requests", headers=bearer(live_key), json=body)  # not counted again
+    assert first.status_code == again.status_code == 202
+    assert first.json()["request_id"] == again.json()["request_id"]
     refused = _request(api, live_key, "C-LIVE", "T-MAIL")
     assert refused.status_code == 429
     assert refused.json()["code"] == "quota_exceeded"
