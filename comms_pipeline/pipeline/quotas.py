@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import bindparam, case, or_, select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
@@ -178,21 +178,38 @@ def load_key_limits(conn: Connection) -> dict[str, KeyLimits]:
     return found
 
 
+_BUMPS: dict[tuple[str, bool], Any] = {}
+
+
+def _bump_statement(conn: Connection, rolling: bool) -> Any:
+    """The counter's upsert for ``conn``'s dialect, built once (it runs on every limited
+    call: building and keying it anew cost more than the statement itself)."""
+    found = _BUMPS.get((conn.dialect.name, rolling))
+    if found is None:
+        t = usage_t
+        stmt = insert_for(conn, t).values(
+            scope=bindparam("scope"), metric=bindparam("metric"), period=bindparam("period"),
+            window_start=bindparam("window_start"), count=bindparam("n"),
+            updated_at=bindparam("now"))
+        new = stmt.excluded
+        count = (case((t.c.window_start == new.window_start, t.c.count + new.count),
+                      else_=new.count) if rolling else t.c.count + new.count)
+        found = stmt.on_conflict_do_update(
+            index_elements=["scope", "metric", "period"],
+            set_={"count": count, "window_start": new.window_start,
+                  "updated_at": new.updated_at},
+        ).returning(t.c.count)
+        _BUMPS[(conn.dialect.name, rolling)] = found
+    return found
+
+
 def _bump(conn: Connection, scope: str, metric: str, period: str, window_start: datetime,
           n: int, now: datetime, rolling: bool) -> int:
     """Add ``n`` to a counter atomically and return its new value. A ``rolling`` counter
     (one row per scope and metric) starts again from ``n`` when its window has moved on."""
-    t = usage_t
-    stmt = insert_for(conn, t).values(scope=scope, metric=metric, period=period,
-                                      window_start=window_start, count=n, updated_at=now)
-    new = stmt.excluded
-    count = (case((t.c.window_start == new.window_start, t.c.count + new.count),
-                  else_=new.count) if rolling else t.c.count + new.count)
-    upsert = stmt.on_conflict_do_update(
-        index_elements=["scope", "metric", "period"],
-        set_={"count": count, "window_start": new.window_start, "updated_at": new.updated_at},
-    ).returning(t.c.count)
-    return int(conn.execute(upsert).scalar_one())
+    return int(conn.execute(_bump_statement(conn, rolling), {
+        "scope": scope, "metric": metric, "period": period, "window_start": window_start,
+        "n": n, "now": now}).scalar_one())
 
 
 def check_rate(conn: Connection, limits: KeyLimits, now: datetime | None = None) -> None:
