@@ -5,7 +5,8 @@ one worker), by a key whose system has a rate limit (every call counts itself in
 ``usage_counters`` in its own transaction) and by a key without one (no query at all). The
 raw limit, in the same run on the same database: the bare counter statement alone (one
 ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` per transaction, as the limiter issues it)
-against a bare ``UPDATE … SET n = n + 1`` per transaction.
+against a bare ``UPDATE … SET n = n + 1`` per transaction (both committing without waiting
+for the disk, as the limiter does).
 
     .venv/bin/python bench/limits.py [--n 2000] [--backend sqlite --backend postgresql]
 """
@@ -25,6 +26,7 @@ from comms_pipeline.pipeline.admin_records import add_external_system
 from comms_pipeline.pipeline.apikeys import create_system_key
 from comms_pipeline.pipeline.quotas import KeyLimits, Scope, check_rate, set_limits
 from comms_pipeline.store.db import make_engine, upgrade
+from comms_pipeline.store.dialect import commit_without_waiting
 
 
 def run(backend: str, n: int) -> None:
@@ -59,6 +61,7 @@ def run(backend: str, n: int) -> None:
     with timer() as t:
         for _ in range(n):
             with engine.begin() as conn:
+                commit_without_waiting(conn)
                 check_rate(conn, limits)
     counter = row("the limiter's counter upsert, one per txn", n, t[0], "txns")
     with engine.begin() as conn:
@@ -67,6 +70,7 @@ def run(backend: str, n: int) -> None:
     with timer() as t:
         for _ in range(n):
             with engine.begin() as conn:
+                commit_without_waiting(conn)
                 conn.execute(text("UPDATE raw_counter SET n = n + 1 WHERE id = 1"))
     raw = row("raw: UPDATE n = n + 1, one per txn", n, t[0], "txns")
     print(f"  rate-limited calls / unlimited calls: "

@@ -17,9 +17,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from comms_pipeline.pipeline import quotas
 from comms_pipeline.pipeline.apikeys import hash_key, split_key
+from comms_pipeline.store.dialect import commit_without_waiting
 from comms_pipeline.web.errors import ApiError
 
 if TYPE_CHECKING:
@@ -51,6 +53,11 @@ class LimitsCache:
                 self._loaded_at = time.monotonic()
             return self._by_prefix.get(prefix)
 
+    @property
+    def fresh(self) -> bool:
+        """Whether :meth:`get` would answer from memory, without reading the database."""
+        return time.monotonic() - self._loaded_at < self.refresh_seconds
+
 
 def too_many(exc: quotas.LimitExceeded) -> ApiError:
     return ApiError(429, exc.code, exc.message, exc.details,
@@ -72,14 +79,26 @@ def _bearer(request: Request) -> str | None:
     return key if scheme.lower() == "bearer" and key else None
 
 
-def rate_limit(request: Request) -> None:
-    """Count the call against its key's and system's rate limits; 429 when over."""
+async def rate_limit(request: Request) -> None:
+    """Count the call against its key's and system's rate limits; 429 when over. A call
+    whose key has no limits costs no thread hop and no query (the cache answers)."""
     key = _bearer(request)
-    limits = _limits_of(request, key) if key else None
+    if not key:
+        return
+    cache: LimitsCache | None = getattr(request.app.state, "limits", None)
+    if cache is not None and cache.fresh:
+        limits = _limits_of(request, key)
+    else:
+        limits = await run_in_threadpool(_limits_of, request, key)
     if limits is None or not limits.rate_scopes():
         return
+    await run_in_threadpool(_count_call, request.app.state.engine, limits)
+
+
+def _count_call(engine: Engine, limits: quotas.KeyLimits) -> None:
     try:
-        with request.app.state.engine.begin() as conn:
+        with engine.begin() as conn:
+            commit_without_waiting(conn)  # a lost count of this second harms nothing
             quotas.check_rate(conn, limits)
     except quotas.LimitExceeded as exc:
         raise too_many(exc) from None
