@@ -34,7 +34,7 @@ UNSENT = (HeaderStatus.ERROR, HeaderStatus.NOT_SENT, HeaderStatus.OPTED_OUT,
 _HEADER_COLUMNS = ("id", "contact_ref", "template_code", "event", "event_number", "rule_code",
                    "media", "status", "status_code", "status_reason", "details_created",
                    "priority", "send_after", "expires_at", "created_at", "updated_at",
-                   "idempotency_key")
+                   "idempotency_key", "is_test")
 
 
 class UnknownStatus(ValueError):

@@ -75,9 +75,12 @@ def test_test_key_reaches_only_the_simulator_and_live_key_only_the_gateways(
         pipeline, smtp_server, smsc):
     settings, engine, _, live_key, test_key = pipeline
     api = client(settings, engine)
+    made = {}
     for key, contact in ((test_key, "C-SIM"), (live_key, "C-LIVE")):
         for template in ("T-MAIL", "T-SMS"):
-            assert _request(api, key, contact, template).status_code == 202
+            accepted = _request(api, key, contact, template)
+            assert accepted.status_code == 202
+            made[accepted.json()["request_id"]] = key == test_key
 
     _run_all(settings, engine)
 
@@ -108,6 +111,10 @@ def test_test_key_reaches_only_the_simulator_and_live_key_only_the_gateways(
     assert sorted(h.is_test for h in headers) == [False, False, True, True]
     for detail_id in tempfail:  # merged (email), then sent: the retry stays in awaiting_send
         assert [s for i, s in history if i == detail_id][-1] == "completed"
+    # The request's fate says it was a test.
+    for request_id, is_test in made.items():
+        fate = api.get(f"/v1/requests/{request_id}", headers=bearer(live_key)).json()
+        assert fate["request"]["is_test"] is is_test
     # Reports leave test traffic out (and say how much there is).
     status = pipeline_status(engine)
     assert status["details_total"] == 2 and status["test_details"] == 10
