@@ -14,7 +14,7 @@ import click
 from comms_pipeline.cli.common import AppContext, pass_app
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.pipeline import admin_records as admin
-from comms_pipeline.pipeline import apikeys
+from comms_pipeline.pipeline import apikeys, quotas
 
 
 def _show_key(key: apikeys.NewKey, owner: str) -> None:
@@ -102,6 +102,98 @@ def systems_list(app: AppContext) -> None:
             click.echo(f"{'':<16} disabled: {s.disabled_reason}")
 
 
+def _limits_line(rate: int | None, daily: dict | None) -> str:
+    parts = [f"{rate}/s" if rate is not None else "no rate limit"]
+    parts += [f"{m} {n:,}/day" for m, n in sorted((daily or {}).items())]
+    return ", ".join(parts) if rate is not None or daily else "unlimited"
+
+
+def _usage_line(used: dict[str, int], daily: dict | None) -> str:
+    if not used:
+        return "nothing counted today"
+    out = [f"{used.get(quotas.REQUESTS, 0)} request(s) this second"]
+    for m in quotas.MEDIA:
+        if m in used:
+            limit = (daily or {}).get(m)
+            out.append(f"{m} {used[m]:,}" + (f" of {limit:,}" if limit else ""))
+    return ", ".join(out)
+
+
+@external_systems.command("show")
+@click.argument("code")
+@pass_app
+def systems_show(app: AppContext, code: str) -> None:
+    """Show CODE: its delivery, limits, keys (live and test) and today's usage (UTC)."""
+    with app.engine.connect() as conn:
+        try:
+            sid = apikeys.system_id(conn, code)
+        except apikeys.ApiKeyError as exc:
+            raise click.ClickException(str(exc)) from None
+        found = quotas.system_overview(conn, sid)
+    s = found["system"]
+    click.echo(f"external system {s['code']}: {s['name']}")
+    click.echo(f"  enabled      {'yes' if s['enabled'] else 'no'}"
+               + (f" ({s['disabled_reason']})" if s["disabled_reason"] else ""))
+    click.echo(f"  delivery     {'webhook ' + s['webhook_url'] if s['webhook_url'] else 'pull'}")
+    click.echo(f"  limits       {_limits_line(s['rate_limit_per_second'], s['daily_limits'])}"
+               "  (live keys together)")
+    click.echo(f"  usage today  {_usage_line(found['usage'], s['daily_limits'])}")
+    click.echo("keys:")
+    if not found["keys"]:
+        click.echo("  none active")
+    for k in found["keys"]:
+        click.echo(f"  {k['prefix']:<14} {k['kind']:<5} "
+                   f"{_limits_line(k['rate_limit_per_second'], k['daily_limits'])}; "
+                   f"{_usage_line(found['key_usage'][k['prefix']], k['daily_limits'])}")
+
+
+def _apply_limits(conn, *, system_id: int | None = None, key_id: int | None = None,
+                  rate: int | None, no_rate: bool, daily: tuple[str, ...]) -> dict:
+    try:
+        return quotas.set_limits(conn, system_id=system_id, key_id=key_id, rate=rate,
+                                 clear_rate=no_rate, daily=quotas.parse_daily(daily))
+    except quotas.LimitsError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_RATE_HELP = "Web API requests per second (live keys of the system together)."
+_DAILY_HELP = ("A daily limit per media, MEDIA=N (e.g. email=250000, letter=20000), or "
+               "MEDIA=off; repeatable. Counted per UTC day when a request is accepted.")
+
+
+@external_systems.command("limits")
+@click.argument("code")
+@click.option("--rate", type=click.IntRange(1), help=_RATE_HELP)
+@click.option("--no-rate", is_flag=True, help="Remove the rate limit.")
+@click.option("--daily", multiple=True, metavar="MEDIA=N", help=_DAILY_HELP)
+@pass_app
+def systems_limits(app: AppContext, code: str, rate: int | None, no_rate: bool,
+                   daily: tuple[str, ...]) -> None:
+    """Set CODE's rate limit and daily limits (none given: show them). Unlimited by default;
+    API processes apply a change within web.limits_refresh_seconds."""
+    with app.engine.begin() as conn:
+        try:
+            sid = apikeys.system_id(conn, code)
+        except apikeys.ApiKeyError as exc:
+            raise click.ClickException(str(exc)) from None
+        now = _apply_limits(conn, system_id=sid, rate=rate, no_rate=no_rate, daily=daily)
+    click.echo(f"{code}: {_limits_line(now['rate_limit_per_second'], now['daily_limits'])}")
+
+
+@external_systems.command("test-key")
+@click.argument("code")
+@pass_app
+def systems_test_key(app: AppContext, code: str) -> None:
+    """Make a test key for CODE: its communications reach only the simulator (see the
+    README's "Test keys"), and count against no quota. The system's live keys stay."""
+    try:
+        with app.engine.begin() as conn:
+            key = apikeys.create_system_key(conn, code, kind="test")
+    except apikeys.ApiKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    _show_key(key, f"{code} (test: simulated sends only)")
+
+
 @external_systems.command("rotate-key")
 @click.argument("code")
 @pass_app
@@ -164,12 +256,32 @@ def api_keys() -> None:
 @api_keys.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["agent", "admin"]), required=True)
+@click.option("--test", is_flag=True,
+              help="A test key: the communications it requests reach only the simulator.")
 @pass_app
-def keys_add(app: AppContext, name: str, role: str) -> None:
+def keys_add(app: AppContext, name: str, role: str, test: bool) -> None:
     """Make a key for NAME (a person or a tool) with ROLE."""
+    kind = "test" if test else "live"
     with app.engine.begin() as conn:
-        key = apikeys.create_key(conn, role, name)
-    _show_key(key, f"{name} ({role})")
+        key = apikeys.create_key(conn, role, name, kind=kind)
+    _show_key(key, f"{name} ({role}{', test' if test else ''})")
+
+
+@api_keys.command("limits")
+@click.argument("prefix")
+@click.option("--rate", type=click.IntRange(1), help="Web API requests per second.")
+@click.option("--no-rate", is_flag=True, help="Remove the rate limit.")
+@click.option("--daily", multiple=True, metavar="MEDIA=N", help=_DAILY_HELP)
+@pass_app
+def keys_limits(app: AppContext, prefix: str, rate: int | None, no_rate: bool,
+                daily: tuple[str, ...]) -> None:
+    """Set the key's own rate and daily limits (besides its system's)."""
+    with app.engine.begin() as conn:
+        kid = quotas.key_id(conn, prefix)
+        if kid is None:
+            raise click.ClickException(f"no active key with prefix {prefix!r}")
+        now = _apply_limits(conn, key_id=kid, rate=rate, no_rate=no_rate, daily=daily)
+    click.echo(f"key {prefix}: {_limits_line(now['rate_limit_per_second'], now['daily_limits'])}")
 
 
 @api_keys.command("list")
@@ -178,11 +290,12 @@ def keys_list(app: AppContext) -> None:
     """Every key: prefix, role, owner, last use (never the key itself)."""
     with app.engine.connect() as conn:
         keys = apikeys.list_keys(conn)
-    click.echo(f"{'PREFIX':<14} {'ROLE':<9} {'STATUS':<8} {'LAST USED':<20} NAME")
+    click.echo(f"{'PREFIX':<14} {'ROLE':<9} {'KIND':<5} {'STATUS':<8} {'LAST USED':<20} NAME")
     for k in keys:
         used = f"{k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never"
         status = "revoked" if k["revoked_at"] else "active"
-        click.echo(f"{k['prefix']:<14} {k['role']:<9} {status:<8} {used:<20} {k['name']}")
+        click.echo(f"{k['prefix']:<14} {k['role']:<9} {k['kind']:<5} {status:<8} {used:<20} "
+                   f"{k['name']}")
 
 
 @api_keys.command("revoke")

@@ -301,6 +301,9 @@ def status(app: AppContext, as_json: bool) -> None:
     click.echo(f"Queue entries ({data['details_total']}):")
     for name, count in data["details"].items():
         click.echo(f"  {name:<28}{count:>10}")
+    if data.get("test_details"):
+        click.echo(f"  (and {data['test_details']} test entries of test API keys, simulated: "
+                   "not counted above)")
     click.echo(f"Backlog by stage:{'ready':>23}{'oldest':>10}{'later':>10}"
                "   (later: scheduled, or waiting to retry)")
     for name, count in data["backlog"].items():

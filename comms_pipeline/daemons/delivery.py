@@ -2,22 +2,36 @@
 
 A daemon supplies only :meth:`DeliveryHandler.deliver` (turn rows into gateway messages and
 the gateway's answers into outcomes, usually with :func:`outcome_for`). Expiry and SPEC's
-processing rules are applied here, once, for every media.
+processing rules are applied here, once, for every media, and so is the one seam between live
+and test traffic: a test entry (``is_test``, caused by a test API key) is delivered by a twin
+of the daemon whose gateway is the simulator (:mod:`comms_pipeline.gateways.simulator`); a
+live entry never is.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.core.errors import GatewayError
+from comms_pipeline.core.errors import ConfigError, GatewayError
 from comms_pipeline.core.processing_rules import processing_refusal
 from comms_pipeline.core.states import DetailState, ErrorCode
-from comms_pipeline.gateways.protocols import SendResult
+from comms_pipeline.daemons.gateway_pool import GatewayPool, Member
+from comms_pipeline.gateways import simulator
+from comms_pipeline.gateways.breaker import CircuitBreaker
+from comms_pipeline.gateways.protocols import (
+    EmailSender,
+    LetterDrop,
+    PushSender,
+    SendResult,
+    SmsSender,
+    WebhookSender,
+)
 from comms_pipeline.pipeline.media import load_media_rules
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.queue.work_queues import detail_queue
@@ -84,6 +98,22 @@ def send_in_chunks(messages: Sequence[M], send: Callable[[Sequence[M]], Sequence
         yield from zip(part, send(part), strict=True)
 
 
+#: What a daemon's gateway implements (a gateway object of any media).
+_GATEWAYS = (SmsSender, EmailSender, PushSender, WebhookSender, LetterDrop)
+
+
+def _simulated(outcome: Outcome, sim: simulator.Simulator) -> Outcome:
+    """A simulated answer's outcome: a simulated temporary failure is tried again at once,
+    and a simulated complaint is recorded on its (delivered) entry."""
+    if outcome.action == "retry" and outcome.code == simulator.TEMPFAIL:
+        outcome.delay = 0.0
+    elif outcome.state == DetailState.COMPLETED and outcome.id in sim.complaints:
+        outcome.values.update(
+            gateway_status="complaint", error_code=simulator.COMPLAINED,
+            error_description="simulated complaint: the recipient reported it as spam")
+    return outcome
+
+
 class DeliveryHandler(ABC):
     """Base of the daemons that send details of one media through a gateway."""
 
@@ -94,11 +124,16 @@ class DeliveryHandler(ABC):
         self.engine = engine
         self.name = self.media
         self.queue = detail_queue(self.media)
+        self._sim_twin: tuple[DeliveryHandler, simulator.Simulator] | None = None
 
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         outcomes, sendable = self.screen(rows)
-        if sendable and not ctx.stopping:
-            outcomes.extend(self.deliver(sendable, ctx))
+        live = [r for r in sendable if not r.is_test]
+        test = [r for r in sendable if r.is_test]
+        if test and not ctx.stopping:  # test entries: the simulator, never a real gateway
+            outcomes.extend(self.simulate(test, ctx))
+        if live and not ctx.stopping:
+            outcomes.extend(self.deliver(live, ctx))
         return outcomes
 
     def screen(self, rows: Sequence[Row]) -> tuple[list[Outcome], list[Row]]:
@@ -122,6 +157,41 @@ class DeliveryHandler(ABC):
                 sendable.append(row)
         sendable.sort(key=lambda r: (r.priority, r.id))  # the batch's best priority first
         return outcomes, sendable
+
+    def simulate(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        """Deliver test entries through this daemon's own code with the simulator as its
+        gateway: the same messages are built, only the last step is simulated."""
+        twin, sim = self._simulated_twin()
+        sim.retrying([r.id for r in rows if r.attempts > 1])
+        outcomes = [_simulated(o, sim) for o in twin.deliver(rows, ctx)]
+        log.info("simulator.sent", media=self.media, count=len(rows))
+        return outcomes
+
+    def _simulated_twin(self) -> tuple[DeliveryHandler, simulator.Simulator]:
+        """A shallow copy of this daemon whose every gateway is the media's simulator.
+
+        Fails closed: a daemon holding no gateway this can see (one attribute implementing
+        its media's Protocol, a failover pool included) refuses to send test entries rather
+        than risk sending them for real.
+        """
+        if self._sim_twin is None:
+            sim = simulator.SIMULATORS[self.media]()
+            twin = copy.copy(self)
+            gateways = [name for name, value in vars(self).items()
+                        if isinstance(value, _GATEWAYS) and not isinstance(value, type(sim))]
+            if not gateways:
+                raise ConfigError(f"the {self.name} daemon's gateway was not found: test "
+                                  f"entries are not sent (none may reach a real gateway)")
+            for name in gateways:
+                value = getattr(self, name)
+                if isinstance(value, GatewayPool):  # the failover list: one simulated member
+                    setattr(twin, name, GatewayPool(value.media, [Member(
+                        "simulator", cast(Any, sim), CircuitBreaker("simulator", 1_000_000, 1.0))]))
+                else:
+                    setattr(twin, name, sim)
+            twin._sim_twin = None
+            self._sim_twin = (twin, sim)
+        return self._sim_twin
 
     @abstractmethod
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:

@@ -141,8 +141,10 @@ class SmsDaemon(DeliveryHandler):
                 return []  # the rest goes back: the next claim takes the better one first
             if not waiting:
                 screened, sendable = self.screen(ctx.claim_more())
-                ctx.finish(screened)
-                waiting.extend(SmsMessage(r.id, r.address, r.body or "") for r in sendable)
+                test = [r for r in sendable if r.is_test]  # never to a real gateway
+                ctx.finish(screened + (self.simulate(test, ctx) if test else []))
+                waiting.extend(SmsMessage(r.id, r.address, r.body or "") for r in sendable
+                               if not r.is_test)
             return [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]
 
         first = [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]

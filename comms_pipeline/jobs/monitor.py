@@ -212,6 +212,7 @@ class MonitorJob:
             "expires_at": h.expires_at, "created_at": now, "updated_at": now,
             "subject": None, "body": None, "parts": None, "error_code": None,
             "error_description": None, "completed_at": None, "template_version": None,
+            "is_test": bool(h.is_test),  # a test key's: simulated, out of reports and quotas
         }
         try:
             rule = self.media_rules[media]

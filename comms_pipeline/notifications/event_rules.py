@@ -72,7 +72,7 @@ log = structlog.get_logger(__name__)
 NO_EVENT_RULE = ErrorCode.NO_EVENT_RULE
 #: Header columns a child copies from its trigger.
 COPIED = ("contact_ref", "event", "event_number", "language", "entities", "params",
-          "expires_at", "priority", "override_consent", "requested_by_system_id")
+          "expires_at", "priority", "override_consent", "requested_by_system_id", "is_test")
 
 
 def normalise(name: str) -> str:

@@ -3,7 +3,9 @@
 A key reads ``cp_<prefix>_<secret>``: the prefix (12 hex digits) is stored in clear and finds
 the row; the whole key is stored only as its SHA-256. The secret is 32 random bytes, so a
 fast hash is enough (there is nothing to brute-force) and comparison is constant-time.
-External-system keys belong to one system; agent and admin keys carry a role.
+External-system keys belong to one system; agent and admin keys carry a role. A key is of
+kind ``live`` (the default) or ``test``: a test key's communications go through the whole
+pipeline but are sent only to the simulator, and are left out of reports and quotas.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 
 ROLES = ("external", "agent", "admin")
+KINDS = ("live", "test")
 KEY_SCHEME = "cp"
 #: ``last_used_at`` is written at most this often per key, not on every request.
 TOUCH_EVERY = timedelta(seconds=60)
@@ -55,6 +58,11 @@ class Principal:
     role: str
     name: str
     external_system_id: int | None
+    kind: str = "live"
+
+    @property
+    def is_test(self) -> bool:
+        return self.kind == "test"
 
     @property
     def actor(self) -> str:
@@ -75,7 +83,9 @@ def split_key(key: str) -> tuple[str, str] | None:
 
 
 def create_key(conn: Connection, role: str, name: str,
-               external_system_id: int | None = None) -> NewKey:
+               external_system_id: int | None = None, kind: str = "live") -> NewKey:
+    if kind not in KINDS:
+        raise ApiKeyError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if role not in ROLES:
         raise ApiKeyError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if (role == "external") != (external_system_id is not None):
@@ -85,7 +95,7 @@ def create_key(conn: Connection, role: str, name: str,
     key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
     key_id = conn.execute(insert(keys_t).values(
         prefix=prefix, key_hash=hash_key(key), role=role, name=name,
-        external_system_id=external_system_id, created_at=utcnow(),
+        external_system_id=external_system_id, kind=kind, created_at=utcnow(),
     ).returning(keys_t.c.id)).scalar_one()
     audit.record(conn, action="api_key.create", target_kind="api_key", target_id=prefix,
                  change={"role": role, "name": name, "external_system_id": external_system_id,
@@ -100,8 +110,9 @@ def system_id(conn: Connection, code: str) -> int:
     return found
 
 
-def create_system_key(conn: Connection, code: str) -> NewKey:
-    return create_key(conn, "external", f"system:{code}", system_id(conn, code))
+def create_system_key(conn: Connection, code: str, kind: str = "live") -> NewKey:
+    name = f"system:{code}" if kind == "live" else f"system:{code}:{kind}"
+    return create_key(conn, "external", name, system_id(conn, code), kind=kind)
 
 
 def revoke_system_keys(conn: Connection, external_system_id: int,
@@ -143,11 +154,12 @@ def authenticate(conn: Connection, key: str) -> Principal:
     now = utcnow()
     if row.last_used_at is None or row.last_used_at < now - TOUCH_EVERY:
         conn.execute(update(keys_t).where(keys_t.c.id == row.id).values(last_used_at=now))
-    return Principal(row.id, row.prefix, row.role, row.name, row.external_system_id)
+    return Principal(row.id, row.prefix, row.role, row.name, row.external_system_id, row.kind)
 
 
 def list_keys(conn: Connection) -> list[dict]:
-    q = (select(keys_t.c.prefix, keys_t.c.role, keys_t.c.name, keys_t.c.created_at,
+    q = (select(keys_t.c.prefix, keys_t.c.role, keys_t.c.kind, keys_t.c.name,
+                keys_t.c.created_at, keys_t.c.rate_limit_per_second, keys_t.c.daily_limits,
                 keys_t.c.last_used_at, keys_t.c.revoked_at, systems_t.c.code.label("system"))
          .outerjoin(systems_t, systems_t.c.id == keys_t.c.external_system_id)
          .order_by(keys_t.c.id))

@@ -48,6 +48,12 @@ def rule_templates(conn: Connection, code: str) -> Any | None:
                         .where(rules_t.c.code == code)).first()
 
 
+def template_media(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
+    """Each named template's media (what a request for it counts against daily limits)."""
+    return dict(conn.execute(select(templates_t.c.code, templates_t.c.media)
+                             .where(templates_t.c.code.in_(list(codes)))).tuples().all())
+
+
 def template_systems(conn: Connection, codes: Iterable[str]) -> list[int | None]:
     """The external systems of the named templates (one per template found)."""
     return list(conn.execute(select(templates_t.c.external_system_id)

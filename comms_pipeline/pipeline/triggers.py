@@ -39,12 +39,14 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
             send_after: datetime | None = None, expires_at: datetime | None = None,
             priority: int = 2, idempotency_key: str | None = None,
             copy_of_id: int | None = None, override_consent: bool = False,
-            await_resolution: bool = False, requested_by_system_id: int | None = None) -> int:
+            await_resolution: bool = False, requested_by_system_id: int | None = None,
+            is_test: bool = False) -> int:
     """Write one request header; return its id (the existing one for a repeated key).
 
     ``override_consent`` sends an important message whatever the contact's marketing opt-outs.
     ``await_resolution`` is a workflow event created "on create": the header waits in Awaiting
     Event Resolution until its ``event_number`` is resolved (``comms rules resolve``).
+    ``is_test`` marks a test key's request: its entries are sent only to the simulator.
     """
     if send_to not in SEND_TO:
         raise ValueError(f"send_to must be one of {', '.join(SEND_TO)}, not {send_to!r}")
@@ -68,7 +70,7 @@ def trigger(target: Engine | Connection, *, contact_ref: str, template_code: str
         "params": dict(params) if params else None, "send_after": send_after,
         "expires_at": expires_at, "priority": priority, "idempotency_key": idempotency_key,
         "copy_of_id": copy_of_id, "override_consent": override_consent,
-        "requested_by_system_id": requested_by_system_id,
+        "requested_by_system_id": requested_by_system_id, "is_test": is_test,
         "status": (HeaderStatus.AWAITING_EVENT_RESOLUTION if await_resolution
                    else HeaderStatus.AWAITING_PROCESSING), "created_at": utcnow(),
     }

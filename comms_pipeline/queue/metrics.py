@@ -130,7 +130,8 @@ class DatabaseCollector(Collector):
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(d.media, d.state, d.error_code, func.count())
-                .where(d.state.in_((DetailState.REJECTED, DetailState.EXPIRED)))
+                .where(d.state.in_((DetailState.REJECTED, DetailState.EXPIRED)),
+                       d.is_test.is_(False))  # test keys' simulated failures are no alarm
                 .group_by(d.media, d.state, d.error_code)).all()
         gauge = GaugeMetricFamily("comms_queue_failed_entries", "Queue entries that ended "
                                   "Rejected or Expired, by media and error code",

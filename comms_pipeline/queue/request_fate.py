@@ -34,7 +34,7 @@ UNSENT = (HeaderStatus.ERROR, HeaderStatus.NOT_SENT, HeaderStatus.OPTED_OUT,
 _HEADER_COLUMNS = ("id", "contact_ref", "template_code", "event", "event_number", "rule_code",
                    "media", "status", "status_code", "status_reason", "details_created",
                    "priority", "send_after", "expires_at", "created_at", "updated_at",
-                   "idempotency_key")
+                   "idempotency_key", "is_test")
 
 
 class UnknownStatus(ValueError):
@@ -131,6 +131,12 @@ def request_fate(conn: Connection, request_id: int, *, system_id: int | None = N
     return {"header": dict(header),
             "entries": [{**e, "public_state": public_state(e["state"]).value} for e in entries],
             "history": [dict(r) for r in history]}
+
+
+def header_with_key(conn: Connection, idempotency_key: str) -> int | None:
+    """The id of the header stored with ``idempotency_key`` (its scoped form), if any."""
+    return conn.execute(select(headers_t.c.id).where(
+        headers_t.c.idempotency_key == idempotency_key)).scalar_one_or_none()
 
 
 def contact_exists(conn: Connection, ref: str) -> bool:

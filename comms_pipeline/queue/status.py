@@ -83,6 +83,7 @@ def send_rates(engine: Engine, now: datetime | None = None) -> dict[str, dict[st
         for minutes in RATE_WINDOWS_MINUTES:
             rows = conn.execute(select(d.media, func.count())
                                 .where(d.completed_at >= now - timedelta(minutes=minutes),
+                                       d.is_test.is_(False),
                                        d.state.in_((DetailState.COMPLETED,
                                                     DetailState.COMPLETED_REMOVED)))
                                 .group_by(d.media)).all()
@@ -93,14 +94,21 @@ def send_rates(engine: Engine, now: datetime | None = None) -> dict[str, dict[st
 
 
 def pipeline_status(engine: Engine) -> dict[str, Any]:
+    """The counts of the pipeline's rows. Test traffic (test API keys') is left out of the
+    header and entry counts and the send rates, and counted apart (``test_details``); the
+    backlog and its ages include it, as the daemons work it like any other."""
     with engine.connect() as conn:
         header_counts: dict[str, int] = dict(conn.execute(
-            select(headers_t.c.status, func.count()).group_by(headers_t.c.status)).all())
+            select(headers_t.c.status, func.count()).where(headers_t.c.is_test.is_(False))
+            .group_by(headers_t.c.status)).all())
         detail_rows = conn.execute(
             select(details_t.c.state, details_t.c.media, details_t.c.external_system_id.isnot(None),
                    func.count())
+            .where(details_t.c.is_test.is_(False))
             .group_by(details_t.c.state, details_t.c.media,
                       details_t.c.external_system_id.isnot(None))).all()
+        test_details = conn.execute(select(func.count()).select_from(details_t)
+                                    .where(details_t.c.is_test.is_(True))).scalar_one()
         doc_counts = dict(conn.execute(
             select(documents_t.c.stored_at.isnot(None), func.count())
             .group_by(documents_t.c.stored_at.isnot(None))).all())
@@ -132,6 +140,7 @@ def pipeline_status(engine: Engine) -> dict[str, Any]:
         "details_total": sum(details.values()),
         "details_by_state": by_state,
         "details_by_media": by_media,
+        "test_details": int(test_details),
         "documents": {"stored": doc_counts.get(True, 0),
                       "awaiting_storage": doc_counts.get(False, 0),
                       "failing_storage": failing},

@@ -26,6 +26,9 @@ class WebSettings(BaseModel):
     presign_seconds: int = Field(300, ge=10, le=7 * 86400)
     #: The largest request body accepted (413 above it), read only after the key is checked.
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    #: How long each API process keeps its copy of which keys and systems have rate and daily
+    #: limits (0: read them on every call); a changed limit applies within this long.
+    limits_refresh_seconds: float = Field(5.0, ge=0, le=3600)
 
     @field_validator("base_url", "tracking_base_url")
     @classmethod

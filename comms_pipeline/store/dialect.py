@@ -62,6 +62,15 @@ def lock_rows(conn: Connection, stmt: Select[Any]) -> None:
         conn.execute(stmt.with_for_update())
 
 
+def commit_without_waiting(conn: Connection) -> None:
+    """Let this transaction's commit return before its WAL record is flushed to disk
+    (PostgreSQL's ``SET LOCAL synchronous_commit = off``): for writes whose loss in a crash
+    harms nothing, such as a rate limit's counter of the current second. No change on
+    SQLite (its WAL mode already commits without a sync, ``synchronous=NORMAL``)."""
+    if is_postgres(conn):
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
+
+
 _NOTIFICATION_ENTITIES = {
     "postgresql": "(jsonb_build_object('notification', {data}::jsonb) || COALESCE((SELECT "
                   "jsonb_object_agg(e.key, e.value) FROM jsonb_each({data}::jsonb) e "

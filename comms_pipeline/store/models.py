@@ -94,6 +94,10 @@ class ExternalSystem(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    #: Requests per second on the Web API, and per-media daily limits (``{"email": 250000}``);
+    #: NULL is unlimited (see :mod:`comms_pipeline.pipeline.quotas`).
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
+    daily_limits: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
 
 
@@ -211,6 +215,8 @@ class RequestHeader(ClaimColumns, Base):
     status_code: Mapped[str | None] = mapped_column(String(64))
     status_reason: Mapped[str | None] = mapped_column(Text)
     details_created: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Caused by a test API key: sent only to the simulator, left out of reports and quotas.
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -259,6 +265,8 @@ class RequestDetail(ClaimColumns, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Caused by a test API key: sent only to the simulator, left out of reports and quotas.
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class Document(ClaimColumns, Base):
@@ -381,6 +389,12 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: ``live`` or ``test`` (its communications reach only the simulator gateways).
+    kind: Mapped[str] = mapped_column(String(8), default="live", server_default="live")
+    #: Requests per second on the Web API, and per-media daily limits (``{"email": 250000}``);
+    #: NULL is unlimited (see :mod:`comms_pipeline.pipeline.quotas`).
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
+    daily_limits: Mapped[dict | None] = mapped_column(JSON)
 
 
 class IdempotencyRecord(Base):
@@ -683,6 +697,21 @@ class CallbackEvent(ClaimColumns, Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class UsageCounter(Base):
+    """A count of one scope's use in one period: Web API requests in the current second
+    (period ``second``, one row that moves with the clock) or communications of one media on
+    one UTC day (period ``YYYY-MM-DD``, kept as the usage history). Scope ``system:<id>`` or
+    ``key:<id>``."""
+
+    __tablename__ = "usage_counters"
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime)
+    count: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 def _table(model: type[Base]) -> Table:
     """A model's table, typed as a Table (SQLAlchemy types ``__table__`` as a FromClause)."""
     return cast(Table, model.__table__)
@@ -725,3 +754,6 @@ feedback_t = _table(FeedbackReport)
 
 callback_endpoints_t = _table(CallbackEndpoint)
 callback_outbox_t = _table(CallbackEvent)
+
+
+usage_t = _table(UsageCounter)

@@ -12,7 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from comms_pipeline import __version__
@@ -36,6 +36,7 @@ from comms_pipeline.web.access_log import AccessLog
 from comms_pipeline.web.body_guard import BodyGuard
 from comms_pipeline.web.docs import install_offline_docs
 from comms_pipeline.web.errors import install_error_handlers
+from comms_pipeline.web.limits import LimitsCache, rate_limit
 from comms_pipeline.web.operation_docs import describe_operations
 from comms_pipeline.web.schemas import Health
 
@@ -86,12 +87,14 @@ def _add_pages(app: FastAPI) -> None:
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="comms-pipeline Web API", version=__version__,
-                  description=DESCRIPTION, docs_url=None, redoc_url=None)
+                  description=DESCRIPTION, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(rate_limit)])
     install_offline_docs(app)
     app.state.settings = settings
     app.state.engine = engine if engine is not None else engine_for(settings)
     app.state.web = settings.web
     app.state.tracker = Tracker(settings)
+    app.state.limits = LimitsCache(app.state.engine, settings.web.limits_refresh_seconds)
     install_error_handlers(app)
 
     @app.get("/health", response_model=Health, tags=["health"],

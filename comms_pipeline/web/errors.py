@@ -73,7 +73,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
                  403: "The key's role may not do this", 404: "Not found (or not yours)",
                  409: "Conflict: the entry is not in a state this action may leave",
                  410: "Gone: the link has expired",
-                 422: "Validation error: the details say which field and why"}
+                 422: "Validation error: the details say which field and why",
+                 429: "A rate limit (rate_limited) or daily quota (quota_exceeded) is used "
+                      "up: try again after Retry-After seconds"}
     return {s: {"model": ErrorBody, "description": described.get(s, "Error")}
             for s in statuses}
 

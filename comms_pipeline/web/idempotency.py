@@ -71,7 +71,7 @@ def _attempt(conn: Connection, principal: Principal,
         status, body = action(conn, principal)
     except ApiError as exc:
         savepoint.rollback()
-        if exc.status >= 500:
+        if exc.status >= 500 or exc.status == 429:  # a limit passes: the call may be repeated
             raise
         return exc.status, exc.body()
     savepoint.commit()

@@ -25,6 +25,8 @@ class RequestSummary(BaseModel):
     expires_at: datetime | None = None
     created_at: datetime | None = None
     requested_by: str | None = Field(None, description="The external system that made it")
+    is_test: bool = Field(False, description="Made with a test key: its entries were sent "
+                                             "only to the simulator")
 
 
 class RequestPage(BaseModel):

@@ -68,7 +68,7 @@ def me(request: Request,
         with request.app.state.engine.connect() as conn:
             system = external_system_code(conn, principal.external_system_id)
     return {"name": principal.name, "role": principal.role, "key_prefix": principal.prefix,
-            "external_system": system}
+            "external_system": system, "kind": principal.kind}
 
 
 @router.get("/v1/contacts/{ref}/log", response_model=CommunicationsLog,

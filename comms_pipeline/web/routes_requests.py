@@ -30,13 +30,14 @@ from comms_pipeline.web.idempotency import (
     fingerprint,
     run_idempotent,
 )
+from comms_pipeline.web.limits import count_request
 from comms_pipeline.web.queries import decode_cursor, encode_cursor, filters_fingerprint
 from comms_pipeline.web.request_schemas import RequestFate, RequestPage, RequestSummary
 from comms_pipeline.web.schemas import NO_NUL, CommunicationRequest, RequestAccepted, utc_out
 from comms_pipeline.web.strict_json import StrictJsonRoute
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"],
-                   responses=error_responses(401, 403, 404, 422),
+                   responses=error_responses(401, 403, 404, 422, 429),
                    route_class=StrictJsonRoute)
 ROLES = ("external", "admin")
 
@@ -120,6 +121,20 @@ def _check(conn: Any, req: CommunicationRequest, principal: Principal,
         language=req.language, settings=settings)
 
 
+def _media_of(conn: Any, req: CommunicationRequest) -> set[str]:
+    """The media a request may produce, each counted once against the daily limits."""
+    if req.template_code:
+        if req.media:
+            return {req.media.value}
+        return set(targets.template_media(conn, [req.template_code]).values())
+    if req.rule_code:
+        codes = [c for c in targets.rule_templates(conn, req.rule_code) or () if c]
+    else:
+        codes = [c for r in _rules_of_event(conn, req)
+                 for c in (r.email_template, r.sms_template) if c]
+    return set(targets.template_media(conn, codes).values())
+
+
 def _scoped_key(principal: Principal, key: str | None) -> str | None:
     """An external system's keys are its own, and its headers say they are its own (see
     :mod:`comms_pipeline.core.request_origin`): the monitor checks their targets again."""
@@ -134,6 +149,9 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     def act(conn: Any, principal: Principal) -> tuple[int, dict[str, Any]]:
         warnings = _check(conn, body, principal, request.app.state.settings)
+        stored_key = _scoped_key(principal, body.idempotency_key)
+        repeated = (body.idempotency_key is not None
+                    and rq.header_with_key(conn, stored_key) is not None)  # type: ignore[arg-type]
         header_id = trigger(
             conn, contact_ref=body.contact_ref, template_code=body.template_code,
             event=body.event, event_number=body.event_number, rule_code=body.rule_code,
@@ -141,11 +159,13 @@ def create_request(request: Request, body: CommunicationRequest, key: BearerKey,
             media=body.media.value if body.media else None, send_to=body.send_to.value,
             address_type=body.address_type, language=body.language, entities=body.entities,
             params=body.params, send_after=body.send_after, expires_at=body.expires_at,
-            priority=body.priority, idempotency_key=_scoped_key(principal,
-                                                                body.idempotency_key),
+            priority=body.priority, idempotency_key=stored_key,
             # the system alone may read the request's fate, besides admins
             requested_by_system_id=(principal.external_system_id
-                                    if principal.role == "external" else None))
+                                    if principal.role == "external" else None),
+            is_test=principal.is_test)
+        if not repeated:  # the same request again is the same request: counted once
+            count_request(conn, request, principal, _media_of(conn, body))
         return 202, RequestAccepted(request_id=header_id, idempotency_key=body.idempotency_key,
                                     warnings=warnings).model_dump(mode="json")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -323,6 +323,8 @@ class Me(BaseModel):
     role: str
     key_prefix: str
     external_system: str | None = None
+    #: ``test``: the communications this key requests reach only the simulator.
+    kind: Literal["live", "test"] = "live"
 
 
 class RunTrackingReport(BaseModel):

@@ -329,3 +329,13 @@ def test_a_child_made_meanwhile_by_another_monitor_is_not_made_twice(engine, set
     with engine.begin() as conn:
         insert_expansions(conn, [EventExpansion(children=[copy, fresh])], "monitor")
     assert len(children_of(engine, first)) == 3  # the fresh one only
+
+
+def test_a_test_keys_event_makes_test_children_and_entries(engine, settings):
+    setup(engine, settings)
+    parent_id = trigger(engine, contact_ref="C-1002", event="posted", entities=PAYMENT,
+                        is_test=True)
+    run_job("monitor", settings, engine)
+    kids = children_of(engine, parent_id)
+    assert len(kids) == 2 and all(k.is_test for k in kids)
+    assert all(d.is_test for k in kids for d in details_of(engine, k.id))

@@ -59,3 +59,25 @@ def test_without_prefetch_the_window_drains_at_every_batch(db_url, make_engine_f
 
     assert states == {"completed": N}
     assert smsc.counts["drains"] >= N // BATCH - 1
+
+
+def test_test_entries_claimed_into_the_stream_go_to_the_simulator(db_url, make_engine_for,
+                                                                  smsc):
+    """A batch claimed into the stream while it is in flight is screened as the first one:
+    a test key's entries among it reach the simulator, never the SMSC."""
+    settings, engine = make_engine_for(
+        db_url, COMMS_DAEMONS_BATCH_SIZE=str(BATCH), COMMS_GATEWAYS_SMS_BACKEND="smpp",
+        COMMS_GATEWAYS_SMS_PORT=str(smsc.port), COMMS_GATEWAYS_SMS_WINDOW=str(WINDOW))
+    live = add_details(engine, "sms", [(f"+4477009{i:05d}", f"Live {i}") for i in range(BATCH)])
+    test = add_details(engine, "sms", [(f"+4477008{i:05d}", f"Test {i}") for i in range(5)],
+                       is_test=True)
+    runner = Runner(settings, engine, SmsDaemon(settings, engine), once=True)
+    assert runner.run_batch() == BATCH + 5  # one stream: the test rows came with claim_more
+    runner.handler.close()
+
+    assert sorted(m.destination for m in smsc.messages()) == sorted(
+        f"4477009{i:05d}" for i in range(BATCH))
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(details_t.c.id, details_t.c.state)
+                                   .where(details_t.c.id.in_(live + test))).all())
+    assert {states[i] for i in live + test} == {"completed"}

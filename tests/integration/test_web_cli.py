@@ -77,3 +77,50 @@ def test_apply_status_from_the_command_line(settings, engine, tmp_path):
     # A file names its system: without --system nothing is read, whoever's entries it names.
     unnamed = _run(external_systems, ["apply-status", str(path)], settings, engine)
     assert unnamed.exit_code == 2 and "--system" in unnamed.output
+
+
+def test_limits_test_keys_and_usage_from_the_command_line(settings, engine):
+    from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
+    from comms_pipeline.pipeline.admin_records import save_template
+    from tests.integration.web_support import ensure_contact
+
+    api = client(settings, engine)
+    live = KEY.search(_run(external_systems, ["add", "SHOP", "--name", "Shop"], settings,
+                           engine).output).group(0)
+    made = _run(external_systems, ["test-key", "SHOP"], settings, engine)
+    assert made.exit_code == 0 and "test: simulated sends only" in made.output
+    test = KEY.search(made.output).group(0)
+    assert api.get("/v1/me", headers=bearer(test)).json()["kind"] == "test"
+    assert api.get("/v1/me", headers=bearer(live)).json()["kind"] == "live"
+    admin = _run(api_keys, ["add", "Dev", "--role", "admin", "--test"], settings, engine)
+    assert admin.exit_code == 0 and ", test)" in admin.output
+    assert " test " in _run(api_keys, ["list"], settings, engine).output
+
+    limited = _run(external_systems, ["limits", "SHOP", "--rate", "50", "--daily",
+                                      "email=2", "--daily", "letter=20000"], settings, engine)
+    assert limited.exit_code == 0, limited.output
+    assert "50/s, email 2/day, letter 20,000/day" in limited.output
+    bad = _run(external_systems, ["limits", "SHOP", "--daily", "fax=3"], settings, engine)
+    assert bad.exit_code != 0 and "MEDIA=N" in bad.output
+
+    ensure_contact(engine, "C-1")
+    with engine.begin() as conn:
+        save_template(conn, TemplateSpec("T-MAIL", "Mail", "email", variants=[
+            VariantSpec("en", "Hi", "<p>Hi</p>", "Hi")]))
+    body = {"contact_ref": "C-1", "template_code": "T-MAIL"}
+    api = client(settings, engine)  # limits are read again after web.limits_refresh_seconds
+    assert api.post("/v1/requests", headers=bearer(live), json=body).status_code == 202
+    assert api.post("/v1/requests", headers=bearer(test), json=body).status_code == 202
+    shown = _run(external_systems, ["show", "SHOP"], settings, engine)
+    assert shown.exit_code == 0, shown.output
+    assert "limits       50/s, email 2/day, letter 20,000/day" in shown.output
+    assert "email 1 of 2" in shown.output  # the test key's request is not counted
+    assert live.split("_")[1] in shown.output and test.split("_")[1] in shown.output
+    assert "unlimited" in shown.output  # the keys' own limits
+
+    cleared = _run(external_systems, ["limits", "SHOP", "--no-rate", "--daily", "email=off",
+                                      "--daily", "letter=off"], settings, engine)
+    assert "SHOP: unlimited" in cleared.output
+    key_limits = _run(api_keys, ["limits", live.split("_")[1], "--rate", "5"], settings, engine)
+    assert key_limits.exit_code == 0 and "5/s" in key_limits.output
+    assert _run(external_systems, ["show", "NOPE"], settings, engine).exit_code != 0
