@@ -7,5 +7,5 @@ importing any stage.
 
 from __future__ import annotations
 
-JOB_NAMES = ("monitor", "email-monitor", "letter-monitor", "expiry-sweep")
+JOB_NAMES = ("monitor", "email-monitor", "letter-monitor", "expiry-sweep", "retention-sweep")
 DAEMON_NAMES = ("sms", "email", "letter", "storage", "push-handset", "push-external")

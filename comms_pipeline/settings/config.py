@@ -25,6 +25,7 @@ from comms_pipeline.settings.entity_sources import EntitySource
 from comms_pipeline.settings.gateways import GatewaysSettings
 from comms_pipeline.settings.links import LinkSettings
 from comms_pipeline.settings.notifications import NotificationSettings
+from comms_pipeline.settings.retention import RetentionSettings
 from comms_pipeline.settings.web import WebSettings
 
 ENV_PREFIX = "COMMS_"
@@ -200,6 +201,7 @@ class Settings(_Section):
     web: WebSettings = Field(default_factory=WebSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     source: str = "defaults"
 
     @property

@@ -208,6 +208,9 @@ class RequestDetail(ClaimColumns, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: When and why (``retention`` or ``erasure``) the content was removed on purpose.
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime)
+    purged_by: Mapped[str | None] = mapped_column(String(16))
 
 
 class Document(ClaimColumns, Base):
@@ -229,6 +232,9 @@ class Document(ClaimColumns, Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+    #: When and why (``retention`` or ``erasure``) the content was removed on purpose.
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime)
+    purged_by: Mapped[str | None] = mapped_column(String(16))
 
 
 class SmsPart(Base):
@@ -494,6 +500,21 @@ class Communication(Base):
     created_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: When and why (``retention`` or ``erasure``) the content was removed on purpose.
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime)
+    purged_by: Mapped[str | None] = mapped_column(String(16))
+
+
+class Erasure(Base):
+    """One person's personal data erased: the pseudonym that replaced the reference, when,
+    by whom and how many rows of each kind were touched (``comms contacts erase``)."""
+
+    __tablename__ = "erasures"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(String(64), unique=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime)
+    erased_by: Mapped[str] = mapped_column(String(128))
+    counts: Mapped[dict | None] = mapped_column(JSON)
 
 
 def _table(model: type[Base]) -> Table:
@@ -528,3 +549,4 @@ skipped_t = _table(SkippedRecipient)
 comms_t = _table(Communication)
 sms_parts_t = _table(SmsPart)
 sms_receipts_t = _table(SmsReceipt)
+erasures_t = _table(Erasure)

@@ -108,6 +108,8 @@ class QueueEntryContent(QueueEntry):
     body: str | None = None
     html: str | None = None
     document: DocumentRef | None = None
+    removed: str | None = Field(None, description="Why the subject, body or document is "
+                                "gone, e.g. 'removed by the retention policy on 2026-12-02'")
 
 
 class QueuePage(BaseModel):
