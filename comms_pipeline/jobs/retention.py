@@ -22,12 +22,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import and_, case, delete, exists, false, literal, or_, select, update
+from sqlalchemy import and_, case, exists, false, literal, or_, select, update
 
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.core.errors import GatewayError
 from comms_pipeline.core.states import DETAIL_TERMINAL
-from comms_pipeline.pipeline.documents import make_document_store
+from comms_pipeline.pipeline.purging import close_stores, delete_stored, remove_tracking
 from comms_pipeline.queue.claims import Outcome, WorkQueue
 from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.retry import NeverGiveUp
@@ -116,49 +115,6 @@ class Purge:
     communications: bool = False
 
 
-def remove_tracking(conn: Connection, detail_ids: Sequence[int]) -> tuple[int, int]:
-    """Delete the entries' tracked links; keep their opens and clicks as bare counts (kind and
-    time). Returns (links deleted, events anonymised)."""
-    if not detail_ids:
-        return 0, 0
-    ids = list(detail_ids)
-    e = tracking_events_t.c
-    events = conn.execute(update(tracking_events_t)
-                          .where(e.detail_id.in_(ids),
-                                 or_(e.user_agent.isnot(None), e.link_id.isnot(None)))
-                          .values(user_agent=None, link_id=None)).rowcount
-    links = conn.execute(delete(tracking_links_t)
-                         .where(tracking_links_t.c.detail_id.in_(ids))).rowcount
-    return links, events
-
-
-def delete_stored(stores: dict[str, DocumentStore], settings: Settings,
-                  docs: Sequence[Row]) -> tuple[set[int], set[str]]:
-    """Remove each document's copy from its store; returns the documents whose copy is gone
-    (or never was) and the backends that failed (their documents are kept for later)."""
-    removed: set[int] = set()
-    failed: set[str] = set()
-    for doc in docs:
-        backend = doc.storage_backend
-        if not (backend and doc.location):
-            removed.add(doc.id)
-            continue
-        if backend in failed:
-            continue
-        try:
-            store = stores.get(backend)
-            if store is None:
-                store = stores[backend] = make_document_store(settings, backend)
-            store.delete(doc.location)
-        except GatewayError as err:
-            log.warning("retention.store_failed", backend=backend, code=err.code,
-                        error=err.description, document_id=doc.id)
-            failed.add(backend)
-            continue
-        removed.add(doc.id)
-    return removed, failed
-
-
 class RetentionSweepJob:
     name = "retention-sweep"
 
@@ -236,7 +192,6 @@ class RetentionSweepJob:
                  documents=len(doc_ids))
 
     def close(self) -> None:
-        for store in self.stores.values():
-            store.close()
+        close_stores(self.stores)
         if self.left:
             log.warning("retention.left_for_next_run", entries=len(self.left))

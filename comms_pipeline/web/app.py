@@ -22,6 +22,7 @@ from comms_pipeline.store.db import engine_for
 from comms_pipeline.store.queries import ping
 from comms_pipeline.web import (
     routes_agents,
+    routes_erasure,
     routes_links,
     routes_ops,
     routes_queue,
@@ -104,7 +105,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app.state.metrics = metrics_registry(app.state.engine)
     for module in (routes_queue, routes_requests, routes_agents, routes_tracking, routes_links,
-                   routes_ops):
+                   routes_ops, routes_erasure):
         app.include_router(module.router)
     _add_pages(app)
     describe_operations(app)
