@@ -135,6 +135,21 @@ def _rewrite_json(conn: Connection, table: Any, column: str, secrets: Sequence[s
     return changed
 
 
+def _rename_idempotency_keys(conn: Connection, secrets: Sequence[str]) -> int:
+    """A client's Idempotency-Key that names the person (``invoice-C123``) becomes a
+    pseudonym of itself (still unique per key). A call replayed with the old key is no longer
+    recognised: it makes a new request, for a reference no contact has any more."""
+    if not secrets:
+        return 0
+    k = idempotency_t.c.key
+    rows = conn.execute(select(idempotency_t.c.id, k).where(
+        or_(*(k.contains(s, autoescape=True) for s in secrets)))).all()
+    for row in rows:
+        conn.execute(update(idempotency_t).where(idempotency_t.c.id == row.id)
+                     .values(key=pseudonym(row.key)))
+    return len(rows)
+
+
 def _cancel_pending(conn: Connection, header_ids: list[int], detail_ids: list[int],
                     actor: str) -> int:
     """Requests not yet processed become Cancelled, entries not yet sent Rejected (ERASED)."""
@@ -206,6 +221,7 @@ def erase_contact(conn: Connection, settings: Settings, ref: str, *,
     counts.update(_erase_lists(conn, skipped, members, alias, mask))
     # What the pipeline answered and summed up may quote the person (a stored API answer).
     counts["api_answers"] = _rewrite_json(conn, idempotency_t, "response", found, mask)
+    counts["api_keys_named"] = _rename_idempotency_keys(conn, found)
     counts["run_summaries"] = _rewrite_json(conn, runs_t, "summary", found, mask)
     counts["addresses"] = len(addresses)
     counts["contacts"] = len(contact_ids)

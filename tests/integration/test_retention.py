@@ -17,7 +17,6 @@ from comms_pipeline.settings.retention import RetentionSettings
 from comms_pipeline.store.models import (
     comms_t,
     details_t,
-    documents_t,
     tracking_events_t,
     tracking_links_t,
     transitions_t,
