@@ -32,7 +32,8 @@ from comms_pipeline.core.errors import CommsError
 from comms_pipeline.core.states import PENDING_STATES, DetailState, HeaderStatus
 from comms_pipeline.pipeline.purging import close_stores, delete_stored, remove_tracking
 from comms_pipeline.queue.claims import WorkQueue, transition_rows
-from comms_pipeline.queue.machine import DETAILS, HEADERS
+from comms_pipeline.queue.content import update_content
+from comms_pipeline.queue.machine import DETAILS, HEADERS, StateMachine
 from comms_pipeline.store.models import (
     addresses_t,
     comms_t,
@@ -107,14 +108,16 @@ def _ids(conn: Connection, query: Any) -> list[int]:
     return list(conn.execute(query).scalars())
 
 
-def _rewrite_text(conn: Connection, table: Any, column: str, where: Any, mask: Any) -> int:
-    """Mask the secrets in ``column`` of the rows ``where``; the rows changed."""
+def _rewrite_text(conn: Connection, machine: StateMachine, column: str, where: Any,
+                  mask: Any) -> int:
+    """Mask the secrets in ``column`` of the machine's rows ``where``; the rows changed."""
+    table = machine.table
     col = table.c[column]
     changed = 0
     for row in conn.execute(select(table.c.id, col).where(where, col.isnot(None))).all():
         new = mask(row[1])
         if new != row[1]:
-            conn.execute(update(table).where(table.c.id == row.id).values({column: new}))
+            update_content(conn, machine, table.c.id == row.id, {column: new})
             changed += 1
     return changed
 
@@ -273,14 +276,15 @@ def _erase_entries(conn: Connection, header_ids: list[int], detail_ids: list[int
                    contact_ids: list[int], now: Any, mask: Any, alias: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     if header_ids:
-        conn.execute(update(headers_t).where(headers_t.c.id.in_(header_ids)).values(
-            contact_ref=alias, entities=None, params=None, idempotency_key=None))
-        _rewrite_text(conn, headers_t, "status_reason", headers_t.c.id.in_(header_ids), mask)
+        update_content(conn, HEADERS, headers_t.c.id.in_(header_ids), {
+            "contact_ref": alias, "entities": None, "params": None, "idempotency_key": None})
+        _rewrite_text(conn, HEADERS, "status_reason", headers_t.c.id.in_(header_ids), mask)
     counts["requests"] = len(header_ids)
     if detail_ids:
-        conn.execute(update(details_t).where(details_t.c.id.in_(detail_ids)).values(
-            address=None, subject=None, body=None, purged_at=now, purged_by=PURGED_BY))
-        _rewrite_text(conn, details_t, "error_description", details_t.c.id.in_(detail_ids),
+        update_content(conn, DETAILS, details_t.c.id.in_(detail_ids), {
+            "address": None, "subject": None, "body": None, "purged_at": now,
+            "purged_by": PURGED_BY})
+        _rewrite_text(conn, DETAILS, "error_description", details_t.c.id.in_(detail_ids),
                       mask)
         counts["tracking_links"], counts["tracking_events"] = remove_tracking(conn, detail_ids)
     counts["entries"] = len(detail_ids)
