@@ -38,6 +38,7 @@ from comms_pipeline.store.models import (
     tracking_events_t,
     tracking_links_t,
 )
+from comms_pipeline.store.outage import is_db_unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, Row
@@ -128,7 +129,7 @@ class RetentionSweepJob:
         # A retention sweep must never end a finished entry in another state: it never
         # gives up (and so never fails an entry), and it only clears content.
         self.queue = WorkQueue(machine=DETAILS, pending=self._pending,
-                               order_by=(details_t.c.id,),
+                               order_by=(details_t.c.id,), counts_attempts=False,
                                retry=NeverGiveUp.from_settings(settings.claims))
 
     def _pending(self) -> ColumnElement[bool]:
@@ -142,6 +143,19 @@ class RetentionSweepJob:
         return days is not None and row.created_at < now - timedelta(days=days)
 
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
+        """The batch's removals; a batch that fails is given back untouched and left for the
+        next run (the Runner would write INTERNAL_ERROR over the entries' own codes)."""
+        try:
+            return self._handle(rows, ctx)
+        except Exception as exc:
+            if is_db_unavailable(exc):
+                raise
+            log.error("retention.batch_failed", error=type(exc).__name__,
+                      ids=[r.id for r in rows][:20])
+            self.left.update(r.id for r in rows)
+            return [Outcome.release(r.id) for r in rows]
+
+    def _handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         now = utcnow()
         with_docs = [r.id for r in rows if self._due("documents", r, now)]
         docs: list[Row] = []

@@ -212,8 +212,8 @@ def erase_contact(conn: Connection, settings: Settings, ref: str, *,
         if record is not None:
             return ErasureResult(alias, record.erased_at, record.erased_by,
                                  dict(record.counts or {}), already=True)
-        raise NothingToEraseError(f"no contact, request or notification has reference {ref!r} "
-                                  "(nothing erased); check the reference")
+        raise NothingToEraseError(f"UNKNOWN_CONTACT: no contact, request or notification has "
+                                  f"reference {ref!r} (nothing erased); check the reference")
 
     counts: dict[str, int] = {"cancelled": _cancel_pending(conn, header_ids, detail_ids,
                                                            actor)}
@@ -237,7 +237,8 @@ def erase_contact(conn: Connection, settings: Settings, ref: str, *,
         conn.execute(update(contacts_t).where(c.id == contact.id).values(
             ref=new_ref, name=MASK, preferred_language=None, data=None,
             opt_in_direct_marketing=False, opt_in_affiliate_marketing=False))
-    result = _record(conn, record, alias, now, actor, {k: v for k, v in counts.items() if v})
+    counts = {k: v for k, v in counts.items() if v}
+    result = _record(conn, record, alias, now, actor, counts)
     # audit: erasure
     log.info("contacts.erased", pseudonym=alias, actor=actor, counts=counts)
     return result

@@ -85,6 +85,9 @@ class WorkQueue:
     order_by: tuple[Any, ...] = ()
     retry: RetryPolicy | None = None
     give_up_state: str | None = None
+    #: False: a claim is not an attempt at the row's work (the retention sweep clears the
+    #: content of finished entries: their attempts stay the sends' count).
+    counts_attempts: bool = True
 
     @property
     def kind(self) -> str:
@@ -239,7 +242,7 @@ class Claimer:
             .where(chosen)
             .values(claimed_by=self.worker_id,
                     lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    attempts=t.c.attempts + 1)
+                    attempts=t.c.attempts + (1 if queue.counts_attempts else 0))
             .returning(*t.c)
         )
         with self.engine.begin() as conn:

@@ -97,9 +97,10 @@ def _check_sweep(settings, engine, ids):  # type: ignore[no-untyped-def]
         assert after[i]["purged_at"] is not None
     for i in ids["new"] + ids["pending"]:  # too new, or not sent yet: untouched
         assert after[i]["body"] == before[i]["body"] and after[i]["purged_at"] is None
-    for i, row in after.items():  # states and codes stay
-        assert (row["state"], row["error_code"], row["address"]) == \
-            (before[i]["state"], before[i]["error_code"], before[i]["address"])
+    for i, row in after.items():  # states, codes and the attempts' count stay
+        assert (row["state"], row["error_code"], row["address"], row["attempts"]) == \
+            (before[i]["state"], before[i]["error_code"], before[i]["address"],
+             before[i]["attempts"])
 
     docs = {d["detail_id"]: d for d in documents(engine)}
     gone = {docs[i]["id"] for i in ids["old"]}
