@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -159,6 +160,12 @@ def fetch_document(settings: Settings, engine: Engine,
 
 
 def storage_place(conn: Connection, document_id: int) -> Any | None:
-    """Where the document is kept (``storage_backend``, ``location``); None: no such document."""
-    return conn.execute(select(documents_t.c.storage_backend, documents_t.c.location)
-                        .where(documents_t.c.id == document_id)).first()
+    """Where the document is kept (``storage_backend``, ``location``, and ``removed``: why it
+    is not kept any more, or None); None: no such document."""
+    row = conn.execute(select(documents_t.c.storage_backend, documents_t.c.location,
+                              documents_t.c.purged_at, documents_t.c.purged_by)
+                       .where(documents_t.c.id == document_id)).first()
+    if row is None:
+        return None
+    return SimpleNamespace(storage_backend=row.storage_backend, location=row.location,
+                           removed=removal_notice(row.purged_at, row.purged_by))

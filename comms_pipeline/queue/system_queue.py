@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 ENTRY_COLUMNS = ("id", "state", "media", "address", "language", "subject", "priority",
                  "error_code", "error_description", "created_at", "updated_at", "completed_at",
-                 "expires_at")
+                 "expires_at", "purged_at", "purged_by")
 
 
 def entry_select(*extra: Any):
@@ -73,8 +73,7 @@ def list_queue(conn: Connection, scope_id: int | None, state: str, *, now: datet
 def queue_entry(conn: Connection, entry_id: int, scope_id: int | None = None,
                 *, with_body: bool = False) -> Any | None:
     """The entry, if the caller's system owns it (any entry for ``scope_id=None``)."""
-    q = entry_select(details_t.c.body, details_t.c.purged_at, details_t.c.purged_by) \
-        if with_body else entry_select()
+    q = entry_select(details_t.c.body) if with_body else entry_select()
     return conn.execute(q.where(details_t.c.id == entry_id, owner_clause(scope_id))).first()
 
 

@@ -67,6 +67,8 @@ def presigned_url(request: Request, document_id: int, seconds: int) -> str:
         row = storage_place(conn, document_id)
     if row is None:
         raise not_found(f"no document {document_id}")
+    if row.removed:
+        raise ApiError(410, "document_removed", f"document {document_id} was {row.removed}")
     if row.storage_backend != "s3" or not row.location:
         raise ApiError(409, "not_in_s3", f"document {document_id} is not kept in S3 "
                        f"(storage: {row.storage_backend or 'not stored yet'}); download it "

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from comms_pipeline.core.clock import utcnow
-from comms_pipeline.core.retention import removal_notice
 from comms_pipeline.core.states import Media, public_state
 from comms_pipeline.pipeline.apikeys import Principal
 from comms_pipeline.queue import system_queue as sq
@@ -132,7 +131,6 @@ def get_entry(request: Request, entry_id: EntryId, key: BearerKey) -> dict:
             content = sq.document_content(conn, entry_id)
     data = entry_dict(row, now)
     data["document"] = docs.get(entry_id)
-    data["removed"] = removal_notice(row.purged_at, row.purged_by)
     if content is not None:
         data["html"] = parse_eml(content)["html"]
     return data

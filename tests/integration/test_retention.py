@@ -23,6 +23,7 @@ from comms_pipeline.store.models import (
 )
 from tests.integration.documents_factory import add_entries, details, documents
 from tests.integration.test_storage_daemon import run_once
+from tests.integration.web_support import bearer, client, role_key
 from tests.servers.smtp import free_port
 
 RULES = RetentionSettings(bodies={"*": 7}, documents={"*": 7, "letter.financial": 3000},
@@ -134,7 +135,23 @@ def _check_sweep(settings, engine, ids):  # type: ignore[no-untyped-def]
 
 def test_sweep_with_s3(db_url, s3_bucket, make_engine_for):
     settings, engine = make_engine_for(db_url, **s3_bucket.env())
-    _check_sweep(settings, engine, _seed(settings, engine))
+    ids = _seed(settings, engine)
+    _check_sweep(settings, engine, ids)
+    # Agents are told why the content is gone, not shown an error.
+    api = client(settings, engine)
+    agent = bearer(role_key(engine, "agent"))
+    notice = f"removed by the retention policy on {utcnow():%Y-%m-%d}"
+    items = {i["id"]: i for i in api.get("/v1/contacts/C-1/communications",
+                                         headers=agent).json()["items"]}
+    assert {items[i]["removed"] for i in ids["old"]} == {notice}
+    assert items[ids["new"][0]]["removed"] is None
+    log = api.get("/v1/contacts/C-1/log", headers=agent).json()["items"]
+    assert {e["removed"] for e in log if e["queue_entry_id"] in ids["old"]} == {notice}
+    doc = next(d for d in documents(engine) if d["detail_id"] == ids["old"][0])
+    gone = api.get(f"/v1/documents/{doc['id']}", headers=agent)
+    assert gone.status_code == 410 and gone.json()["code"] == "document_removed", gone.json()
+    link = api.get(f"/v1/documents/{doc['id']}/link", headers=agent)
+    assert link.status_code == 410 and notice in link.json()["message"], link.json()
 
 
 def test_sweep_with_sftp(sqlite_url, sftp_server, make_engine_for):
