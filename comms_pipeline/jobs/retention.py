@@ -9,9 +9,10 @@ past its retention, removes it, and records ``purged_at`` / ``purged_by = 'reten
 entry, document and log entry, so that agents are told the content was removed and when.
 States, codes, transitions, timestamps and the open and click counts stay.
 
-A store that fails is not tried again in the same run: the entries whose documents are kept
-there are left for the next run, and their documents stay in the database until then. With
-no rule configured (the default), nothing is ever removed.
+A document not yet in the store is removed once the Storage daemon has stored it (it may be
+holding it meanwhile). A store that fails is not tried again in the same run: the entries
+whose documents are kept there are left for the next run, and their documents stay in the
+database until then. With no rule configured (the default), nothing is ever removed.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def tracked(detail_id: Any) -> ColumnElement[bool]:
 
 
 def unpurged_document(detail_id: Any) -> ColumnElement[bool]:
+    """The entry's document is stored and not removed yet (one still waiting for the Storage
+    daemon, which may hold it, is removed once it is stored)."""
     return exists().where(documents_t.c.detail_id == detail_id,
+                          documents_t.c.stored_at.isnot(None),
                           documents_t.c.purged_at.is_(None))
 
 
@@ -165,6 +169,7 @@ class RetentionSweepJob:
                     select(documents_t.c.id, documents_t.c.detail_id,
                            documents_t.c.storage_backend, documents_t.c.location)
                     .where(documents_t.c.detail_id.in_(with_docs),
+                           documents_t.c.stored_at.isnot(None),
                            documents_t.c.purged_at.is_(None))))
         removed, failed = delete_stored(self.stores, self.settings, docs)
         by_detail: dict[int, list[int]] = {}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Text, cast, delete, or_, select, update
+from sqlalchemy import Text, cast, delete, func, or_, select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
@@ -64,6 +64,10 @@ MASK = "[erased]"
 
 class NothingToEraseError(CommsError):
     """No contact, request or notification has this reference, and none was erased."""
+
+
+class ErasureBusyError(CommsError):
+    """A job or daemon holds some of the person's rows right now: nothing was erased."""
 
 
 class ErasureStoreError(CommsError):
@@ -138,6 +142,25 @@ def _rewrite_json(conn: Connection, table: Any, column: str, secrets: Sequence[s
     return changed
 
 
+def _refuse_if_held(conn: Connection, header_ids: list[int], detail_ids: list[int],
+                    now: Any) -> None:
+    """A row a worker holds would be written back after the erasure (a document stored, an
+    entry merged): refuse, and let the operator run the erasure again in a moment."""
+    held = 0
+    for table, column, ids in ((headers_t, headers_t.c.id, header_ids),
+                               (details_t, details_t.c.id, detail_ids),
+                               (documents_t, documents_t.c.detail_id, detail_ids)):
+        if ids:
+            held += conn.execute(select(func.count()).select_from(table).where(
+                column.in_(ids), table.c.claimed_by.isnot(None),
+                table.c.lease_until > now)).scalar_one()
+    if held:
+        raise ErasureBusyError(
+            f"ERASURE_BUSY: {held} of the person's requests, entries or documents are being "
+            "worked on right now (claimed by a job or daemon); nothing was erased: run the "
+            "erasure again in a minute")
+
+
 def _rename_idempotency_keys(conn: Connection, secrets: Sequence[str]) -> int:
     """A client's Idempotency-Key that names the person (``invoice-C123``) becomes a
     pseudonym of itself (still unique per key). A call replayed with the old key is no longer
@@ -188,13 +211,17 @@ def erase_contact(conn: Connection, settings: Settings, ref: str, *,
     c = contacts_t.c
     contact = conn.execute(select(contacts_t).where(c.ref == ref)).first()
     contact_ids = [contact.id] if contact is not None else []
-    header_ids = _ids(conn, select(headers_t.c.id).where(headers_t.c.contact_ref == ref))
+    # Locked (PostgreSQL) so that no job claims them meanwhile; one already claimed refuses.
+    header_ids = _ids(conn, select(headers_t.c.id).where(headers_t.c.contact_ref == ref)
+                      .with_for_update())
     detail_where = [details_t.c.header_id.in_(header_ids)] if header_ids else []
     if contact_ids:
         detail_where.append(details_t.c.contact_id.in_(contact_ids))
     details = conn.execute(select(details_t.c.id, details_t.c.address)
-                           .where(or_(*detail_where))).all() if detail_where else []
+                           .where(or_(*detail_where)).with_for_update()
+                           ).all() if detail_where else []
     detail_ids = [d.id for d in details]
+    _refuse_if_held(conn, header_ids, detail_ids, now)
     addresses = conn.execute(select(addresses_t.c.id, addresses_t.c.value).where(
         addresses_t.c.contact_id.in_(contact_ids))).all() if contact_ids else []
     secrets = [ref, *(a.value for a in addresses), *(d.address for d in details if d.address)]

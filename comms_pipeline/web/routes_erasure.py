@@ -12,7 +12,12 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
 from comms_pipeline.pipeline.apikeys import Principal
-from comms_pipeline.pipeline.erasure import ErasureStoreError, NothingToEraseError, erase
+from comms_pipeline.pipeline.erasure import (
+    ErasureBusyError,
+    ErasureStoreError,
+    NothingToEraseError,
+    erase,
+)
 from comms_pipeline.web.auth import require
 from comms_pipeline.web.errors import ApiError, error_responses, not_found
 from comms_pipeline.web.schemas import NO_NUL, utc_out
@@ -39,8 +44,9 @@ class ErasureOut(BaseModel):
                          "communications log text; cancels what is not sent yet. States, "
                          "codes and timestamps stay under a pseudonym, and the erasure is "
                          "recorded. Idempotent: erasing again answers `already: true`. "
-                         "Admin keys only. 404 when nothing has the reference; 502 when a "
-                         "document store failed (nothing was erased: call again).")
+                         "Admin keys only. 404 when nothing has the reference; 409 while a "
+                         "job or daemon holds some of the person's rows, 502 when a "
+                         "document store failed (nothing was erased either way: call again).")
 def erase_person(request: Request, principal: Admin,
                  ref: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)]
                  ) -> dict:
@@ -49,6 +55,8 @@ def erase_person(request: Request, principal: Admin,
                        actor=principal.actor)
     except NothingToEraseError as exc:
         raise not_found(str(exc)) from None
+    except ErasureBusyError as exc:
+        raise ApiError(409, "erasure_busy", str(exc)) from None
     except ErasureStoreError as exc:
         raise ApiError(502, "storage_unavailable", str(exc)) from None
     out = result.as_dict()

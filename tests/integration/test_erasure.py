@@ -267,3 +267,34 @@ def test_cli_erase_cancels_what_is_not_sent(sqlite_url, make_engine_for, tmp_pat
     assert _database_mentions(engine, list(c.values())) == set()
     with pytest.raises(NothingToEraseError):
         erase(engine, settings, "NOBODY", actor="test")
+
+
+def test_erasure_waits_for_rows_a_worker_holds(db_url, make_engine_for):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from comms_pipeline.pipeline.erasure import ErasureBusyError
+    from tests.integration.documents_factory import add_entries
+
+    settings, engine = make_engine_for(db_url)
+    c = _canary()
+    with engine.begin() as conn:
+        add_contact(conn, c["ref"], c["name"],
+                    addresses=[AddressSpec("email", c["email"], "home", True)])
+    [entry] = add_entries(engine, "email", 1, contact_ref=c["ref"], address=lambda i: c["email"])
+    with engine.begin() as conn:  # the Storage daemon holds its document
+        conn.execute(update(documents_t).values(
+            claimed_by="storage@elsewhere", lease_until=utcnow() + timedelta(minutes=1)))
+    with pytest.raises(ErasureBusyError, match="ERASURE_BUSY"):
+        erase(engine, settings, c["ref"], actor="test")
+    assert "contacts.name" in _database_mentions(engine, [c["name"]])  # nothing was erased
+    with engine.begin() as conn:  # its lease passed (the daemon died): the erasure goes on
+        conn.execute(update(documents_t).values(lease_until=utcnow() - timedelta(seconds=1)))
+    result = erase(engine, settings, c["ref"], actor="test")
+    assert result.counts["cancelled"] == 2  # its request (not processed) and its entry
+    assert result.counts["documents"] == 1
+    assert _database_mentions(engine, list(c.values())) == set()
+    with engine.connect() as conn:
+        assert conn.execute(select(details_t.c.state).where(details_t.c.id == entry)
+                            ).scalar_one() == "rejected"

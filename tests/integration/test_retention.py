@@ -198,3 +198,19 @@ def test_rules_most_specific_wins():
     assert rules.days("bodies", "sms", None) is None
     with pytest.raises(ValueError, match="unknown media 'fax'"):
         RetentionSettings(bodies={"fax": 1})
+
+
+def test_a_document_waiting_for_storage_is_removed_once_stored(sqlite_url, make_engine_for):
+    settings, engine = make_engine_for(sqlite_url)
+    ids = add_entries(engine, "email", 2, state="completed")
+    with engine.begin() as conn:
+        conn.execute(update(details_t).values(created_at=utcnow() - timedelta(days=10)))
+    swept = _with(settings, RetentionSettings(documents={"*": 7}))
+    assert run_job("retention-sweep", swept, engine) == 0  # the Storage daemon may hold them
+    assert all(d["content"] is not None for d in documents(engine))
+    assert run_once(settings, engine) == 2
+    assert run_job("retention-sweep", swept, engine) == 2
+    assert all(d["content"] is None and d["purged_by"] == "retention"
+               for d in documents(engine))
+    assert not any((settings.var_dir / "store").rglob("*.eml"))  # the stored files too
+    assert all(r["purged_at"] is None for r in details(engine, ids).values())  # bodies: kept
