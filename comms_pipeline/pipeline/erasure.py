@@ -132,7 +132,9 @@ def _rewrite_json(conn: Connection, table: Any, column: str, secrets: Sequence[s
     col = table.c[column]
     if not secrets:
         return 0
-    mentions = or_(*(cast(col, Text).contains(s, autoescape=True) for s in secrets))
+    # JSON may keep a non-ASCII secret escaped (\u039c…): look for both spellings.
+    spellings = {form for s in secrets for form in (s, json.dumps(s)[1:-1])}
+    mentions = or_(*(cast(col, Text).contains(s, autoescape=True) for s in sorted(spellings)))
     changed = 0
     for row in conn.execute(select(table.c.id, col).where(col.isnot(None), mentions)).all():
         new = json.loads(mask(json.dumps(row[1], ensure_ascii=False)) or "null")

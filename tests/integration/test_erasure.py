@@ -49,7 +49,7 @@ BODY = ('<p>Dear #contact_information.name, #param.note '
 
 def _canary() -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
-    return {"ref": f"CANARY-{tag}", "name": f"Zephyrine Canarysdottir{tag}",
+    return {"ref": f"CANARY-{tag}", "name": f"Ζεφυρίνη Canarysdottir{tag}",
             "email": f"zephyrine.{tag}@canary.example",
             "phone": f"+3579955{int(tag, 16) % 10000:04d}",
             "street": f"{tag} Canary Lane", "body": f"the canary's secret {tag} body",
@@ -102,7 +102,8 @@ def _seed(settings, engine, c: dict[str, str]) -> None:  # type: ignore[no-untyp
             template_code="CANARY_BILL").returning(types_t.c.id)).scalar_one()
         run_id = conn.execute(insert(runs_t).values(
             type_id=type_id, status="done", started_at=now,
-            summary={"errors": [f"{c['ref']}: no address"]}).returning(runs_t.c.id)).scalar_one()
+            summary={"errors": [f"{c['ref']}: no address"], "last": f"{c['name']} (Nicosia)"}
+        ).returning(runs_t.c.id)).scalar_one()
         conn.execute(insert(notifications_t).values(
             run_id=run_id, type_id=type_id, number=f"N-{uuid.uuid4().hex[:8]}",
             recipient_key=f"{c['ref']}:B-1", contact_ref=c["ref"],
@@ -127,14 +128,16 @@ def _texts(value: Any) -> list[str]:
     if isinstance(value, bytes | memoryview):
         data = bytes(value)
         found = [data.decode("latin-1")]
-        for part in email.message_from_bytes(data).walk():
+        for part in email.message_from_bytes(data, policy=policy.default).walk():
+            found.extend(str(v) for v in part.values())  # headers, RFC 2047 decoded
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 found.append(payload.decode("utf-8", "replace"))
         return found
     if isinstance(value, str):
         return [value]
-    return [json.dumps(value, ensure_ascii=False, default=str)]
+    return [json.dumps(value, ensure_ascii=False, default=str),
+            json.dumps(value, default=str)]
 
 
 def _database_mentions(engine, secrets: list[str]) -> set[str]:  # type: ignore[no-untyped-def]
