@@ -60,6 +60,9 @@ class FakeDocumentStore:
     def get(self, location: str) -> bytes:
         return self.objects[location.removeprefix("memory://")]
 
+    def delete(self, location: str) -> None:
+        self.objects.pop(location.removeprefix("memory://"), None)
+
     def close(self) -> None:
         """Nothing to release."""
 

@@ -169,3 +169,29 @@ def contacts_remove(app: AppContext, ref: str, yes: bool) -> None:
     with app.engine.begin() as conn:
         remove_contact(conn, ref)
     click.echo(f"contact {ref} removed")
+
+
+@contacts.command("erase")
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--by", "actor", default=None,
+              help="Who asked for the erasure (recorded; default: the login user).")
+@pass_app
+def contacts_erase(app: AppContext, ref: str, yes: bool, actor: str | None) -> None:
+    """Erase person REF's personal data everywhere (addresses, bodies, documents in the
+    store, tracking, notifications, the communications log), leaving anonymised counts under
+    a pseudonym; recorded in the erasures table. Running it again is harmless."""
+    import getpass
+
+    from comms_pipeline.pipeline.erasure import erase
+
+    if not yes:
+        click.confirm(f"Erase every piece of personal data of {ref}? This cannot be undone",
+                      abort=True)
+    result = erase(app.engine, app.settings, ref, actor=f"cli:{actor or getpass.getuser()}")
+    if result.already:
+        click.echo(f"{ref}: already erased on {result.erased_at:%Y-%m-%d %H:%M} UTC by "
+                   f"{result.erased_by} (as {result.pseudonym}); nothing more to erase")
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "nothing"
+    click.echo(f"{ref}: erased, now {result.pseudonym} ({counts})")

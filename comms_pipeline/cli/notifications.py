@@ -287,7 +287,8 @@ def communications_show(app: AppContext, comm_id: int) -> None:
         entry = comm_log.get(conn, comm_id)
         earlier, later = comm_log.chain(conn, comm_id)
     for name in ("id", "contact_ref", "media", "direction", "category", "status", "subject",
-                 "created_by", "created_at", "completed_at", "follow_up_of_id", "detail_id"):
+                 "created_by", "created_at", "completed_at", "follow_up_of_id", "detail_id",
+                 "removed"):
         click.echo(f"{name:<16} {getattr(entry, name) if getattr(entry, name) is not None else ''}")
     if entry.content:
         click.echo(f"content:\n{entry.content}")

@@ -179,6 +179,10 @@ def queue_show(app: AppContext, entry_id: int) -> None:
             value = f"<{len(value or '')} characters>"
         click.echo(f"{key:>20}: {'-' if value is None else value}")
     click.echo(f"{'public state':>20}: {public_state(row['state']).value}")
+    if row.get("purged_at") is not None:  # the subject and body are gone on purpose
+        from comms_pipeline.core.retention import removal_notice
+
+        click.echo(f"{'content':>20}: {removal_notice(row['purged_at'], row['purged_by'])}")
     click.echo("history:")
     for h in history:
         click.echo(f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from_state'] or '(new)'} -> "

@@ -7,6 +7,6 @@ importing any stage.
 
 from __future__ import annotations
 
-JOB_NAMES = ("monitor", "email-monitor", "letter-monitor", "expiry-sweep")
+JOB_NAMES = ("monitor", "email-monitor", "letter-monitor", "expiry-sweep", "retention-sweep")
 DAEMON_NAMES = ("sms", "email", "letter", "storage", "push-handset", "push-external",
                 "bounces", "callbacks")

@@ -143,5 +143,11 @@ class LocalDocumentStore:
         except OSError as exc:
             raise _os_error(exc) from None
 
+    def delete(self, location: str) -> None:
+        try:
+            Path(location).unlink(missing_ok=True)
+        except OSError as exc:
+            raise _os_error(exc) from None
+
     def close(self) -> None:
         """Nothing is held open."""

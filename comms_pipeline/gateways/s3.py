@@ -111,5 +111,13 @@ class S3DocumentStore:
         except Exception as exc:  # mapped to our errors at this boundary
             raise s3_error(exc) from None
 
+    def delete(self, location: str) -> None:
+        """S3 answers a missing key's deletion with success: removing twice is fine."""
+        parts = urlsplit(location)
+        try:
+            self.client.delete_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+        except Exception as exc:  # mapped to our errors at this boundary
+            raise s3_error(exc) from None
+
     def close(self) -> None:
         self.client.close()

@@ -12,6 +12,7 @@ none of them is the document's fault, so the document waits (with backoff) for a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import posixpath
@@ -235,6 +236,17 @@ class SftpDocumentStore:
             return buf.getvalue()
 
         return self.conn.call(download)
+
+    def delete(self, location: str) -> None:
+        path = urlsplit(location).path
+        path = path[3:] if path.startswith("/~/") else path
+
+        def remove(sftp: paramiko.SFTPClient) -> None:
+            # Removed already (a sweep that stopped before recording it) is fine.
+            with contextlib.suppress(FileNotFoundError):
+                sftp.remove(path)
+
+        self.conn.call(remove)
 
     def close(self) -> None:
         self.conn.close()

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.core.retention import removal_notice
 from comms_pipeline.queue.hooks import log_sent
 from comms_pipeline.store.models import (
     comms_t,
@@ -53,6 +54,8 @@ class Entry:
     created_by: str | None
     created_at: Any
     completed_at: Any
+    #: Why the subject and content are gone (the retention policy, an erasure), if they are.
+    removed: str | None = None
 
 
 def _contact_id(conn: Connection, ref: str) -> int:
@@ -120,7 +123,7 @@ def _select() -> Any:
 def _entry(r: Row) -> Entry:
     return Entry(r.id, r.contact_ref, r.media, r.direction, r.category, r.subject, r.content,
                  r.status, r.follow_up_of_id, r.detail_id, r.created_by, r.created_at,
-                 r.completed_at)
+                 r.completed_at, removal_notice(r.purged_at, r.purged_by))
 
 
 def get(conn: Connection, comm_id: int) -> Entry:

@@ -13,11 +13,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from comms_pipeline.core.errors import CommsError, ConfigError
+from comms_pipeline.core.retention import removal_notice
 from comms_pipeline.store.models import contacts_t, details_t, documents_t
 
 if TYPE_CHECKING:
@@ -36,6 +38,10 @@ class UnknownDocumentError(CommsError):
 
 class DocumentUnavailableError(CommsError):
     """The document is neither in storage nor in the database."""
+
+
+class DocumentRemovedError(DocumentUnavailableError):
+    """The document was removed on purpose (the retention policy, an erasure)."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,17 @@ def fetch_document(settings: Settings, engine: Engine,
     """A document's bytes from its store (or the database if not stored yet), checked
     against the SHA-256 recorded when it was merged."""
     with engine.connect() as conn:
-        row = conn.execute(_info_query().add_columns(documents_t.c.content)
+        row = conn.execute(_info_query().add_columns(documents_t.c.content,
+                                                     documents_t.c.purged_at,
+                                                     documents_t.c.purged_by)
                            .where(documents_t.c.id == document_id)).first()
     if row is None:
         raise UnknownDocumentError(f"no document with id {document_id}")
     fields = dict(row._mapping)
     content = fields.pop("content")
+    removed = removal_notice(fields.pop("purged_at"), fields.pop("purged_by"))
+    if removed:
+        raise DocumentRemovedError(f"document {document_id} was {removed}")
     info = DocumentInfo(**fields)
     if info.location and info.storage_backend:
         store = make_document_store(settings, info.storage_backend)
@@ -149,6 +160,12 @@ def fetch_document(settings: Settings, engine: Engine,
 
 
 def storage_place(conn: Connection, document_id: int) -> Any | None:
-    """Where the document is kept (``storage_backend``, ``location``); None: no such document."""
-    return conn.execute(select(documents_t.c.storage_backend, documents_t.c.location)
-                        .where(documents_t.c.id == document_id)).first()
+    """Where the document is kept (``storage_backend``, ``location``, and ``removed``: why it
+    is not kept any more, or None); None: no such document."""
+    row = conn.execute(select(documents_t.c.storage_backend, documents_t.c.location,
+                              documents_t.c.purged_at, documents_t.c.purged_by)
+                       .where(documents_t.c.id == document_id)).first()
+    if row is None:
+        return None
+    return SimpleNamespace(storage_backend=row.storage_backend, location=row.location,
+                           removed=removal_notice(row.purged_at, row.purged_by))

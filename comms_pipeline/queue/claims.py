@@ -93,6 +93,9 @@ class WorkQueue:
     lane: Any = None
     lane_domain: Any = None
     channel: str | None = None
+    #: False: a claim is not an attempt at the row's work (the retention sweep clears the
+    #: content of finished entries: their attempts stay the sends' count).
+    counts_attempts: bool = True
 
     @property
     def kind(self) -> str:
@@ -261,7 +264,7 @@ class Claimer:
                 .where(chosen)
                 .values(claimed_by=self.worker_id,
                         lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                        attempts=t.c.attempts + 1)
+                        attempts=t.c.attempts + (1 if queue.counts_attempts else 0))
                 .returning(*t.c)
             )
             rows = sorted(conn.execute(stmt).all(), key=lambda r: r.id)

@@ -30,7 +30,8 @@ STAGES = [
 def _stage_rows(name: str):
     """(table, condition) of the rows stage ``name`` has left to work."""
     if name == "storage":
-        return documents_t, documents_t.c.stored_at.is_(None)
+        return documents_t, and_(documents_t.c.stored_at.is_(None),
+                                 documents_t.c.purged_at.is_(None))
     for stage, table, state, media in STAGES:
         if stage != name:
             continue

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 ENTRY_COLUMNS = ("id", "state", "media", "address", "language", "subject", "priority",
                  "error_code", "error_description", "created_at", "updated_at", "completed_at",
-                 "expires_at")
+                 "expires_at", "purged_at", "purged_by")
 
 
 def entry_select(*extra: Any):

@@ -70,7 +70,9 @@ def storage_queue(retry: RetryPolicy | None = None) -> WorkQueue:
     return WorkQueue(
         retry=retry,
         machine=DOCUMENTS,
-        pending=lambda: and_(documents_t.c.stored_at.is_(None), true()),
+        # A document whose content was removed (retention, erasure) has nothing to store.
+        pending=lambda: and_(documents_t.c.stored_at.is_(None), documents_t.c.purged_at.is_(None),
+                             true()),
         order_by=(documents_t.c.id,),
         channel=STORAGE_CHANNEL,
     )

@@ -66,6 +66,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("email-monitor", "job", "comms_pipeline.jobs.email_monitor:EmailMonitorJob"),
     Stage("letter-monitor", "job", "comms_pipeline.jobs.letter_monitor:LetterMonitorJob"),
     Stage("expiry-sweep", "job", "comms_pipeline.jobs.expiry:ExpirySweepJob"),
+    Stage("retention-sweep", "job", "comms_pipeline.jobs.retention:RetentionSweepJob"),
     Stage("sms", "daemon", "comms_pipeline.daemons.sms:SmsDaemon"),
     Stage("email", "daemon", "comms_pipeline.daemons.email:EmailDaemon"),
     Stage("letter", "daemon", "comms_pipeline.daemons.letter:LetterDaemon"),

@@ -26,6 +26,7 @@ from sqlalchemy import and_, delete, select
 
 from comms_pipeline.core.addressing import InvalidAddress, normalise, select_targets
 from comms_pipeline.core.clock import utcnow
+from comms_pipeline.core.retention import removal_notice
 from comms_pipeline.core.states import ADDRESS_KIND, DetailState, ErrorCode, Media
 from comms_pipeline.pipeline import audit
 from comms_pipeline.pipeline.lookups import load_contacts
@@ -173,9 +174,11 @@ def retry_entries(conn: Connection, entry_ids: Sequence[int], *, force: bool = F
         documents_t.c.detail_id.in_(list(found))))}
     queue = _retry_queue()
     for row in rows:
-        why = _retry_one(conn, queue, row, headers.get(row.header_id),
-                         contacts.get(row.contact_id), documents.get(row.id), force, actor,
-                         region, result, remerge)
+        removed = removal_notice(row.purged_at, row.purged_by)
+        why = (f"its content was {removed}: nothing to send again" if removed
+               else _retry_one(conn, queue, row, headers.get(row.header_id),
+                               contacts.get(row.contact_id), documents.get(row.id), force,
+                               actor, region, result, remerge))
         if why:
             result.refused[row.id] = why
     if result.retried or result.refused:

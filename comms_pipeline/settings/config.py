@@ -27,6 +27,7 @@ from comms_pipeline.settings.entity_sources import EntitySource
 from comms_pipeline.settings.gateways import GatewaysSettings
 from comms_pipeline.settings.links import LinkSettings
 from comms_pipeline.settings.notifications import NotificationSettings
+from comms_pipeline.settings.retention import RetentionSettings
 from comms_pipeline.settings.run import RunSettings
 from comms_pipeline.settings.suppressions import SuppressionSettings
 from comms_pipeline.settings.web import WebSettings
@@ -216,6 +217,7 @@ class Settings(_Section):
     bounces: BounceSettings = Field(default_factory=BounceSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     entity_sources: dict[str, EntitySource] = Field(default_factory=dict)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     source: str = "defaults"
 
     @property

@@ -267,6 +267,9 @@ class RequestDetail(ClaimColumns, Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
     #: Caused by a test API key: sent only to the simulator, left out of reports and quotas.
     is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    #: When and why (``retention`` or ``erasure``) the content was removed on purpose.
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime)
+    purged_by: Mapped[str | None] = mapped_column(String(16))
 
 
 class Document(ClaimColumns, Base):
@@ -288,6 +291,9 @@ class Document(ClaimColumns, Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=NOW)
+    #: When and why (``retention`` or ``erasure``) the content was removed on purpose.
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime)
+    purged_by: Mapped[str | None] = mapped_column(String(16))
 
 
 class SmsPart(Base):
@@ -579,6 +585,21 @@ class Communication(Base):
     created_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: When and why (``retention`` or ``erasure``) the content was removed on purpose.
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime)
+    purged_by: Mapped[str | None] = mapped_column(String(16))
+
+
+class Erasure(Base):
+    """One person's personal data erased: the pseudonym that replaced the reference, when,
+    by whom and how many rows of each kind were touched (``comms contacts erase``)."""
+
+    __tablename__ = "erasures"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(String(64), unique=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime)
+    erased_by: Mapped[str] = mapped_column(String(128))
+    counts: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Suppression(Base):
@@ -750,10 +771,7 @@ sms_receipts_t = _table(SmsReceipt)
 suppressions_t = _table(Suppression)
 soft_bounces_t = _table(SoftBounce)
 feedback_t = _table(FeedbackReport)
-
-
 callback_endpoints_t = _table(CallbackEndpoint)
 callback_outbox_t = _table(CallbackEvent)
-
-
 usage_t = _table(UsageCounter)
+erasures_t = _table(Erasure)

@@ -24,6 +24,7 @@ from comms_pipeline.web import (
     routes_admin,
     routes_agents,
     routes_callbacks,
+    routes_erasure,
     routes_feedback,
     routes_links,
     routes_ops,
@@ -112,7 +113,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.metrics = metrics_registry(app.state.engine)
     for module in (routes_queue, routes_requests, routes_agents, routes_tracking, routes_links,
                    routes_ops, routes_suppressions, routes_admin, routes_feedback,
-                   routes_callbacks):
+                   routes_callbacks, routes_erasure):
         app.include_router(module.router)
     _add_pages(app)
     describe_operations(app)

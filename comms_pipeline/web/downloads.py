@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from comms_pipeline.core.errors import GatewayError
 from comms_pipeline.pipeline.documents import (
     DocumentInfo,
+    DocumentRemovedError,
     DocumentUnavailableError,
     UnknownDocumentError,
     extension,
@@ -41,6 +42,8 @@ def document_bytes(request: Request, document_id: int) -> tuple[DocumentInfo, by
         return fetch_document(request.app.state.settings, request.app.state.engine, document_id)
     except UnknownDocumentError:
         raise not_found(f"no document {document_id}") from None
+    except DocumentRemovedError as exc:
+        raise ApiError(410, "document_removed", str(exc)) from None
     except DocumentUnavailableError as exc:
         raise ApiError(409, "document_unavailable", str(exc)) from None
     except GatewayError as exc:
@@ -64,6 +67,8 @@ def presigned_url(request: Request, document_id: int, seconds: int) -> str:
         row = storage_place(conn, document_id)
     if row is None:
         raise not_found(f"no document {document_id}")
+    if row.removed:
+        raise ApiError(410, "document_removed", f"document {document_id} was {row.removed}")
     if row.storage_backend != "s3" or not row.location:
         raise ApiError(409, "not_in_s3", f"document {document_id} is not kept in S3 "
                        f"(storage: {row.storage_backend or 'not stored yet'}); download it "

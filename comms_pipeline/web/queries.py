@@ -17,6 +17,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from comms_pipeline.core.retention import removal_notice
 from comms_pipeline.core.states import PublicState, public_state
 from comms_pipeline.queue.system_queue import document_rows
 from comms_pipeline.web.errors import invalid
@@ -36,6 +37,7 @@ def shown_state(state: str, expires_at: datetime | None, now: datetime) -> str:
 def entry_dict(row: Any, now: datetime) -> dict[str, Any]:
     data = {k: v for k, v in row._mapping.items()}
     data["state"] = shown_state(row.state, row.expires_at, now)
+    data["removed"] = removal_notice(data.pop("purged_at", None), data.pop("purged_by", None))
     for name in TIMES:
         data[name] = utc_out(data.get(name))
     return data

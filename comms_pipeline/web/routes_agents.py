@@ -87,7 +87,7 @@ def communications_log(request: Request, principal: Agent,
          "subject": e.subject, "content": e.content, "status": e.status,
          "follow_up_of_id": e.follow_up_of_id, "queue_entry_id": e.detail_id,
          "created_by": e.created_by, "created_at": utc_out(e.created_at),
-         "completed_at": utc_out(e.completed_at)} for e in entries]}
+         "completed_at": utc_out(e.completed_at), "removed": e.removed} for e in entries]}
 
 
 @router.get("/v1/contacts/{ref}/communications", response_model=CommunicationsPage,

@@ -93,6 +93,9 @@ class QueueEntry(_Out):
     updated_at: datetime | None = None
     completed_at: datetime | None = None
     expires_at: datetime | None = None
+    removed: str | None = Field(None, description="Why the subject and body (and document) "
+                                "are gone, e.g. 'removed by the retention policy on "
+                                "2026-12-02'")
 
 
 class DocumentRef(_Out):
@@ -282,6 +285,8 @@ class LogEntry(BaseModel):
     created_by: str | None = None
     created_at: datetime
     completed_at: datetime | None = None
+    removed: str | None = Field(None, description="Why the subject and content are gone, "
+                                "e.g. 'removed by the retention policy on 2026-12-02'")
 
 
 class CommunicationsLog(BaseModel):

@@ -1,7 +1,7 @@
 """wake_notifications: PostgreSQL triggers that NOTIFY a stage's channel when work arrives
 
 Revision ID: 0009
-Revises: 0010
+Revises: 0008
 Create Date: 2026-12-02 04:20:00.000000
 
 Idle workers ``LISTEN`` on their stage's channel (``comms_pipeline.queue.wake``) and claim as
@@ -21,7 +21,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = '0009'
-down_revision = '0010'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """fair_lanes: the requesting system on each queue entry, and the indexes of per-system claims
 
 Revision ID: 0010
-Revises: 0016
+Revises: 0009
 Create Date: 2026-12-02 04:20:00.000000
 
 Claims interleave external systems within a priority (one system's backlog delays another's
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0016'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """gateway_pool_and_rates: the gateway that sent an entry, and shared gateway rates
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-02 04:30:00.000000
 
 ``request_details.gateway`` names the gateway of a failover list that took (or refused) the
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """suppressions: the addresses no communication goes to, and the soft bounces counted
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0012
 Create Date: 2026-12-02 04:10:00.000000
 
 A hard bounce, a complaint (marketing only), an unregistered push token, an SMSC's word that a
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0013'
-down_revision = '0008'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """callbacks: client systems' callback endpoints and the outbox of their status events
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-02 04:30:00.000000
 
 An external system registers a callback URL and the events it wants; every such change of
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0014'
-down_revision = '0012'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

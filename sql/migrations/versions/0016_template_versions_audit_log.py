@@ -1,7 +1,7 @@
 """template_versions_audit_log: template versions (draft, publish, rollback) and the audit log
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-02 04:30:00.000000
 
 Every existing template becomes its own version 1, published (``live_version = 1``), so that
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0016'
-down_revision = '0013'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
