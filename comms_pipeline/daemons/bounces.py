@@ -78,7 +78,8 @@ class BounceDaemon:
                     handle_feedback(conn, FeedbackEvent(
                         kind=r.kind, detail_id=detail_id, message_id=parsed.message_id,
                         recipient=r.recipient, status=r.status, diagnostic=r.diagnostic,
-                        source=SOURCE, received_at=now), verp=self.verp, raw=data)
+                        source=SOURCE, received_at=now), verp=self.verp, raw=data,
+                        suppressions=self.settings.suppressions)
         except EntryInFlight:  # back before its batch finished: nothing written, sent again
             log.info("bounces.in_flight", detail_id=detail_id)
             return IN_FLIGHT

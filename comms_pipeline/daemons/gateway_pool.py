@@ -152,6 +152,9 @@ def build_pool(media: str, gateways: Sequence[tuple[str, G]], engine: Engine | N
         inside = paces_itself(cfg)
         members.append(Member(name, make_sender(cfg, gate if inside else None),
                               CircuitBreaker(f"{media}:{name}", cfg.breaker_failures,
-                                             cfg.breaker_open_seconds),
+                                             cfg.breaker_open_seconds,
+                                             rate=cfg.breaker_failure_rate,
+                                             window_seconds=cfg.breaker_window_seconds,
+                                             min_calls=cfg.breaker_min_calls),
                               None if inside else gate))
     return GatewayPool(media, members)

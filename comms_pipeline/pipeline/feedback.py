@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from comms_pipeline.pipeline.verp import VerpAddresses
+    from comms_pipeline.settings.suppressions import SuppressionSettings
 
 __all__ = ["FEEDBACK_HOOKS", "EntryInFlight", "FeedbackEvent", "FeedbackResult",
            "handle_feedback", "record_malformed"]
@@ -77,7 +78,8 @@ class FeedbackResult:
 
 #: ``hook(conn, event, result)``: runs for every event after it is recorded, in its
 #: transaction -- where the suppression list and the client systems' callbacks plug in.
-FeedbackHook = Callable[["Connection", FeedbackEvent, FeedbackResult], None]
+FeedbackHook = Callable[["Connection", FeedbackEvent, FeedbackResult,
+                         "SuppressionSettings | None"], None]
 FEEDBACK_HOOKS: list[FeedbackHook] = [suppress_on_feedback, callback_on_feedback]
 
 
@@ -91,12 +93,13 @@ def _email_detail(conn: Connection, detail_id: int | None) -> tuple[int, str] | 
 
 
 def handle_feedback(conn: Connection, event: FeedbackEvent, *,
-                    verp: VerpAddresses | None = None, raw: bytes | None = None
-                    ) -> FeedbackResult:
+                    verp: VerpAddresses | None = None, raw: bytes | None = None,
+                    suppressions: SuppressionSettings | None = None) -> FeedbackResult:
     """Record ``event`` on its entry and act on it (see the module's docstring).
 
     ``verp`` reads the signed id from ``event.message_id`` when ``event.detail_id`` is None;
-    ``raw`` (the report as it came) is kept when the event matches no entry.
+    ``raw`` (the report as it came) is kept when the event matches no entry;
+    ``suppressions`` (``settings.suppressions``) sets the soft-bounce threshold.
     """
     detail_id = event.detail_id
     if detail_id is None and event.message_id and verp is not None:
@@ -122,7 +125,7 @@ def handle_feedback(conn: Connection, event: FeedbackEvent, *,
     log.info("feedback.recorded", kind=event.kind, source=event.source, outcome=outcome,
              detail_id=result.detail_id, status=event.status, report_id=report_id)
     for hook in FEEDBACK_HOOKS:
-        hook(conn, event, result)
+        hook(conn, event, result, suppressions)
     return result
 
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 EVENT = {"hard_bounce": "bounced", "soft_bounce": "bounced", "complaint": "complained"}
 
 
-def callback_on_feedback(conn: Connection, event: FeedbackEvent, result: Any) -> None:
+def callback_on_feedback(conn: Connection, event: FeedbackEvent, result: Any,
+                         _settings: Any = None) -> None:
     if result.detail_id is None or event.kind not in EVENT:
         return
     enqueue_event(conn, detail_id=result.detail_id, event=EVENT[event.kind],

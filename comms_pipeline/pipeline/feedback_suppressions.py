@@ -21,10 +21,13 @@ from comms_pipeline.store.models import details_t
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
+    from comms_pipeline.settings.suppressions import SuppressionSettings
+
 ACTOR = "feedback"
 
 
-def suppress_on_feedback(conn: Connection, event: FeedbackEvent, result: Any) -> None:
+def suppress_on_feedback(conn: Connection, event: FeedbackEvent, result: Any,
+                         settings: SuppressionSettings | None = None) -> None:
     if result.detail_id is None:
         return
     address = conn.execute(select(details_t.c.address)
@@ -42,6 +45,7 @@ def suppress_on_feedback(conn: Connection, event: FeedbackEvent, result: Any) ->
         elif event.kind == "soft_bounce":
             sup.record_soft_bounce(conn, address=address, media="email",
                                    source_detail_id=result.detail_id,
-                                   now=event.received_at or utcnow(), description=words)
+                                   now=event.received_at or utcnow(), description=words,
+                                   settings=settings)
     except sup.SuppressionError:  # an address the list cannot hold: the report stays
         return

@@ -53,6 +53,7 @@ def record_ses(engine: Engine, settings: Settings, message: str) -> SesOutcome:
             result = handle_feedback(conn, FeedbackEvent(
                 kind=r.kind, detail_id=detail_id, message_id=notice.message_id,
                 recipient=r.recipient, status=r.status, diagnostic=r.diagnostic,
-                source=SOURCE, received_at=now), verp=verp, raw=raw)
+                source=SOURCE, received_at=now), verp=verp, raw=raw,
+                suppressions=settings.suppressions)
             rejected += result.outcome == "rejected"
     return SesOutcome(notice.type, recorded=len(notice.recipients), rejected=rejected)

@@ -43,6 +43,12 @@ class _Pooled(_Timeouts):
                                   "in a row that open this gateway's circuit breaker")
     breaker_open_seconds: float = Field(30.0, gt=0, description="an open breaker sends "
                                         "nothing this long, then lets one probe through")
+    breaker_failure_rate: float | None = Field(
+        0.5, gt=0, le=1, description="with fallbacks: this share of transient failures over "
+        "breaker_window_seconds also opens the breaker (unset: only failures in a row)")
+    breaker_window_seconds: float = Field(60.0, gt=0)
+    breaker_min_calls: int = Field(20, ge=1, description="answers the window must hold "
+                                   "before its failure rate counts")
 
 
 class EmailGateway(_Pooled):

@@ -15,7 +15,7 @@ from comms_pipeline.pipeline import template_versions as versions
 from comms_pipeline.pipeline.apikeys import Principal
 from comms_pipeline.web.auth import require
 from comms_pipeline.web.errors import ApiError, error_responses
-from comms_pipeline.web.schemas import NO_NUL
+from comms_pipeline.web.schemas import NO_NUL, UtcOut
 from comms_pipeline.web.strict_json import StrictJsonRoute
 
 router = APIRouter(tags=["admin"], responses=error_responses(401, 403, 404, 422),
@@ -26,7 +26,7 @@ Code = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)]
 
 class AuditEntryOut(BaseModel):
     id: int
-    at: datetime
+    at: UtcOut
     actor: str
     action: str
     target_kind: str
@@ -57,9 +57,9 @@ class VersionOut(BaseModel):
     version: int
     state: str
     live: bool
-    created_at: datetime
+    created_at: UtcOut
     created_by: str | None
-    published_at: datetime | None
+    published_at: UtcOut | None
 
 
 class VersionHistory(BaseModel):

@@ -8,7 +8,6 @@ registration.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -21,6 +20,7 @@ from comms_pipeline.pipeline import callback_endpoints as endpoints
 from comms_pipeline.queue.callbacks import EVENTS
 from comms_pipeline.web.auth import BearerKey, check, system_scope
 from comms_pipeline.web.errors import error_responses, invalid, not_found
+from comms_pipeline.web.schemas import UtcOut
 from comms_pipeline.web.strict_json import StrictJsonRoute
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"],
@@ -52,9 +52,9 @@ class CallbackEndpoint(BaseModel):
     events: list[str]
     enabled: bool
     consecutive_failures: int
-    disabled_at: datetime | None = None
+    disabled_at: UtcOut | None = None
     disabled_reason: str | None = None
-    created_at: datetime | None = None
+    created_at: UtcOut | None = None
     pending_events: int = 0
 
 

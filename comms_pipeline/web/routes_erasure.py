@@ -5,7 +5,6 @@ The same as ``comms contacts erase REF``: see :mod:`comms_pipeline.pipeline.eras
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -20,7 +19,7 @@ from comms_pipeline.pipeline.erasure import (
 )
 from comms_pipeline.web.auth import require
 from comms_pipeline.web.errors import ApiError, error_responses, not_found
-from comms_pipeline.web.schemas import NO_NUL, utc_out
+from comms_pipeline.web.schemas import NO_NUL, UtcOut, utc_out
 from comms_pipeline.web.strict_json import StrictJsonRoute
 
 router = APIRouter(tags=["contacts"], responses=error_responses(401, 403, 404, 422),
@@ -30,7 +29,7 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 
 class ErasureOut(BaseModel):
     pseudonym: str = Field(description="What now stands for the person wherever counts stay")
-    erased_at: datetime
+    erased_at: UtcOut
     erased_by: str
     counts: dict[str, int] = Field(description="Rows touched, by kind (entries, documents…)")
     already: bool = Field(description="The person had been erased before: nothing more found")

@@ -62,6 +62,8 @@ def utc_out(value: datetime | None) -> datetime | None:
 
 
 UtcIn = Annotated[datetime, AfterValidator(as_utc)]
+#: A stored (naive UTC) time in an answer: written with its offset, as the schema says.
+UtcOut = Annotated[datetime, AfterValidator(utc_out)]
 
 
 class _Out(BaseModel):

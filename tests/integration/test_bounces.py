@@ -173,3 +173,30 @@ def test_with_a_bounce_domain_the_merged_message_id_names_its_entry(sqlite_url,
     assert message_id.endswith(f"@{settings.email.message_id_domain}>")
     assert VerpAddresses.from_settings(settings).detail_id_from_message_id(message_id) \
         == detail_id
+
+
+def test_the_configured_soft_bounce_threshold_applies_to_what_the_receiver_takes(
+        sqlite_url, smtp_server, make_engine_for):
+    """``[suppressions] soft_bounce_threshold`` reaches the receiver: with 2, the second
+    soft bounce of an address suppresses it (the default would need 3)."""
+    from comms_pipeline.core.clock import utcnow
+    from comms_pipeline.pipeline import suppressions as sup
+
+    settings, engine = make_engine_for(sqlite_url, **smtp_server.env(**bounce_env(
+        COMMS_SUPPRESSIONS_SOFT_BOUNCE_THRESHOLD="2")))
+    receiver = Receiver(settings, engine).start()
+    try:
+        ids = add_entries(engine, "email", 2, address=lambda i: "full@example.org")
+        _completed(engine, ids)
+        verp = VerpAddresses.from_settings(settings)
+        soft = (CORPUS / "gmail_over_quota_delayed.eml").read_bytes()
+        receiver.send(verp.address(ids[0]), soft)
+        with engine.connect() as conn:
+            assert sup.is_suppressed(conn, "full@example.org", "email", "service",
+                                     utcnow()) is None
+        receiver.send(verp.address(ids[1]), soft)
+        with engine.connect() as conn:
+            found = sup.is_suppressed(conn, "full@example.org", "email", "service", utcnow())
+        assert found is not None and found.reason == "soft_bounce_threshold"
+    finally:
+        receiver.stop()

@@ -83,6 +83,8 @@ def test_the_readme_examples_render_with_no_missing_tag():
     assert len(examples) >= 4
     specs = {load_template_dir(f).code: load_template_dir(f) for f in builtin_dirs()}
     for code, entities in examples:
+        if code.startswith("MY_"):  # the reader's own template, in the versions example
+            continue
         spec = specs[code]
         for variant in spec.variants:
             missing, text = render_all(spec, variant.language, entities, {})

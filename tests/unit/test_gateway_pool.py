@@ -64,6 +64,27 @@ def test_breaker_opens_after_failures_in_a_row_and_a_probe_closes_it():
     assert breaker.state is BreakerState.CLOSED
 
 
+def test_a_failure_rate_over_the_window_opens_the_breaker_without_failures_in_a_row():
+    clock = Clock()
+    breaker = CircuitBreaker("g", failures=5, open_seconds=10, clock=clock, rate=0.5,
+                             window_seconds=60, min_calls=10)
+    for _ in range(4):  # every other message fails: never two in a row
+        breaker.record(True)
+        breaker.record(False)
+        clock.now += 1
+    assert breaker.state is BreakerState.CLOSED  # 8 answers: fewer than min_calls
+    breaker.record(True)
+    breaker.record(False)  # 5 of 10 failed in the window
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 10
+    breaker.record(True)  # the probe went through
+    assert breaker.state is BreakerState.CLOSED
+    clock.now += 120  # old answers leave the window: a few failures do not reopen it
+    for ok in (False, True, True, False):
+        breaker.record(ok)
+    assert breaker.state is BreakerState.CLOSED
+
+
 def test_failures_move_on_to_the_next_gateway_in_the_same_call():
     clock = Clock()
     gateways, a, b = pool(clock)
