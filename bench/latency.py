@@ -126,7 +126,8 @@ def seed(url: str, contacts: int, bulk: int) -> None:
 
 
 def phone(i: int) -> str:
-    return f"+35799{i:06d}"
+    """The destination the SMSC records for contact L-i (international, without the +)."""
+    return f"35799{i:06d}"
 
 
 def paced(rate: float, duration: float):  # type: ignore[no-untyped-def]
@@ -231,8 +232,12 @@ def service_rss(root: int) -> dict[str, float]:
             continue
         hwm = next((int(x.split()[1]) for x in status.splitlines()
                     if x.startswith("VmHWM:")), 0)
-        name = " ".join(cmd.split()[cmd.split().index("comms_pipeline.cli.main") + 1:][:4]) \
-            if "comms_pipeline.cli.main" in cmd else cmd[:40]
+        words = cmd.split()
+        if "comms_pipeline.cli.main" in words:
+            words = words[words.index("comms_pipeline.cli.main") + 1:]
+            words = [w for i, w in enumerate(words) if not w.startswith("--")
+                     and not (i and words[i - 1] in ("--log-level", "--config"))]
+        name = "comms " + " ".join(words[:4]) if words else cmd[:40]
         out[f"{name} [{pid}]"] = hwm / 1024
         pids.extend(int(c) for c in children)
     return out
@@ -300,7 +305,7 @@ def main() -> None:
                                        priority=1)
             wait_for(smsc.accepted_at, [phone(i) for i in committed], 120)
             got, missing = latencies(committed, smsc.accepted_at, phone)
-            bulk_sent = sum(1 for d in list(smsc.accepted_at) if d.startswith("+35796"))
+            bulk_sent = sum(1 for d in list(smsc.accepted_at) if d.startswith("35796"))
             results.append(line(f"priority-1 sms at {args.priority_rate:g}/s behind "
                                 f"{args.bulk:,} bulk", got, missing))
             results.append(f"    bulk SMS accepted by the SMSC meanwhile: {bulk_sent:,}")

@@ -99,7 +99,7 @@ def create_key(conn: Connection, role: str, name: str,
     ).returning(keys_t.c.id)).scalar_one()
     audit.record(conn, action="api_key.create", target_kind="api_key", target_id=prefix,
                  change={"role": role, "name": name, "external_system_id": external_system_id,
-                         "key_hash": hash_key(key)})
+                         "kind": kind, "key_hash": hash_key(key)})
     return NewKey(key_id, prefix, key)
 
 

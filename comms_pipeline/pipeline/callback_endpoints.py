@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, update
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
 from comms_pipeline.gateways.webhook import new_secret
+from comms_pipeline.pipeline import audit
 from comms_pipeline.queue.callbacks import forget_endpoints, parse_events
 from comms_pipeline.store.models import callback_endpoints_t, callback_outbox_t, systems_t
 
@@ -66,6 +67,10 @@ def add_endpoint(conn: Connection, system_id: int, url: str, events: Any, *,
         system_id=system_id, api_key_id=api_key_id, url=check_url(url), secret=secret,
         events=",".join(parse_events(events)), enabled=True, consecutive_failures=0,
         created_at=utcnow()).returning(callback_endpoints_t.c.id)).scalar_one()
+    audit.record(conn, action="callback_endpoint.add", target_kind="callback_endpoint",
+                 target_id=endpoint_id, change={"system_id": system_id, "url": check_url(url),
+                                                "events": parse_events(events),
+                                                "secret": secret, "api_key_id": api_key_id})
     forget_endpoints()
     return endpoint_id, secret
 
@@ -98,6 +103,8 @@ def remove_endpoint(conn: Connection, endpoint_id: int, system_id: int | None = 
         return False
     conn.execute(delete(callback_outbox_t).where(callback_outbox_t.c.endpoint_id == found))
     conn.execute(delete(e).where(e.c.id == found))
+    audit.record(conn, action="callback_endpoint.remove", target_kind="callback_endpoint",
+                 target_id=found)
     forget_endpoints()
     return True
 
@@ -108,5 +115,8 @@ def enable_endpoint(conn: Connection, endpoint_id: int, system_id: int | None = 
     e = callback_endpoints_t
     done = conn.execute(update(e).where(_own(endpoint_id, system_id)).values(
         enabled=True, consecutive_failures=0, disabled_at=None, disabled_reason=None))
+    if done.rowcount:
+        audit.record(conn, action="callback_endpoint.enable", target_kind="callback_endpoint",
+                     target_id=endpoint_id)
     forget_endpoints()
     return bool(done.rowcount)

@@ -34,6 +34,7 @@ from sqlalchemy import bindparam, case, or_, select, update
 
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.pipeline import audit
 from comms_pipeline.store.dialect import insert_for
 from comms_pipeline.store.models import keys_t, systems_t, usage_t
 
@@ -145,6 +146,12 @@ def set_limits(conn: Connection, *, system_id: int | None = None, key_id: int | 
         values["daily_limits"] = merged or None
     if values:
         conn.execute(update(table).where(table.c.id == row_id).values(values))
+        before = {"rate_limit_per_second": current.rate_limit_per_second,
+                  "daily_limits": current.daily_limits}
+        audit.record(conn, action="external_system.limits" if system_id is not None
+                     else "api_key.limits", target_kind="external_system"
+                     if system_id is not None else "api_key", target_id=row_id,
+                     change=audit.changed_fields(before, {**before, **values}))
     return {"rate_limit_per_second": values.get("rate_limit_per_second",
                                                 current.rate_limit_per_second),
             "daily_limits": values.get("daily_limits", current.daily_limits) or {}}

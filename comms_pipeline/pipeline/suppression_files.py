@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.pipeline import audit
 from comms_pipeline.pipeline.suppressions import (
     DEFAULT_SCOPE,
     REASONS,
@@ -139,4 +140,8 @@ def import_csv(conn: Connection, source: IO[str], *, actor: str, region: str = "
             report.added += 1
         else:
             report.already += 1
+    # One entry for the import, by whoever ran it (the rows keep their own creators).
+    audit.record(conn, actor=actor, action="suppression.import", target_kind="suppression",
+                 change={"added": report.added, "already": report.already,
+                         "skipped_removed": report.skipped_removed})
     return report

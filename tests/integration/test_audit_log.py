@@ -202,3 +202,33 @@ def test_the_audit_log_refuses_update_and_delete(engine):
                 conn.execute(text(f"DROP ROLE {role}"))
     with engine.connect() as conn:
         assert [e["actor"] for e in audit.list_entries(conn)] == ["cli:test"]
+
+
+def test_limits_callback_endpoints_and_a_suppression_import_are_audited(settings, engine,
+                                                                        tmp_path):
+    """The admin changes of the service features: limits, callback endpoints (their secret
+    as a fingerprint only), a suppression import by whoever ran it."""
+    _comms(settings, "external-systems", "add", "PORTAL", "--name", "Customer portal")
+    _comms(settings, "external-systems", "limits", "PORTAL", "--rate", "5", "--daily",
+           "email=100")
+    added = _comms(settings, "external-systems", "callbacks", "add", "PORTAL",
+                   "https://portal.example/cb")
+    with engine.connect() as conn:
+        endpoint = str(conn.execute(text("SELECT max(id) FROM callback_endpoints")).scalar())
+    _comms(settings, "external-systems", "callbacks", "enable", endpoint)
+    _comms(settings, "external-systems", "callbacks", "remove", endpoint)
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("address,media,reason\nold@example.com,email,manual\n")
+    _comms(settings, "suppressions", "import", str(csv_file), "--by", "migrator")
+
+    with engine.connect() as conn:
+        trail = {e["action"]: e for e in audit.list_entries(conn, limit=1000)}
+    limits = trail["external_system.limits"]["change"]
+    assert limits["rate_limit_per_second"] == {"before": None, "after": 5}
+    assert limits["daily_limits"]["after"] == {"email": 100}
+    add = trail["callback_endpoint.add"]["change"]
+    assert add["url"] == "https://portal.example/cb" and add["secret"].startswith("sha256:")
+    assert add["secret"][7:] not in added  # the secret itself is nowhere in the log
+    assert {"callback_endpoint.enable", "callback_endpoint.remove"} <= set(trail)
+    imported = trail["suppression.import"]
+    assert imported["actor"] == "cli:migrator" and imported["change"]["added"] == 1
