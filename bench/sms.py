@@ -12,7 +12,7 @@ outstanding. Peak RSS is this process's and the SMSC process's.
 
 With ``--response-delay-ms D`` the SMSC holds every answer D ms (a distant SMSC): the window
 then sets the limit, ``window / D`` messages a second, and the run compares the daemon with
-its window kept full across batches (``daemons.prefetch_batches``, the default) against the
+its window kept full across batches (``daemons.prefetch_batches = 3``) against the
 window drained at every batch (``prefetch_batches = 0``), as a share of that limit, with the
 number of times the SMSC saw the window run empty:
 
@@ -196,7 +196,7 @@ def window_across_batches(args: argparse.Namespace) -> None:
     try:
         for _ in range(args.repeat):
             runs["full"].append(pipeline(args.backend, port, items, args.window,
-                                         args.batch_size))
+                                         args.batch_size, prefetch=3))
             runs["drained"].append(pipeline(args.backend, port, items, args.window,
                                             args.batch_size, prefetch=0))
     finally:

@@ -8,8 +8,8 @@ suppression list, reason ``smpp_permanent``.
 
 The gateway is chosen per chunk by :meth:`SmsDaemon.send_chunk` from the failover list
 (``gateways.sms`` then ``gateways.sms_fallbacks``); the entry records which one sent it.
-With one SMPP gateway (no fallbacks) the daemon streams through its window across batches
-(``daemons.prefetch_batches``).
+With one SMPP gateway (no fallbacks) and ``daemons.prefetch_batches`` set, the daemon streams
+through its window across batches (for a distant SMSC; see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ class SmsDaemon(DeliveryHandler):
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         # No sender named: each gateway sends with its own source_addr.
         messages = [SmsMessage(r.id, r.address, r.body or "") for r in rows]
-        if len(self.gateways.members) == 1 and getattr(self.sender, "streams", False):
+        if self.settings.daemons.prefetch_batches and len(self.gateways.members) == 1 and \
+                getattr(self.sender, "streams", False):
             return self._stream(messages, ctx)
         outcomes = []
         for m, (res, via) in send_in_chunks(messages, self.send_chunk, ctx, self.chunk,
@@ -129,9 +130,9 @@ class SmsDaemon(DeliveryHandler):
             answered.append(self._outcome(message, result, via))
 
         def more() -> list[SmsMessage]:
-            if ctx.stopping or not ctx.still_ours():
+            if ctx.stopping:
                 return []  # what was answered is finished by the runner, if still ours
-            if answered:
+            if len(answered) >= ctx.batch_size:  # commit a batch's worth at a time
                 done = answered[:]
                 answered.clear()
                 ctx.finish(done)
@@ -145,7 +146,10 @@ class SmsDaemon(DeliveryHandler):
                 ctx.finish(screened + (self.simulate(test, ctx) if test else []))
                 waiting.extend(SmsMessage(r.id, r.address, r.body or "") for r in sendable
                                if not r.is_test)
-            return [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]
+            chunk = [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]
+            if chunk and not ctx.still_ours([m.detail_id for m in chunk]):
+                return []  # taken over: none of it goes out (the runner leaves it alone)
+            return chunk
 
         first = [waiting.popleft() for _ in range(min(self.chunk, len(waiting)))]
         self.sender.send_many(first, more=more, on_done=on_done)  # type: ignore[call-arg]

@@ -85,6 +85,11 @@ class BatchContext:
         self.unconfirmed = False
 
     @property
+    def batch_size(self) -> int:
+        """Rows the runner claims at a time (what a handler finishes at a time, too)."""
+        return self._runner.batch_size
+
+    @property
     def lost(self) -> bool:
         """The claim on (part of) this batch is gone, or can no longer be vouched for."""
         return bool(self.lost_ids) or self.unconfirmed
@@ -103,11 +108,13 @@ class BatchContext:
         self._beat()
         return not self.lost
 
-    def still_ours(self) -> bool:
-        """Ask the database whether every row of the batch is still held (one read), before
-        the next chunk goes out; extends the lease too when that is due."""
+    def still_ours(self, ids: Sequence[int] | None = None) -> bool:
+        """Ask the database whether the rows of the batch are still held (one read), before
+        the next chunk goes out: ``ids``, those of that chunk (a batch that grew while in
+        flight is not read in full at every chunk), else all. Extends the whole batch's
+        lease too when that is due."""
         lease = self._runner.settings.claims.lease_seconds
-        self._ask(extend=time.monotonic() - self._extended > lease / 3)
+        self._ask(extend=time.monotonic() - self._extended > lease / 3, only=ids)
         return not self.lost
 
     def claim_more(self) -> list[Row]:
@@ -146,18 +153,20 @@ class BatchContext:
         probe = getattr(self._runner.claimer, "outranked", None)
         return bool(probe and probe(self._runner.handler.queue, priority))
 
-    def _ask(self, *, extend: bool) -> None:
+    def _ask(self, *, extend: bool, only: Sequence[int] | None = None) -> None:
         runner = self._runner
         queue = runner.handler.queue
         with self._lock:
             if self.lost:
                 return
             asked = time.monotonic()
+            asking = self._ids if extend or only is None else \
+                [i for i in only if i in self.rows]
             try:
                 if extend:
                     held = runner.claimer.extend(queue, self._ids)
                 else:
-                    held = runner.claimer.held(queue, self._ids)
+                    held = runner.claimer.held(queue, asking)
             except Exception as exc:
                 if not is_db_unavailable(exc):
                     raise
@@ -169,7 +178,7 @@ class BatchContext:
                 return
             if extend:
                 self._extended = asked
-            lost = set(self._ids) - set(held)
+            lost = set(asking) - set(held)
             if lost:
                 self.lost_ids = lost
                 log.warning("claims.lease_lost", kind=queue.kind,
@@ -395,8 +404,10 @@ class Runner:
         persist = getattr(self.handler, "persist", None)
         while True:
             try:
+                # A loss already reported (claims.lease_lost, once per batch) is not again.
+                known = ctx.lost_ids | {o.id for o in outcomes} if ctx.lost else ctx.lost_ids
                 refused = self.claimer.finish(self.handler.queue, outcomes, persist=persist,
-                                              known_lost=ctx.lost_ids)
+                                              known_lost=known)
             except Exception as exc:
                 if not is_db_unavailable(exc):
                     raise

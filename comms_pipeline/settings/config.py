@@ -130,9 +130,10 @@ class DaemonSettings(_Section):
     heartbeat_seconds: float = Field(5.0, gt=0)
     stale_after_seconds: float = Field(30.0, gt=0)
     stop_timeout_seconds: float = Field(30.0, gt=0)
-    prefetch_batches: int = Field(3, ge=0, le=100, description=(
-        "batches a daemon with a send window (SMPP) may claim into the one in flight, so "
-        "the window stays full across batches; 0 drains it at every batch"))
+    prefetch_batches: int = Field(0, ge=0, le=100, description=(
+        "batches the SMS daemon (one SMPP gateway) may claim into the one in flight, so "
+        "its window stays full across batches: worth it for a distant SMSC (answers tens "
+        "of ms away); 0 (default) drains it at every batch, cheaper on a near one"))
     metrics_port: int | None = Field(None, ge=1, le=65535, description=(
         "serve each daemon's and job's Prometheus metrics on this port when --metrics-port "
         "is not given; copy N of a daemon (sms-N) uses metrics_port + N - 1"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
@@ -71,22 +72,29 @@ def test_email_daemon_stops_sending_a_batch_it_no_longer_holds(db_url, make_engi
     assert [e["event"] for e in logs].count("claims.lease_lost") == 1
 
 
-def test_sms_daemon_stops_at_the_next_chunk_boundary(db_url, make_engine_for, smsc):
+@pytest.mark.parametrize("prefetch", ["0", "3"])  # chunk by chunk, and the stream
+def test_sms_daemon_stops_at_the_next_chunk_boundary(db_url, make_engine_for, smsc, prefetch):
     settings, engine = make_engine_for(
         db_url, COMMS_DAEMONS_BATCH_SIZE="150", COMMS_GATEWAYS_SMS_BACKEND="smpp",
         COMMS_GATEWAYS_SMS_PORT=str(smsc.port), COMMS_GATEWAYS_SMS_TIMEOUT="5",
-        COMMS_GATEWAYS_SMS_WINDOW="1")
+        COMMS_GATEWAYS_SMS_WINDOW="1", COMMS_DAEMONS_PREFETCH_BATCHES=prefetch)
     ids = add_details(engine, "sms", [(f"+4477009{i:05d}", f"Message {i}") for i in range(150)])
     daemon = SmsDaemon(settings, engine)
     assert daemon.chunk == 50
     send = daemon.sender.send_many
 
-    def send_then_lose(messages, more, on_done):  # type: ignore[no-untyped-def]
+    def send_then_lose(messages, **stream):  # type: ignore[no-untyped-def]
+        if not stream:
+            results = send(messages)
+            take_over(engine, ids)  # taken over while this chunk was being sent
+            return results
+        more = stream["more"]
+
         def lose_then_more():  # taken over while the first chunk was being sent
             take_over(engine, ids)
             return more()
 
-        return send(messages, more=lose_then_more, on_done=on_done)
+        return send(messages, more=lose_then_more, on_done=stream["on_done"])
 
     daemon.sender.send_many = send_then_lose
     runner = Runner(settings, engine, daemon, once=True)

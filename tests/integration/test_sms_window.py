@@ -67,7 +67,8 @@ def test_test_entries_claimed_into_the_stream_go_to_the_simulator(db_url, make_e
     a test key's entries among it reach the simulator, never the SMSC."""
     settings, engine = make_engine_for(
         db_url, COMMS_DAEMONS_BATCH_SIZE=str(BATCH), COMMS_GATEWAYS_SMS_BACKEND="smpp",
-        COMMS_GATEWAYS_SMS_PORT=str(smsc.port), COMMS_GATEWAYS_SMS_WINDOW=str(WINDOW))
+        COMMS_GATEWAYS_SMS_PORT=str(smsc.port), COMMS_GATEWAYS_SMS_WINDOW=str(WINDOW),
+        COMMS_DAEMONS_PREFETCH_BATCHES="3")
     live = add_details(engine, "sms", [(f"+4477009{i:05d}", f"Live {i}") for i in range(BATCH)])
     test = add_details(engine, "sms", [(f"+4477008{i:05d}", f"Test {i}") for i in range(5)],
                        is_test=True)
