@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import uuid
 from pathlib import Path
 
@@ -49,6 +50,17 @@ def _structlog_as_it_came():
     capsys would then see nothing. Every test starts from structlog's defaults."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_as_they_were():
+    """A test running a Runner in the main thread installs its SIGTERM/SIGINT handlers (they
+    only set an event); they must not outlive the test: a process forked later (an API
+    server) would then ignore the SIGTERM that ends it, and the session wait for it."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 def _pg_admin():

@@ -98,3 +98,73 @@ def test_registration_is_checked(web_env):
     assert [e["system"] for e in api.get("/v1/callbacks", headers=bearer(admin)).json()] == [
         "PORTAL"]
     assert len(api.get("/v1/callbacks", headers=bearer(key)).json()) == 1
+
+
+def test_events_arrive_in_order_after_the_api_is_killed_and_restarted(db_url, tmp_path,
+                                                                      make_engine_for):
+    """The Done-when of issue 14: a system registers its callback and makes requests over an
+    API process that is SIGKILLed mid-way and started again; the events of every request
+    were written with its changes (the outbox), so all arrive, signed, in order."""
+    import multiprocessing
+    import os
+    import signal
+
+    import httpx
+
+    from comms_pipeline.runtime.run import run_stage
+    from tests.integration.test_web_limits import _serve
+
+    forget_endpoints()
+    settings, engine = make_engine_for(
+        db_url, COMMS_GATEWAYS_WEBHOOK_BACKEND="http",
+        COMMS_GATEWAYS_WEBHOOK_ALLOW_LOOPBACK_TARGETS="true")
+    with engine.begin() as conn:
+        factories.contact(conn)
+        factories.sms_template(conn)
+    _, key = add_system(engine, "PORTAL")
+    ctx = multiprocessing.get_context("fork")
+
+    def api_process(n: int):  # type: ignore[no-untyped-def]
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(db_url, str(tmp_path / f"var{n}"), theirs),
+                           daemon=True)
+        proc.start()
+        assert ours.poll(60), "the API process did not start"
+        return proc, f"http://127.0.0.1:{ours.recv()}"
+
+    receiver = WebhookReceiver(secret="unset")
+    receiver.start()
+    requests = []
+    try:
+        first, base = api_process(1)
+        with httpx.Client(timeout=20) as http:
+            made = http.post(f"{base}/v1/callbacks", headers=bearer(key), json={
+                "url": f"{receiver.url}/cb", "events": ["accepted", "completed"]}).json()
+            receiver.secret = made["secret"]
+            r = http.post(f"{base}/v1/requests", headers=bearer(key),
+                          json={"contact_ref": "C-1", "template_code": "SMS_HELLO"})
+            requests.append(r.json()["request_id"])
+            run_job("monitor", settings, engine)  # the first request's entry is born
+            os.kill(first.pid, signal.SIGKILL)  # the API dies mid-way
+            first.join(20)
+            second, base = api_process(2)
+            r = http.post(f"{base}/v1/requests", headers=bearer(key),
+                          json={"contact_ref": "C-1", "template_code": "SMS_HELLO"})
+            requests.append(r.json()["request_id"])
+            second.terminate()
+            second.join(20)
+            if second.is_alive():
+                second.kill()
+        run_job("monitor", settings, engine)
+        run_stage("sms", settings, engine, once=True)
+        Runner(settings, engine, CallbacksDaemon(settings, engine), once=True).run()
+    finally:
+        receiver.stop()
+        forget_endpoints()
+
+    assert receiver.forged == 0
+    got: dict[int, list[tuple[int, str]]] = {}
+    for req in receiver.delivered:
+        data = req.json()["data"]
+        got.setdefault(data["request_id"], []).append((data["sequence"], data["event"]))
+    assert got == {rid: [(1, "accepted"), (2, "completed")] for rid in requests}

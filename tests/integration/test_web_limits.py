@@ -28,7 +28,15 @@ from tests.integration.web_support import add_system, bearer, ensure_contact
 def _serve(url: str, var: str, pipe) -> None:  # type: ignore[no-untyped-def]
     """One API process: the app on the test database, uvicorn on a port the kernel chose
     (sent back through ``pipe``), until the test ends the process."""
+    import signal
+
     import uvicorn
+
+    # Forked from pytest, the process inherits whatever handlers an earlier test installed
+    # (a Runner's SIGTERM handler only sets an event): SIGTERM must end it, as it would a
+    # server, or the session waits for it at exit.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
 
     from comms_pipeline.store.db import make_engine
     from comms_pipeline.web.app import create_app
@@ -68,6 +76,9 @@ def two_apis(db_url, tmp_path):  # type: ignore[no-untyped-def]
             proc.terminate()
         for proc in procs:
             proc.join(20)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
 
 
 def _burst(bases: list[str], key: str, n: int) -> list[httpx.Response]:
