@@ -17,9 +17,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.template_spec import TemplateSpec, VariantSpec
 from comms_pipeline.pipeline.admin_records import save_template
-from comms_pipeline.pipeline.quotas import set_limits, system_scope, usage
+from comms_pipeline.pipeline.quotas import seconds_to_midnight, set_limits, system_scope, usage
 from comms_pipeline.store.models import headers_t
 from tests.conftest import make_settings
 from tests.integration.web_support import add_system, bearer, ensure_contact
@@ -130,13 +131,18 @@ def _daily_quota_holds(engine, two_apis) -> None:  # type: ignore[no-untyped-def
         responses = [http.post(f"{two_apis[i % 2]}/v1/requests", headers=bearer(key),
                                json={"contact_ref": "C-1", "template_code": "T-MAIL"})
                      for i in range(8)]
+        answered = utcnow()
 
     assert [r.status_code for r in responses] == [202] * 5 + [429] * 3
     refused = responses[-1].json()
     assert refused["code"] == "quota_exceeded"
     assert refused["details"] == {"limit": 5, "media": "email", "per": "day",
                                   "scope": "external system DAILY"}
-    assert 1 <= int(responses[-1].headers["Retry-After"]) <= 86400
+    # Retry-After: the seconds to the next UTC midnight, as the API process saw it just
+    # before this clock reading (a call that crosses midnight gives a full day back).
+    retry_after = int(responses[-1].headers["Retry-After"])
+    until_midnight = seconds_to_midnight(answered)
+    assert until_midnight <= retry_after <= until_midnight + 30 or retry_after >= 86400 - 30
     with engine.connect() as conn:
         assert usage(conn, [system_scope(system_id)])[system_scope(system_id)]["email"] == 5
         assert conn.execute(select(func.count()).select_from(headers_t)).scalar_one() == 5
