@@ -37,6 +37,7 @@ from comms_pipeline.daemons.email import EmailDaemon
 from comms_pipeline.pipeline.admin_records import add_contact
 from comms_pipeline.pipeline.triggers import trigger
 from comms_pipeline.queue.runner import Runner
+from comms_pipeline.runtime.heap import settle
 from comms_pipeline.settings.config import load_settings
 from comms_pipeline.store.db import make_engine, upgrade
 from comms_pipeline.store.models import details_t, documents_t
@@ -126,11 +127,13 @@ def pipeline(backend: str, port: int, prebuilt: list[tuple[str, bytes]], connect
         "COMMS_EMAIL_FROM_ADDRESS": f"Billing <{FROM}>"})
     engine = make_engine(settings.database_url)
     seed(engine, prebuilt)
+    daemon = EmailDaemon(settings, engine)
+    settle()  # what `comms daemon run email` does once its worker has started
     cpu = time.process_time()
     if profiler is not None:
         profiler.enable()
     with timer() as took:
-        Runner(settings, engine, EmailDaemon(settings, engine), once=True,
+        Runner(settings, engine, daemon, once=True,
                batch_size=batch_size).run()
     if profiler is not None:
         profiler.disable()

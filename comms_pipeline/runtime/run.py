@@ -108,6 +108,10 @@ def run_stage(name: str, settings: Settings, engine: Engine, *, once: bool = Tru
                     once=once, on_progress=on_progress, listen=not once)
     if signals:
         runner.install_signal_handlers()
+    if not once:  # a worker that stays: its start-up heap is not walked by every collection
+        from comms_pipeline.runtime.heap import settle
+
+        settle()
     runner.run()
     return RunReport(name, handled=runner.processed, retried=runner.retried,
                      refused=runner.refused, failed_batches=runner.failed_batches,
