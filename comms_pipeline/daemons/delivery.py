@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import structlog
 
@@ -44,7 +44,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-M = TypeVar("M")
+class _Entry(Protocol):
+    """A message that names its entry (every gateway's message type does)."""
+
+    @property
+    def detail_id(self) -> int: ...
+
+
+M = TypeVar("M", bound=_Entry)
 R = TypeVar("R")
 
 
@@ -90,7 +97,7 @@ def send_in_chunks(messages: Sequence[M], send: Callable[[Sequence[M]], Sequence
         part = messages[start:start + chunk]
         # The next chunk's rows only (a read of 20 ids, not of the whole batch at every chunk:
         # that read cost as much as the sends themselves, bench/email_daemon.py --profile).
-        if start and not ctx.still_ours([m.detail_id for m in part]):  # type: ignore[attr-defined]
+        if start and not ctx.still_ours([m.detail_id for m in part]):
             break
         if ctx.stopping:
             break

@@ -167,7 +167,8 @@ class BatchContext:
                 and priority <= self._probed_priority:
             return False  # nothing better than the last probe's priority, so than this one
         better = bool(probe(self._runner.handler.queue, priority))
-        self._probed, self._probed_priority = now, priority
+        if not better:  # only a "no" stands: a "yes" is asked again, never assumed away
+            self._probed, self._probed_priority = now, priority
         return better
 
     def _ask(self, *, extend: bool, only: Sequence[int] | None = None) -> None:
