@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import structlog
 
@@ -21,7 +21,7 @@ from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import ConfigError, GatewayError
 from comms_pipeline.core.processing_rules import processing_refusal
 from comms_pipeline.core.states import DetailState, ErrorCode
-from comms_pipeline.daemons.gateway_pool import GatewayPool, Member
+from comms_pipeline.daemons.gateway_pool import GatewayPool, Member, Routed
 from comms_pipeline.gateways import simulator
 from comms_pipeline.gateways.breaker import CircuitBreaker
 from comms_pipeline.gateways.protocols import (
@@ -53,6 +53,7 @@ class _Entry(Protocol):
 
 M = TypeVar("M", bound=_Entry)
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 def outcome_for(row_id: int, result: SendResult | GatewayError, media: str, *,
@@ -208,3 +209,27 @@ class DeliveryHandler(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: most daemons close their sender
         """Release gateway connections."""
+
+
+class PooledDelivery(DeliveryHandler, Generic[M, S]):
+    """A daemon that sends through a failover list of gateways (``self.gateways``, built by
+    the subclass): email and SMS. ``S`` is the media's sender Protocol."""
+
+    gateways: GatewayPool[M]
+
+    def send_chunk(self, messages: Sequence[M]) -> list[Routed]:
+        """Choose the gateway for these entries and send them: the seam where a gateway is
+        picked (here: the first of the failover list whose circuit breaker lets it through)."""
+        return self.gateways.send_many(messages)
+
+    @property
+    def sender(self) -> S:
+        """The first gateway's sender."""
+        return cast(S, self.gateways.members[0].sender)
+
+    @sender.setter
+    def sender(self, sender: S) -> None:
+        self.gateways.members[0].sender = cast(Any, sender)
+
+    def close(self) -> None:
+        self.gateways.close()

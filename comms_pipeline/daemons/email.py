@@ -22,8 +22,8 @@ import structlog
 from comms_pipeline.core.clock import utcnow
 from comms_pipeline.core.errors import ConfigError
 from comms_pipeline.core.states import DetailState, ErrorCode
-from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
-from comms_pipeline.daemons.gateway_pool import GatewayPool, Routed, build_pool
+from comms_pipeline.daemons.delivery import PooledDelivery, outcome_for, send_in_chunks
+from comms_pipeline.daemons.gateway_pool import GatewayPool, build_pool
 from comms_pipeline.gateways.protocols import EmailMessage, EmailSender, SendResult
 from comms_pipeline.pipeline.documents import document_contents
 from comms_pipeline.pipeline.verp import VerpAddresses
@@ -58,7 +58,7 @@ def make_email_sender(settings: Settings, cfg: EmailGateway | None = None,
     raise ConfigError(f"unknown email backend {cfg.backend!r}")
 
 
-class EmailDaemon(DeliveryHandler):
+class EmailDaemon(PooledDelivery[EmailMessage, EmailSender]):
     media = "email"
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
@@ -105,19 +105,3 @@ class EmailDaemon(DeliveryHandler):
             log.info("email.sent", count=len(sent), detail_ids=sent)
         return outcomes
 
-    def send_chunk(self, messages: Sequence[EmailMessage]) -> list[Routed]:
-        """Choose the gateway for these entries and send them: the seam where a gateway is
-        picked (here: the first of the failover list whose circuit breaker lets it through)."""
-        return self.gateways.send_many(messages)
-
-    @property
-    def sender(self) -> EmailSender:
-        """The first gateway's sender."""
-        return self.gateways.members[0].sender
-
-    @sender.setter
-    def sender(self, sender: EmailSender) -> None:
-        self.gateways.members[0].sender = sender
-
-    def close(self) -> None:
-        self.gateways.close()

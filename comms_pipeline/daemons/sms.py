@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from comms_pipeline.core.errors import ConfigError, GatewayError
-from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for, send_in_chunks
-from comms_pipeline.daemons.gateway_pool import GatewayPool, Routed, build_pool
+from comms_pipeline.daemons.delivery import PooledDelivery, outcome_for, send_in_chunks
+from comms_pipeline.daemons.gateway_pool import GatewayPool, build_pool
 from comms_pipeline.gateways.protocols import Outcome as SendOutcome
 from comms_pipeline.gateways.protocols import SendResult, SmsMessage, SmsSender
 from comms_pipeline.pipeline.suppressions import DeadTarget, suppress_dead
@@ -61,7 +61,7 @@ def make_sms_sender(settings: Settings, on_receipts=None,
     raise ConfigError(f"gateways.sms.backend: unknown backend {cfg.backend!r}")
 
 
-class SmsDaemon(DeliveryHandler):
+class SmsDaemon(PooledDelivery[SmsMessage, SmsSender]):
     media = "sms"
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
@@ -102,19 +102,6 @@ class SmsDaemon(DeliveryHandler):
             outcomes.append(self._outcome(m, res, via))
         return outcomes
 
-    def send_chunk(self, messages: Sequence[SmsMessage]) -> list[Routed]:
-        """Choose the gateway for these entries and send them: the seam where a gateway is
-        picked (here: the first of the failover list whose circuit breaker lets it through)."""
-        return self.gateways.send_many(messages)
-
-    @property
-    def sender(self) -> SmsSender:
-        """The first gateway's sender."""
-        return self.gateways.members[0].sender
-
-    @sender.setter
-    def sender(self, sender: SmsSender) -> None:
-        self.gateways.members[0].sender = sender
 
     def _stream(self, messages: list[SmsMessage], ctx: BatchContext) -> list[Outcome]:
         """One stream through the window for the batch and the batches claimed into it while
