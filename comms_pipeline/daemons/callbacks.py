@@ -32,6 +32,7 @@ from comms_pipeline.queue.callbacks import DELIVERED, FAILED, deliverable, forge
 from comms_pipeline.queue.claims import Outcome, WorkQueue
 from comms_pipeline.queue.machine import CALLBACKS
 from comms_pipeline.queue.retry import FixedSchedule
+from comms_pipeline.store.dialect import reading
 from comms_pipeline.store.models import callback_endpoints_t, callback_outbox_t, systems_t
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class CallbacksDaemon:
 
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
         e = callback_endpoints_t
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             endpoints = {r.id: r for r in conn.execute(
                 select(e.c.id, e.c.url, e.c.secret, e.c.enabled, systems_t.c.code)
                 .join(systems_t, systems_t.c.id == e.c.system_id)

@@ -35,6 +35,7 @@ from comms_pipeline.gateways.protocols import (
 from comms_pipeline.pipeline.media import load_media_rules
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.queue.work_queues import detail_queue
+from comms_pipeline.store.dialect import reading
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
@@ -149,7 +150,7 @@ class DeliveryHandler(ABC):
     def screen(self, rows: Sequence[Row]) -> tuple[list[Outcome], list[Row]]:
         """The outcomes of rows that must not be sent (expired, or refused by the processing
         rules), and the rows to send."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rule = load_media_rules(conn)[self.media]
         now = utcnow()
         outcomes: list[Outcome] = []

@@ -28,6 +28,7 @@ from comms_pipeline.gateways.protocols import EmailMessage, EmailSender, SendRes
 from comms_pipeline.pipeline.documents import document_contents
 from comms_pipeline.pipeline.verp import VerpAddresses
 from comms_pipeline.queue.claims import Outcome
+from comms_pipeline.store.dialect import reading
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
@@ -75,7 +76,7 @@ class EmailDaemon(PooledDelivery[EmailMessage, EmailSender]):
         self.chunk = max(20, 10 * settings.gateways.email.connections)
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             contents = document_contents(conn, [r.id for r in rows])
         outcomes: list[Outcome] = []
         messages: list[EmailMessage] = []

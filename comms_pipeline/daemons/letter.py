@@ -17,6 +17,7 @@ from comms_pipeline.daemons.delivery import DeliveryHandler, outcome_for
 from comms_pipeline.gateways.protocols import Letter, LetterDrop
 from comms_pipeline.pipeline.documents import document_contents
 from comms_pipeline.queue.claims import Outcome
+from comms_pipeline.store.dialect import reading
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
@@ -49,7 +50,7 @@ class LetterDaemon(DeliveryHandler):
         self.drop = make_letter_drop(settings)
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             contents = document_contents(conn, [r.id for r in rows])
         outcomes: list[Outcome] = []
         letters: list[Letter] = []

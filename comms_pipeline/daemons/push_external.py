@@ -32,6 +32,7 @@ from comms_pipeline.queue.claims import Outcome, WorkQueue
 from comms_pipeline.queue.machine import DETAILS
 from comms_pipeline.queue.retry import FixedSchedule, RetryPolicy
 from comms_pipeline.queue.wake import EXTERNAL_CHANNEL
+from comms_pipeline.store.dialect import reading
 from comms_pipeline.store.models import details_t, headers_t, systems_t
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class PushExternalDaemon(DeliveryHandler):
         self.sender = make_webhook_sender(settings)
 
     def deliver(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             systems = {s.id: s for s in conn.execute(select(systems_t).where(
                 systems_t.c.id.in_({r.external_system_id for r in rows})))}
             headers = {h.id: h for h in conn.execute(

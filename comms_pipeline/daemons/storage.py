@@ -28,6 +28,7 @@ from comms_pipeline.pipeline.documents import make_document_store, storage_key
 from comms_pipeline.queue.claims import Outcome
 from comms_pipeline.queue.retry import NeverGiveUp
 from comms_pipeline.queue.work_queues import storage_queue
+from comms_pipeline.store.dialect import reading
 from comms_pipeline.store.models import contacts_t, details_t
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class StorageDaemon:
         query = (select(details_t.c.id, contacts_t.c.ref)
                  .join(contacts_t, contacts_t.c.id == details_t.c.contact_id)
                  .where(details_t.c.id.in_(list(detail_ids))))
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return {r.id: r.ref for r in conn.execute(query)}
 
     def handle(self, rows: Sequence[Row], ctx: BatchContext) -> list[Outcome]:

@@ -42,7 +42,7 @@ from comms_pipeline.core.states import ErrorCode
 from comms_pipeline.queue.lanes import fair_candidates, fair_ids, lane_values
 from comms_pipeline.queue.machine import IllegalTransition, StateMachine
 from comms_pipeline.queue.retry import ExponentialBackoff, RetryPolicy
-from comms_pipeline.store.dialect import analyze_if_stale, bulk_insert, is_postgres
+from comms_pipeline.store.dialect import analyze_if_stale, bulk_insert, is_postgres, reading
 from comms_pipeline.store.models import transitions_t
 
 if TYPE_CHECKING:
@@ -289,7 +289,7 @@ class Claimer:
                         or_(t.c.lease_until.is_(None), t.c.lease_until < now),
                         or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now))
                  .limit(1))
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return conn.execute(probe).first() is not None
 
     def _chosen(self, t: Table, candidates: Select, *, lock: bool) -> ColumnElement[bool]:
@@ -330,13 +330,21 @@ class Claimer:
         return set(held)
 
     def held(self, queue: WorkQueue, ids: Sequence[int]) -> set[int]:
-        """The ids of ``ids`` this worker still holds (a read: nothing is extended)."""
+        """The ids of ``ids`` this worker still holds (a read: nothing is extended).
+
+        A daemon asks before every chunk it sends, so this is one driver-level ``SELECT``
+        (a Core statement built and compiled for its 20 ids cost about 0.7 ms inside a run,
+        a tenth of the chunk's sends; this costs about a tenth of that)."""
         if not ids:
             return set()
         t = queue.table
-        with self.engine.connect() as conn:
-            return set(conn.execute(select(t.c.id).where(
-                t.c.id.in_(list(ids)), t.c.claimed_by == self.worker_id)).scalars())
+        with reading(self.engine) as conn:
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            prep = conn.dialect.identifier_preparer
+            sql = (f"SELECT {prep.quote('id')} FROM {prep.format_table(t)} "
+                   f"WHERE {prep.quote('claimed_by')} = {mark} "
+                   f"AND {prep.quote('id')} IN ({', '.join([mark] * len(ids))})")
+            return {r[0] for r in conn.exec_driver_sql(sql, (self.worker_id, *map(int, ids)))}
 
     # -- finishing ------------------------------------------------------------------------
     def finish(self, queue: WorkQueue, outcomes: Sequence[Outcome],

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from comms_pipeline.store.dialect import READ_ONLY
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -88,7 +90,10 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A writer takes the write lock up front (no deadlock upgrading a read lock); a
+        # connection that only reads (store.dialect.reading) does not take it at all.
+        read_only = conn.get_execution_options().get(READ_ONLY)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)

@@ -28,6 +28,19 @@ def is_postgres(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
 
+#: The execution option of a connection that only reads (see :func:`reading`).
+READ_ONLY = "comms_read_only"
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only. On SQLite its transaction begins ``DEFERRED`` where every
+    other begins ``IMMEDIATE`` (:mod:`store.db`): a read then neither takes the write lock nor
+    waits for a writer (in WAL mode it reads the last commit), so a daemon's reads between its
+    sends do not queue behind a finishing transaction. Use it only for connections that
+    never write."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
+
+
 def insert_for(bind: Engine | Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT of ``bind``'s dialect, so the caller can add ``.on_conflict_do_nothing()`` or
     ``.on_conflict_do_update()`` (the generic ``insert()`` has neither)."""

@@ -4,6 +4,7 @@ row locks, advisory locks and the run headers' JSON entities."""
 from __future__ import annotations
 
 import json
+import threading
 
 from sqlalchemy import select, text
 
@@ -15,6 +16,7 @@ from comms_pipeline.store.dialect import (
     insert_ignore,
     is_postgres,
     lock_rows,
+    reading,
     try_advisory_lock,
     upsert,
 )
@@ -92,3 +94,31 @@ def test_an_advisory_lock_is_held_by_one_session(make_engine_for, pg_url):
         advisory_unlock(a, "dialect-test", "k")
         assert try_advisory_lock(b, "dialect-test", "k") is True
         advisory_unlock(b, "dialect-test", "k")
+
+
+def test_a_read_neither_takes_nor_waits_for_the_write_lock(make_engine_for, db_url):
+    """A daemon's reads between its sends (``reading``) go on while another connection is in
+    the middle of a finishing transaction: they see the last commit. On SQLite every other
+    transaction begins IMMEDIATE, which would wait for that writer (up to the 60 s busy
+    timeout)."""
+    _, engine = make_engine_for(db_url)
+    def beat(instance: str) -> dict:
+        now = utcnow()
+        return {"name": "w", "instance": instance, "host": "h", "pid": 1, "started_at": now,
+                "beat_at": now}
+
+    with engine.begin() as conn:
+        conn.execute(heartbeats_t.insert().values(beat("a")))
+    seen: list[list[str]] = []
+    with engine.begin() as writer:  # holds the write lock until the end of the block
+        writer.execute(heartbeats_t.insert().values(beat("b")))
+
+        def read() -> None:
+            with reading(engine) as conn:
+                seen.append(conn.execute(select(heartbeats_t.c.instance)).scalars().all())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(20)  # a liveness bound: an IMMEDIATE begin would still be waiting
+        assert not reader.is_alive(), "the read waited for the writer"
+    assert seen == [["a"]]  # the last commit, not the writer's uncommitted row
