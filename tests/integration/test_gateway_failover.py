@@ -103,6 +103,9 @@ def test_email_fails_over_to_the_second_relay_and_returns(db_url, make_engine_fo
 
 def test_sms_fails_over_to_the_second_smsc_and_returns(db_url, make_engine_for):
     first, second = Smsc().start(), Smsc().start()
+    # Answers 50 ms late, so that the first SMSC is still at work when the test stops it
+    # (without it, a quiet machine sent all 60 before the test saw the 15th).
+    first.behaviour.response_delay = 0.05
     port = first.port
     fallback = {"name": "smsc-b", "backend": "smpp", "port": second.port, "receipts": False,
                 "timeout": 5, "source_addr": "OtherCo", **BREAKER}
