@@ -90,9 +90,9 @@ def _count_pipelined(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
     calls: list[int] = []
     original = SmtpLane._pipelined
 
-    def counting(self, *args):  # type: ignore[no-untyped-def]
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(SmtpLane, "_pipelined", counting)
     return calls
@@ -168,3 +168,54 @@ def test_pipelined_messages_arrive_intact(sqlite_url, smtp_server, make_engine_f
         text = parsed.get_body(("plain",)).get_content()
         assert text.splitlines() == body.splitlines()
         assert received.rcpt_tos[0].endswith("@example.com")
+
+
+def test_a_run_of_messages_costs_one_write_each_and_a_refusal_poisons_none(
+        sqlite_url, smtp_server, make_engine_for, monkeypatch):
+    """On a pipelining server, each message's content goes out in one write with RSET and the
+    next message's envelope (RFC 2920 section 3.1), so a run of messages costs one write and
+    one wait each; a refusal at the end of DATA in the middle still never meets the next MAIL
+    (the strict server counts a MAIL before RSET as nested)."""
+    from comms_pipeline.gateways.protocols import EmailMessage, SendResult
+    from comms_pipeline.gateways.smtp import SmtpEmailSender, _Session
+    from tests.integration.documents_factory import make_eml
+
+    handler = smtp_server.handler
+    handler.pipelining = True
+    handler.data_reply_for["user3@example.com"] = "554 5.7.1 Message refused as spam"
+    handler.data_reply_for["user4@example.com"] = "451 4.3.0 Try again later"
+    writes: list[bytes] = []
+    original = _Session.send
+
+    def counting(self, s):  # type: ignore[no-untyped-def]
+        writes.append(s if isinstance(s, bytes) else s.encode())
+        return original(self, s)
+
+    monkeypatch.setattr(_Session, "send", counting)
+    settings, _ = make_engine_for(sqlite_url, **smtp_server.env())
+    sender = SmtpEmailSender(settings.gateways.email)
+    messages = [EmailMessage(i, "no-reply@example.com", (f"user{i}@example.com",),
+                             make_eml(f"user{i}@example.com", body=f"message {i}"))
+                for i in range(10)]
+    try:
+        sent = sender.send_many(messages)
+        wire = list(writes)
+    finally:
+        sender.close()
+    results = [(r.ref is not None) if isinstance(r, SendResult) else r.code for r in sent]
+    assert results == [True, True, True, "554", "451", True, True, True, True, True]
+    # EHLO, the first envelope, then one write per message: its content, and after it RSET
+    # and the next envelope (none after the last message).
+    assert wire[0].lower().startswith(b"ehlo") and wire[1].startswith(b"MAIL FROM")
+    contents = wire[2:]
+    assert len(contents) == 10
+    assert all(w.count(b"\r\n.\r\nRSET\r\nMAIL FROM:") == 1 for w in contents[:9])
+    assert contents[9].endswith(b"\r\n.\r\n") and b"MAIL FROM" not in contents[9]
+    assert handler.nested_mail == 0
+    assert handler.resets == 9
+    assert [m.rcpt_tos[0] for m in smtp_server.messages] == [
+        f"user{i}@example.com" for i in (0, 1, 2, 5, 6, 7, 8, 9)]
+    for received, i in zip(smtp_server.messages, (0, 1, 2, 5, 6, 7, 8, 9), strict=True):
+        parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+        assert parsed.get_body(("plain",)).get_content().strip() == f"message {i}"
+    assert len({m.peer for m in smtp_server.messages}) == 1  # one kept-open connection
