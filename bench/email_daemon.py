@@ -114,19 +114,39 @@ def seed(engine, prebuilt: list[tuple[str, bytes]]) -> None:  # type: ignore[no-
                  "created_at": now} for d, (_, data) in zip(ids, chunk, strict=True)])
 
 
-def pipeline(backend: str, port: int, prebuilt: list[tuple[str, bytes]], connections: int,
-             batch_size: int, profiler=None) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """Wall seconds and this process's CPU seconds of the Email daemon draining the queue."""
-    url = fresh_database(backend, f"comms_bench_email_{backend}")
-    upgrade(url)
-    settings = load_settings(environ={
+def _settings(url: str, port: int, connections: int):  # type: ignore[no-untyped-def]
+    return load_settings(environ={
         "COMMS_DATABASE_URL": url, "COMMS_PATHS_VAR": str(Path("bench/out/var").resolve()),
         "COMMS_GATEWAYS_EMAIL_BACKEND": "smtp", "COMMS_GATEWAYS_EMAIL_HOST": "127.0.0.1",
         "COMMS_GATEWAYS_EMAIL_PORT": str(port),
         "COMMS_GATEWAYS_EMAIL_CONNECTIONS": str(connections),
         "COMMS_EMAIL_FROM_ADDRESS": f"Billing <{FROM}>"})
-    engine = make_engine(settings.database_url)
+
+
+def _seeded(backend: str, prebuilt: list[tuple[str, bytes]]) -> str:
+    url = fresh_database(backend, f"comms_bench_email_{backend}")
+    upgrade(url)
+    engine = make_engine(url)
     seed(engine, prebuilt)
+    engine.dispose()
+    return url
+
+
+def _completed(url: str) -> int:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        done = conn.execute(select(func.count()).select_from(details_t)
+                            .where(details_t.c.state == "completed")).scalar_one()
+    engine.dispose()
+    return done
+
+
+def pipeline(backend: str, port: int, prebuilt: list[tuple[str, bytes]], connections: int,
+             batch_size: int, profiler=None) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Wall seconds and this process's CPU seconds of the Email daemon draining the queue."""
+    url = _seeded(backend, prebuilt)
+    settings = _settings(url, port, connections)
+    engine = make_engine(settings.database_url)
     daemon = EmailDaemon(settings, engine)
     settle()  # what `comms daemon run email` does once its worker has started
     cpu = time.process_time()
@@ -138,13 +158,71 @@ def pipeline(backend: str, port: int, prebuilt: list[tuple[str, bytes]], connect
     if profiler is not None:
         profiler.disable()
     cpu = time.process_time() - cpu
-    with engine.connect() as conn:
-        done = conn.execute(select(func.count()).select_from(details_t)
-                            .where(details_t.c.state == "completed")).scalar_one()
     engine.dispose()
+    done = _completed(url)
     if done != len(prebuilt):
         raise SystemExit(f"only {done} of {len(prebuilt)} entries completed")
     return took[0], cpu
+
+
+# -- several processes side by side: the machine's limit, and the daemon's copies ----------
+def _raw_child(port: int, prebuilt: list[tuple[str, bytes]], go) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    go.wait()
+    start = time.time()
+    raw_loop(port, prebuilt)
+    return start, time.time()
+
+
+def _daemon_child(url: str, port: int, connections: int, batch_size: int,
+                  go) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    settings = _settings(url, port, connections)
+    engine = make_engine(settings.database_url)
+    daemon = EmailDaemon(settings, engine)
+    settle()
+    go.wait()
+    start = time.time()
+    Runner(settings, engine, daemon, once=True, batch_size=batch_size).run()
+    end = time.time()
+    engine.dispose()
+    return start, end
+
+
+def side_by_side(processes: int, work) -> float:  # type: ignore[no-untyped-def]
+    """Wall seconds from the first child's start to the last one's end: ``work(go)`` gives
+    each child's (function, arguments); they start together once all are ready, so the
+    start-up of a spawned interpreter is not measured."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = mp.get_context("spawn")
+    with context.Manager() as manager:
+        go = manager.Event()
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            futures = [pool.submit(fn, *args, go) for fn, args in work(processes)]
+            time.sleep(3)  # every child imported and set up: then all go at once
+            go.set()
+            spans = [f.result() for f in futures]
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
+def raw_processes(port: int, prebuilt: list[tuple[str, bytes]], processes: int) -> float:
+    return side_by_side(processes, lambda p: [
+        (_raw_child, (port, prebuilt[i::p])) for i in range(p)])
+
+
+def daemon_processes(backend: str, port: int, prebuilt: list[tuple[str, bytes]],
+                     processes: int, connections: int, batch_size: int) -> float:
+    url = _seeded(backend, prebuilt)
+    took = side_by_side(processes, lambda p: [
+        (_daemon_child, (url, port, connections, batch_size)) for _ in range(p)])
+    done = _completed(url)
+    if done != len(prebuilt):
+        raise SystemExit(f"only {done} of {len(prebuilt)} entries completed")
+    return took
 
 
 def profile(args, port: int, prebuilt: list[tuple[str, bytes]]) -> None:  # type: ignore[no-untyped-def]
@@ -169,6 +247,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--processes", type=int, default=2,
+                        help="also run the bare loop and the daemon in this many processes "
+                        "side by side (0: not): the machine's limit for parallel sending")
     parser.add_argument("--repeat", type=int, default=2,
                         help="interleaved rounds; the best of each is reported (noisy hosts)")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
@@ -204,7 +285,8 @@ def main() -> None:
         server = ctx.Process(target=serve, args=(port, ready, stop, counter), daemon=True)
         server.start()
         ready.wait(30)
-    runs: dict[str, list[tuple[float, float]]] = {"raw": [], "one": [], "many": []}
+    runs: dict[str, list[tuple[float, float]]] = {"raw": [], "one": [], "many": [],
+                                                   "raw_procs": [], "daemon_procs": []}
     try:
         prebuilt = messages(args.n)
         size = sum(len(d) for _, d in prebuilt) / len(prebuilt)
@@ -218,25 +300,41 @@ def main() -> None:
             runs["one"].append(pipeline(args.backend, port, prebuilt, 1, args.batch_size))
             runs["many"].append(pipeline(args.backend, port, prebuilt, args.connections,
                                          args.batch_size))
+            if args.processes > 1:
+                per = max(1, args.connections // args.processes)
+                runs["raw_procs"].append((raw_processes(port, prebuilt, args.processes), 0.0))
+                runs["daemon_procs"].append((daemon_processes(
+                    args.backend, port, prebuilt, args.processes, per, args.batch_size), 0.0))
     finally:
         if sink is not None:
             sink.stop()
         if server is not None:
             stop.set()
             server.join(30)
-    best = {k: min(v) for k, v in runs.items()}
+    best = {k: min(v) for k, v in runs.items() if v}
     raw = row("bare smtplib loop, 1 connection", args.n, best["raw"][0], "msgs")
     one = row("Email daemon, 1 connection", args.n, best["one"][0], "msgs")
     many = row(f"Email daemon, {args.connections} connections", args.n, best["many"][0], "msgs")
     print(f"  ratio daemon(1 connection) / bare loop:   {one / raw:.2f}")
     print(f"  ratio daemon({args.connections} connections) / bare loop: {many / raw:.2f}")
-    per_msg = {k: min(cpu for _, cpu in v) / args.n * 1e6 for k, v in runs.items()}
+    print(f"  ratio daemon({args.connections} connections) / daemon(1 connection): "
+          f"{many / one:.2f}")
+    if args.processes > 1:
+        per = max(1, args.connections // args.processes)
+        raws = row(f"bare loops, {args.processes} processes side by side", args.n,
+                   best["raw_procs"][0], "msgs")
+        procs = row(f"Email daemon, {args.processes} processes x {per} connections", args.n,
+                    best["daemon_procs"][0], "msgs")
+        print(f"  the machine's limit: {args.processes} bare loops / one = {raws / raw:.2f}; "
+              f"daemon {args.processes} processes / daemon(1 connection) = {procs / one:.2f}")
+    per_msg = {k: min(cpu for _, cpu in runs[k]) / args.n * 1e6 for k in ("raw", "one", "many")}
     print(f"  client CPU per message: bare loop {per_msg['raw']:.0f} us, daemon "
           f"{per_msg['one']:.0f} us (1 connection), {per_msg['many']:.0f} us "
           f"({args.connections} connections)")
     if counter is not None:
+        rounds = 5 if args.processes > 1 else 3
         print(f"  server received {counter.value} messages "
-              f"(expected {3 * args.repeat * args.n})")
+              f"(expected {rounds * args.repeat * args.n})")
     print(f"  peak RSS: this process {peak_rss_mb():.0f} MB, "
           f"server process {peak_rss_mb(children=True):.0f} MB")
 

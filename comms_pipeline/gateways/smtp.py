@@ -12,7 +12,10 @@ on the message, so the session is dropped and the message sent once more on a fr
 retried later if that fails too). Every refused transaction -- at MAIL, RCPT or the end of
 DATA -- is ended with ``RSET`` before the next ``MAIL FROM`` on the same connection, as
 ``smtplib.sendmail`` does: Postfix keeps a refused transaction's sender until then and answers
-the next MAIL ``503 5.5.1 Error: nested MAIL command``.
+the next MAIL ``503 5.5.1 Error: nested MAIL command``. On a server that offers PIPELINING
+(RFC 2920), a message's envelope goes out in one write, and its content in one write with
+``RSET`` and the next message's envelope behind it: a run of messages costs one write and one
+wait for the server each, and RSET ends every transaction, refused or not, before the next MAIL.
 The reply to DATA decides whether the server took the message: when the connection drops
 before that reply has been read, the message in hand is sent once more on a fresh connection
 (the server had not confirmed it; SMTP leaves no way to ask), and once the reply has been read
