@@ -9,7 +9,6 @@ heartbeats, graceful SIGTERM (rows not yet handled are released, the rest finish
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from comms_pipeline.core.errors import CommsError
+from comms_pipeline.core.signals import on_stop_signals
 from comms_pipeline.core.states import ErrorCode
 from comms_pipeline.queue import metrics
 from comms_pipeline.queue.claims import Claimer, Outcome, WorkQueue
@@ -302,14 +302,14 @@ class Runner:
         self.waker.interrupt()
 
     def install_signal_handlers(self) -> None:
-        def _stop(signum: int, _frame: object) -> None:
+        def _stop(signum: int) -> None:
             log.info("worker.stopping", worker=self.heartbeat.instance, signal=signum)
             self.stop()
 
-        if threading.current_thread() is not threading.main_thread():
-            return  # e.g. a job run by the scheduler's thread pool: the scheduler stops it
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        # Not in the main thread (a job run by the scheduler's thread pool): the scheduler
+        # stops it. The stop runs off the handler (core.signals: an Event set from a handler
+        # can deadlock the thread it interrupted).
+        on_stop_signals(_stop)
 
     def run(self) -> int:
         """Work until stopped (or, with ``once``, until nothing is left); return the rows

@@ -121,14 +121,14 @@ def run_stage(name: str, settings: Settings, engine: Engine, *, once: bool = Tru
 def _listen(name: str, settings: Settings, engine: Engine, *, once: bool,
             signals: bool) -> RunReport:
     """Run a listener (the bounce receiver) until SIGTERM; ``once``: bind and return."""
-    import signal
     import threading
+
+    from comms_pipeline.core.signals import on_stop_signals
 
     listener = stage(name).build_listener(settings, engine)
     stop = threading.Event()
-    if signals and threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+    if signals:
+        on_stop_signals(lambda _signum: stop.set())
     try:
         received = listener.serve(stop, once=once)
     finally:

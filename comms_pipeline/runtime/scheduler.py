@@ -16,7 +16,6 @@ and stands by again, so that two never fire together.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from comms_pipeline.core.signals import on_stop_signals
 from comms_pipeline.notifications.schedule import add_notification_jobs, add_refresh_job
 from comms_pipeline.runtime.registry import JOBS
 from comms_pipeline.runtime.run import run_job
@@ -84,15 +84,14 @@ def run_scheduler(settings: Settings, engine: Engine,
     current: list[BlockingScheduler] = []
     me = f"{socket.gethostname()}:{os.getpid()}"
 
-    def _stop(signum: int, _frame: object) -> None:
+    def _stop(signum: int) -> None:
         log.info("scheduler.stopping", signal=signum)
         stop.set()
         for scheduler in current:
             if scheduler.running:
                 scheduler.shutdown(wait=False)
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    on_stop_signals(_stop)
     cfg = settings.scheduler
     lock = NamedLock(engine, settings.var_dir, "scheduler", "leader")
     while not stop.is_set():

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from comms_pipeline.core.signals import on_stop_signals
 from comms_pipeline.runtime import supervisor as supervise
 
 if TYPE_CHECKING:
@@ -130,8 +131,7 @@ class Service:
 
     def run(self) -> int:
         """Supervise until :meth:`stop` (SIGTERM, SIGINT); 0 when every child stopped in time."""
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        on_stop_signals(self.stop)
         log.info("run.starting", children=[c.key for c in self.children])
         try:
             for child in self.children:
