@@ -15,7 +15,8 @@ DATA -- is ended with ``RSET`` before the next ``MAIL FROM`` on the same connect
 the next MAIL ``503 5.5.1 Error: nested MAIL command``. On a server that offers PIPELINING
 (RFC 2920), a message's envelope goes out in one write, and its content in one write with
 ``RSET`` and the next message's envelope behind it: a run of messages costs one write and one
-wait for the server each, and RSET ends every transaction, refused or not, before the next MAIL.
+wait for the server each, and within such a run RSET ends every transaction, refused or not,
+before the next MAIL.
 The reply to DATA decides whether the server took the message: when the connection drops
 before that reply has been read, the message in hand is sent once more on a fresh connection
 (the server had not confirmed it; SMTP leaves no way to ask), and once the reply has been read
@@ -328,6 +329,8 @@ class SmtpLane:
         try:
             data = self.signer.sign(message.data) if self.signer else message.data
         except GatewayError as err:
+            if self._ahead is message:  # its envelope is open on the server: hang up on it
+                self._drop()
             return err
         self.limiter.wait()
         if self.gate is not None:
@@ -428,8 +431,10 @@ class SmtpLane:
         (RFC 2920 section 3.1: message content may start a group, RSET may be in one), so that
         the next message costs one wait for the server instead of two. RSET ends this
         transaction whatever its verdict, so the next MAIL never meets a refused sender.
-        Nothing for a next message that needs SMTPUTF8 (it goes its own way)."""
-        if then is None:
+        Nothing for a next message that needs SMTPUTF8 (it goes its own way), and nothing
+        under a rate limit (the next message's DATA would stay open on the server through
+        the wait for its turn)."""
+        if then is None or self.limiter.interval or self.gate is not None:
             return b""
         try:
             mail_options = self._mail_options(smtp, then, then.data)
@@ -527,16 +532,18 @@ class SmtpEmailSender:
         results: list[Outcome | None] = [None] * len(messages)
         todo = deque(range(len(messages)))
 
+        lanes = self.lanes[: len(messages)]
+
         def drain(lane: SmtpLane) -> None:
             """Each lane takes its next message before sending the one in hand, so that the
-            next one's envelope can go out with this one's content."""
+            next one's envelope can go out with this one's content -- while at least one
+            message per lane is left, so that the last ones still spread over every lane."""
             i = _take(todo)
             while i is not None:
-                j = _take(todo)
+                j = _take(todo) if len(todo) >= len(lanes) else None
                 results[i] = lane.send(messages[i], None if j is None else messages[j])
-                i = j
+                i = j if j is not None else _take(todo)
 
-        lanes = self.lanes[: len(messages)]
         for future in [self._pool.submit(drain, lane) for lane in lanes]:
             future.result()
         return [r if r is not None else TransientGatewayError("SMTP", "not sent")

@@ -7,6 +7,7 @@ Postfix's own ``smtp-sink`` (Debian's ``postfix`` package, installed by ``.ci/se
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from collections import Counter
@@ -21,6 +22,7 @@ from comms_pipeline.store.models import details_t
 from tests.conftest import require_service
 from tests.integration.documents_factory import add_entries, details
 from tests.integration.test_email_daemon import run_once
+from tests.servers.smtp import RecordingHandler, SmtpServer
 from tests.servers.smtp_sink import SmtpSink, smtp_sink_path
 
 
@@ -219,3 +221,80 @@ def test_a_run_of_messages_costs_one_write_each_and_a_refusal_poisons_none(
         parsed = email.message_from_bytes(received.data, policy=email.policy.default)
         assert parsed.get_body(("plain",)).get_content().strip() == f"message {i}"
     assert len({m.peer for m in smtp_server.messages}) == 1  # one kept-open connection
+
+
+def _messages(n: int):  # type: ignore[no-untyped-def]
+    from comms_pipeline.gateways.protocols import EmailMessage
+    from tests.integration.documents_factory import make_eml
+
+    return [EmailMessage(i, "no-reply@example.com", (f"user{i}@example.com",),
+                         make_eml(f"user{i}@example.com", body=f"message {i}"))
+            for i in range(n)]
+
+
+def test_lanes_look_ahead_yet_the_last_messages_spread_over_every_lane(
+        sqlite_url, make_engine_for):
+    """With four lanes, a lane sends its next message's envelope ahead only while a message
+    per lane is left: four messages go out on four connections, forty arrive once each."""
+    from comms_pipeline.gateways.protocols import SendResult
+    from comms_pipeline.gateways.smtp import SmtpEmailSender
+
+    class Slow(RecordingHandler):
+        """Takes a while over each message, so that every lane is at work at once."""
+
+        delay = 0.3
+
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(self.delay)
+            return await super().handle_DATA(server, session, envelope)
+
+    server = SmtpServer(Slow()).start()
+    server.handler.pipelining = True
+    settings, _ = make_engine_for(sqlite_url, COMMS_GATEWAYS_EMAIL_CONNECTIONS="4",
+                                  **server.env())
+    sender = SmtpEmailSender(settings.gateways.email)
+    try:
+        assert all(isinstance(r, SendResult) for r in sender.send_many(_messages(4)))
+        assert len({m.peer for m in server.messages}) == 4  # none kept a second one back
+        server.handler.delay = 0  # type: ignore[attr-defined]
+        results = sender.send_many(_messages(40))
+        assert all(isinstance(r, SendResult) for r in results), results
+    finally:
+        sender.close()
+        server.stop()
+    counts = Counter(m.rcpt_tos[0] for m in server.messages[4:])
+    assert len(counts) == 40 and set(counts.values()) == {1}
+    assert server.handler.nested_mail == 0
+
+
+def test_a_message_that_cannot_be_signed_after_its_envelope_went_ahead(
+        sqlite_url, smtp_server, make_engine_for):
+    """The envelope of the next message is open on the server when its DKIM signing fails:
+    the lane hangs up on it (nothing is taken), and the message after goes out on a fresh
+    session."""
+    from comms_pipeline.core.errors import TransientGatewayError
+    from comms_pipeline.gateways.protocols import SendResult
+    from comms_pipeline.gateways.smtp import SmtpEmailSender
+
+    class Signer:
+        def sign(self, data: bytes) -> bytes:
+            if b"message 1" in data:
+                raise TransientGatewayError("DKIM", "signing failed: test")
+            return data
+
+    smtp_server.handler.pipelining = True
+    settings, _ = make_engine_for(sqlite_url, **smtp_server.env())
+    sender = SmtpEmailSender(settings.gateways.email)
+    sender.lanes[0].signer = Signer()  # type: ignore[assignment]
+    messages = _messages(3)
+    try:
+        results = sender.send_many(messages[:2])  # the unsignable one is the run's last
+        assert sender.lanes[0]._smtp is None  # hung up, not left open in DATA
+        results += sender.send_many(messages[2:])
+    finally:
+        sender.close()
+    assert isinstance(results[0], SendResult) and isinstance(results[2], SendResult)
+    assert isinstance(results[1], TransientGatewayError) and results[1].code == "DKIM"
+    assert [m.rcpt_tos[0] for m in smtp_server.messages] == [
+        "user0@example.com", "user2@example.com"]
+    assert len({m.peer for m in smtp_server.messages}) == 2  # hung up on the open envelope
