@@ -434,15 +434,10 @@ class SmtpLane:
         Nothing for a next message that needs SMTPUTF8 (it goes its own way), and nothing
         under a rate limit (the next message's DATA would stay open on the server through
         the wait for its turn)."""
-        if then is None or self.limiter.interval or self.gate is not None:
+        if then is None or self.limiter.interval or self.gate is not None or \
+                not all(a.isascii() for a in (then.mail_from, *then.rcpt_to)):
             return b""
-        try:
-            mail_options = self._mail_options(smtp, then, then.data)
-        except PermanentGatewayError:
-            return b""
-        if "SMTPUTF8" in mail_options:
-            return b""
-        return b"RSET\r\n" + self._envelope(then, mail_options)
+        return b"RSET\r\n" + self._envelope(then, self._mail_options(smtp, then, then.data))
 
     def _pipelined(self, smtp: _Session | _SslSession, message: EmailMessage, data: bytes,
                    mail_options: list[str], then: EmailMessage | None = None) -> SendResult:

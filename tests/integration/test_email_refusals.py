@@ -298,3 +298,49 @@ def test_a_message_that_cannot_be_signed_after_its_envelope_went_ahead(
     assert [m.rcpt_tos[0] for m in smtp_server.messages] == [
         "user0@example.com", "user2@example.com"]
     assert len({m.peer for m in smtp_server.messages}) == 2  # hung up on the open envelope
+
+
+def test_a_real_postfix_that_forbids_improper_pipelining_takes_the_look_ahead(sqlite_url):
+    """Debian's Postfix smtpd, with the strictest pipelining checks (Postfix 3.9's default
+    ``smtpd_forbid_unauth_pipelining = yes`` and ``reject_unauth_pipelining``), a recipient
+    refused at RCPT and a message refused at the end of DATA by a body check: every other
+    message is queued, and Postfix logs no pipelining violation."""
+    from comms_pipeline.gateways.protocols import EmailMessage, SendResult
+    from comms_pipeline.gateways.smtp import SmtpEmailSender
+    from comms_pipeline.settings.config import load_settings
+    from tests.integration.documents_factory import make_eml
+    from tests.servers.postfix import PostfixInstance, postfix_usable
+    from tests.servers.smtp import free_port
+
+    require_service(postfix_usable(), "Postfix (Debian package postfix, run as root)")
+    require_service(smtp_sink_path() is not None, "smtp-sink (Debian package postfix)")
+    sink = SmtpSink()
+    postfix = PostfixInstance("example.com", sink.port, "bounces.example.test", free_port())
+    with open(postfix.conf / "main.cf", "a") as cf:
+        cf.write("smtpd_forbid_unauth_pipelining = yes\n"
+                 "smtpd_data_restrictions = reject_unauth_pipelining\n"
+                 "smtpd_recipient_restrictions = check_recipient_access "
+                 "inline:{ user2@example.com=REJECT }, permit_mynetworks, reject\n"
+                 f"body_checks = regexp:{postfix.dir}/body_checks\n")
+    (postfix.dir / "body_checks").write_text("/^message 4$/ REJECT looks like spam\n")
+    postfix.start()
+    try:
+        settings = load_settings(environ={
+            "COMMS_DATABASE_URL": sqlite_url, "COMMS_GATEWAYS_EMAIL_BACKEND": "smtp",
+            "COMMS_GATEWAYS_EMAIL_HOST": "127.0.0.1",
+            "COMMS_GATEWAYS_EMAIL_PORT": str(postfix.port)})
+        sender = SmtpEmailSender(settings.gateways.email)
+        try:
+            results = sender.send_many([
+                EmailMessage(i, "no-reply@example.com", (f"user{i}@example.com",),
+                             make_eml(f"user{i}@example.com", body=f"message {i}"))
+                for i in range(8)])
+        finally:
+            sender.close()
+        log = postfix.log()
+    finally:
+        postfix.stop()
+        sink.stop()
+    verdicts = [r.reply[:3] if isinstance(r, SendResult) else r.code for r in results]
+    assert verdicts == ["250", "250", "554", "250", "550", "250", "250", "250"]
+    assert "pipelining" not in log.lower() and "synchronization" not in log.lower()
