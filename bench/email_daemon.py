@@ -193,18 +193,17 @@ def _daemon_child(url: str, port: int, connections: int, batch_size: int,
 
 
 def side_by_side(processes: int, work) -> float:  # type: ignore[no-untyped-def]
-    """Wall seconds from the first child's start to the last one's end: ``work(go)`` gives
-    each child's (function, arguments); they start together once all are ready, so the
-    start-up of a spawned interpreter is not measured."""
+    """Wall seconds from the first child's start to the last one's end: ``work(processes)``
+    gives each child's (function, arguments); they start together once all are set up (a
+    barrier), so the start-up of a spawned interpreter is not measured."""
     from concurrent.futures import ProcessPoolExecutor
 
     context = mp.get_context("spawn")
     with context.Manager() as manager:
-        go = manager.Event()
+        go = manager.Barrier(processes + 1)  # each child once set up, and this process
         with ProcessPoolExecutor(processes, mp_context=context) as pool:
             futures = [pool.submit(fn, *args, go) for fn, args in work(processes)]
-            time.sleep(3)  # every child imported and set up: then all go at once
-            go.set()
+            go.wait(120)  # every child imported and set up: then all go at once
             spans = [f.result() for f in futures]
     return max(end for _, end in spans) - min(start for start, _ in spans)
 
